@@ -1,0 +1,50 @@
+"""The ~1,741 municipalities and their community servers (CS).
+
+Sizes are heavy-tailed (incident-2016.md, load model: 127 million residents, mean
+about 73,000, median near 25,000): a lognormal whose median and mean are the
+scenario's, clipped to the smallest island and the largest city, plus the named large cities at
+their real sizes. Each CS gets a simultaneous-connection cap towards the relay tier
+that grows with its size up to a maximum, unless the scenario overrides it (the
+raised limits of February and March 2016).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from relay.config import CsConnectionsConfig, PopulationConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Municipality:
+    """One municipality and its CS."""
+
+    id: int
+    name: str
+    population: int
+    cs_cap: int
+
+
+def cs_cap(population: int, cfg: CsConnectionsConfig, name: str = "") -> int:
+    """The CS's connection cap: base plus a share per 100k residents, at most `maximum`."""
+    if name in cfg.overrides:
+        return cfg.overrides[name]
+    return min(cfg.maximum, cfg.base + math.floor(cfg.per_100k * population / 100_000))
+
+
+def build(
+    pop: PopulationConfig, caps: CsConnectionsConfig, rng: random.Random
+) -> list[Municipality]:
+    """All municipalities, the named cities first, then the lognormal body by id."""
+    sigma = math.sqrt(2.0 * math.log(pop.mean / pop.median))
+    mu = math.log(pop.median)
+    out = [
+        Municipality(i, name, size, cs_cap(size, caps, name))
+        for i, (name, size) in enumerate(pop.named.items())
+    ]
+    for i in range(len(out), pop.count):
+        size = round(min(pop.maximum, max(pop.minimum, rng.lognormvariate(mu, sigma))))
+        out.append(Municipality(i, f"m{i:04d}", size, cs_cap(size, caps)))
+    return out

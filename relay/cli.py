@@ -1,0 +1,128 @@
+"""The `relaysim` command line.
+
+Exit codes: 0 success; 2 bad usage or bad input (one line on stderr, never a
+traceback); 4 an invariant checker failed the run (the seed and the command that
+replays it are printed).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from relay import logs, render
+from relay.config import ConfigError, load_scenario
+
+EXIT_BAD_INPUT = 2
+EXIT_INVARIANT = 4
+
+
+class BadInput(click.ClickException):
+    """A user error reported as one line with exit code 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="relaysim")
+def cli() -> None:
+    """Simulate the 2016 My Number card relay tier: legacy and fixed designs."""
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--design", type=click.Choice(["fixed", "legacy"]), help="Design preset.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a scenario key, e.g. --set load.requests=5000 (repeatable).",
+)
+@click.option("--seed", type=click.IntRange(min=0), help="Seed (overrides the scenario's).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the summary.")
+@click.option("--quiet", is_flag=True, help="No progress bar, no table.")
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console")
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning"
+)
+def replay(
+    config: Path,
+    design: str | None,
+    overrides: tuple[str, ...],
+    seed: int | None,
+    json_path: Path | None,
+    quiet: bool,
+    log_format: logs.LogFormat,
+    log_level: str,
+) -> None:
+    """Replay a whole scenario under virtual time and print its summary."""
+    from relay.replay import replay as run_replay  # deferred: keeps --help fast
+
+    sets = list(overrides)
+    if design:
+        sets.append(f"design={design}")
+    if seed is not None:
+        sets.append(f"seed={seed}")
+    try:
+        scenario = load_scenario(config, sets)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise BadInput(f"--json {json_path}: directory {json_path.parent} does not exist")
+    command = _replay_command(config, overrides, scenario.design, scenario.seed, json_path)
+    log = logs.configure(log_format, log_level)
+    log.info("replay.start", scenario=str(config), seed=scenario.seed, replay=command)
+    err = Console(stderr=True)
+    with render.progress(scenario, enabled=not quiet and err.is_terminal, console=err) as bar:
+        result = run_replay(scenario, name=config.stem, log=log, progress=bar)
+    doc = result.summary
+    if json_path is not None:
+        _write_json(json_path, doc)
+    if not quiet:
+        render.summary_table(doc, Console())
+    log.info("replay.end", seed=scenario.seed, violations=len(result.violations))
+    if result.violations:
+        click.echo(f"relaysim: run failed its checks (seed {scenario.seed}):", err=True)
+        for v in result.violations:
+            click.echo(f"  {v}", err=True)
+        click.echo(f"replay with: {command}", err=True)
+        sys.exit(EXIT_INVARIANT)
+
+
+def _replay_command(
+    config: Path, overrides: tuple[str, ...], design: str, seed: int, json_path: Path | None
+) -> str:
+    parts = ["relaysim", "replay", str(config), "--design", design, "--seed", str(seed)]
+    for o in overrides:
+        parts += ["--set", o]
+    if json_path is not None:
+        parts += ["--json", str(json_path)]
+    return shlex.join(parts)
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    try:
+        path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"--json {path}: cannot write: {exc.strerror}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: click, with every usage error reduced to one line."""
+    try:
+        cli.main(args=argv, prog_name="relaysim", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("relaysim: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"relaysim: {exc.format_message()}", err=True)
+        sys.exit(EXIT_BAD_INPUT if exc.exit_code == 1 else exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,287 @@
+"""Scenario files: YAML, validated once, with errors that name the file and the key.
+
+    configs/2016-03-29.yaml: load.requests: expected an integer > 0, got 'x'
+
+`load_scenario` is the only way in: it reads with `yaml.safe_load`, applies the
+`--set KEY=VALUE` overrides and validates everything into frozen models, so the
+rest of the program never sees an unchecked value. docs/scenarios.md lists every key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from relay.design import Design, DesignName, preset
+from relay.distributions import Distribution
+
+
+class ConfigError(Exception):
+    """Bad input in a scenario file or an override; the message is one line for the user."""
+
+
+def _time_of_day(value: Any) -> Any:
+    """Accept "HH:MM", "HH:MM:SS" or a number of seconds since midnight."""
+    if isinstance(value, str):
+        parts = value.split(":")
+        if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+            raise ValueError('expected a time of day "HH:MM" or seconds since midnight')
+        h, m, s = (int(p) for p in [*parts, "0"][:3])
+        if h > 24 or m > 59 or s > 59:
+            raise ValueError('expected a time of day "HH:MM" or seconds since midnight')
+        return float(h * 3600 + m * 60 + s)
+    return value
+
+
+TimeOfDay = Annotated[float, BeforeValidator(_time_of_day), Field(ge=0, le=86400)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RelaysConfig(_Model):
+    """The relay servers (nodes) behind the distributor."""
+
+    count: int = Field(default=4, ge=1, le=64, description="relay nodes at the start of the day")
+    max_connections: int = Field(
+        default=64, ge=1, description="concurrent CS connections one node accepts"
+    )
+    cores: int = Field(default=8, ge=1, le=256, description="CPU cores per node (K)")
+    timeout_s: float = Field(
+        default=30.0, gt=0, description="timer for the whole relay step of one request"
+    )
+    timer_resolution_ms: float = Field(
+        default=15.625, gt=0, description="OS timer tick: events in one tick count as the same"
+    )
+
+
+class DispatcherConfig(_Model):
+    """The traffic distributor in front of the relays."""
+
+    policy: Literal["round_robin", "least_connections"] = "least_connections"
+
+
+class HsmConfig(_Model):
+    """The tamper-resistant device each relay calls per request."""
+
+    service_ms: Distribution = Distribution(dist="lognormal", mean=8.0, cv=0.3)
+    interrupt_ms: float = Field(
+        default=0.2, gt=0, description="core time to process one HSM reply interrupt"
+    )
+    deadline_ms: float = Field(
+        default=2000.0, gt=0, description="per-call deadline (design switch hsm_call_deadline)"
+    )
+
+
+class BackendConfig(_Model):
+    """The card management business server."""
+
+    service_ms: Distribution = Distribution(dist="lognormal", mean=1500.0, cv=1.0)
+
+
+class MonitorConfig(_Model):
+    """The hardware-monitoring agent polling each relay server."""
+
+    enabled: bool = True
+    period_s: float = Field(default=10.0, gt=0, description="seconds between two probes")
+    handling_ms: float = Field(default=2.0, gt=0, description="core time one probe takes")
+
+
+class PopulationConfig(_Model):
+    """Municipality sizes: a lognormal body plus named large cities."""
+
+    count: int = Field(default=1741, ge=1, description="municipalities (CS) in total")
+    median: float = Field(default=25_000, gt=0, description="median residents")
+    mean: float = Field(default=73_000, gt=0, description="mean residents")
+    minimum: float = Field(default=200, gt=0, description="smallest municipality")
+    maximum: float = Field(default=3_730_000, gt=0, description="largest municipality (Yokohama)")
+    named: dict[str, int] = Field(
+        default_factory=lambda: {"Yokohama": 3_730_000, "Osaka": 2_700_000, "Nagoya": 2_300_000},
+        description="cities with known populations, included as they are",
+    )
+
+    @model_validator(mode="after")
+    def _mean_above_median(self) -> PopulationConfig:
+        if self.minimum >= self.maximum:
+            raise ValueError("minimum must be below maximum")
+        if self.mean < self.median:
+            raise ValueError("mean must be at least median (lognormal sizes)")
+        if len(self.named) > self.count:
+            raise ValueError("more named cities than municipalities")
+        return self
+
+
+class CsConnectionsConfig(_Model):
+    """Each CS's simultaneous-connection cap towards the relay tier."""
+
+    base: int = Field(default=2, ge=1, description="cap of the smallest CS")
+    per_100k: float = Field(default=1.0, ge=0, description="extra connections per 100k residents")
+    maximum: int = Field(default=30, ge=1, description="cap of the largest CS")
+    overrides: dict[str, int] = Field(
+        default_factory=dict, description="cap by city name (raised limits)"
+    )
+
+
+class RetryConfig(_Model):
+    """A counter user retrying a failed operation."""
+
+    max_retries: int = Field(default=3, ge=0, le=100, description="retries after the first try")
+    think_s: Distribution = Distribution(dist="exponential", mean=60.0)
+    on: tuple[Literal["overflow", "timeout", "error"], ...] = ("overflow", "timeout", "error")
+
+
+class LoadConfig(_Model):
+    """Municipal counter load for the day."""
+
+    requests: int = Field(default=715_000, ge=0, description="first attempts over the day")
+    profile: Literal["weekday", "weekend", "flat"] = "weekday"
+    service_hours: tuple[TimeOfDay, TimeOfDay] = (7.5 * 3600, 21.5 * 3600)
+    population: PopulationConfig = PopulationConfig()
+    cs_connections: CsConnectionsConfig = CsConnectionsConfig()
+    retry: RetryConfig = RetryConfig()
+
+    @model_validator(mode="after")
+    def _hours_ordered(self) -> LoadConfig:
+        if self.service_hours[0] >= self.service_hours[1]:
+            raise ValueError("service_hours must open before they close")
+        return self
+
+
+class OperatorEvent(_Model):
+    """An operator's action at a time of day: detach, attach or add a relay node."""
+
+    at: TimeOfDay
+    action: Literal["detach", "attach", "add"]
+    node: int = Field(ge=1, description="relay number, 1-based as in the incident (#1..#4)")
+
+
+class RunConfig(_Model):
+    """How the run ends."""
+
+    drain_s: float = Field(
+        default=900.0, gt=0, description="after the last arrival, time allowed to finish"
+    )
+
+
+class Scenario(_Model):
+    """A whole scenario file, validated."""
+
+    name: str = "scenario"
+    date: dt.date = dt.date(2016, 3, 29)
+    seed: int = Field(default=1, ge=0)
+    design: DesignName = "fixed"
+    switches: dict[str, bool] = Field(default_factory=dict)
+    relays: RelaysConfig = RelaysConfig()
+    dispatcher: DispatcherConfig = DispatcherConfig()
+    hsm: HsmConfig = HsmConfig()
+    backend: BackendConfig = BackendConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    load: LoadConfig = LoadConfig()
+    operators: tuple[OperatorEvent, ...] = ()
+    run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Scenario:
+        unknown = set(self.switches) - set(Design.switch_names())
+        if unknown:
+            raise ValueError(f"unknown switch {sorted(unknown)[0]!r}")
+        for ev in self.operators:
+            if ev.action != "add" and ev.node > self.relays.count + sum(
+                1 for e in self.operators if e.action == "add"
+            ):
+                raise ValueError(f"operator event names relay #{ev.node}, which never exists")
+        return self
+
+    def resolved_design(self) -> Design:
+        """The preset named by `design`, with `switches` applied."""
+        return preset(self.design).with_switches(self.switches)
+
+
+# ---------------------------------------------------------------------------
+# Reading, overriding, and reporting errors in one line.
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `KEY.PATH=VALUE`; the value is parsed as YAML (so `3`, `true`, `[a, b]`)."""
+    key, sep, raw = text.partition("=")
+    path = key.strip().split(".")
+    if not sep or not all(p.strip() for p in path):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example load.requests=5000")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any, text: str) -> None:
+    """Set `value` at `path` inside nested mappings, creating mappings on the way."""
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(path[: i + 1])
+            raise ConfigError(f"--set {text}: {where} is not a mapping")
+        node = child
+    node[path[-1]] = value
+
+
+def _describe(error: ErrorDetails) -> str:
+    loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if kind == "missing":
+        return f"{loc}: required key is missing"
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    if kind.startswith("greater_than") or kind.startswith("less_than"):
+        msg = "expected a number that is " + msg.removeprefix("Input should be ")
+    elif msg.startswith("Input should be"):
+        msg = "expected " + msg.removeprefix("Input should be ")
+    got = error.get("input")
+    if isinstance(got, dict | list):
+        return f"{loc}: {msg}"
+    return f"{loc}: {msg}, got {got!r}"
+
+
+def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Read, override and validate a scenario; any problem raises one-line ConfigError."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.__class__.__name__}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{p}: YAML syntax error: {where}{problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys at the top level")
+    for text_ in overrides:
+        key_path, value = parse_override(text_)
+        apply_override(data, key_path, value, text_)
+    source = f"{p} (with --set)" if overrides else str(p)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc.errors()[0])}") from None

@@ -1,0 +1,105 @@
+"""The traffic distributor: spreads CS connections over the attached relay nodes.
+
+It also keeps each CS within its simultaneous-connection cap towards the relay tier.
+A connection it cannot place is refused with a reason, and counted as a
+connection-overflow event (the 12,650 of 29 March 2016 are these):
+
+- `cs_limit`: the CS already has as many connections open as its cap allows;
+- `node_limit`: the node the policy picked is at its connection limit;
+- `no_node`: no node is attached at all.
+
+Policies: `round_robin` takes attached nodes in turn, blind to their load (as an L4
+distributor does); `least_connections` takes the attached node with the fewest open
+connections, lowest number first on ties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from relay.node import Node
+
+Policy = Literal["round_robin", "least_connections"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A connection the distributor could not place, and the node that refused it."""
+
+    reason: Literal["cs_limit", "node_limit", "no_node"]
+    node: Node | None = None
+
+
+_CS_LIMIT = Refused("cs_limit")
+_NO_NODE = Refused("no_node")
+
+
+class Dispatcher:
+    """Node choice, attachment and the per-CS connection bookkeeping."""
+
+    def __init__(self, nodes: list[Node], cs_caps: Sequence[int], policy: Policy) -> None:
+        self.nodes = nodes
+        self.attached: list[bool] = [True] * len(nodes)
+        self.policy: Policy = policy
+        self._caps = list(cs_caps)
+        self._cs_open = [0] * len(self._caps)
+        self._turn = 0
+
+    def route(self, cs: int) -> Node | Refused:
+        """Place a new connection from CS `cs`: the node it opens on, or why it is refused.
+
+        On success the connection is counted open on both the CS and the node until
+        `release` is called.
+        """
+        if self._cs_open[cs] >= self._caps[cs]:
+            return _CS_LIMIT
+        node = self._pick()
+        if node is None:
+            return _NO_NODE
+        if not node.has_room():
+            return Refused("node_limit", node)
+        self._cs_open[cs] += 1
+        node.active += 1
+        return node
+
+    def release(self, node: Node, cs: int) -> None:
+        """The connection from `cs` on `node` closed."""
+        self._cs_open[cs] -= 1
+        node.active -= 1
+
+    def _pick(self) -> Node | None:
+        nodes, attached = self.nodes, self.attached
+        if self.policy == "least_connections":
+            best: Node | None = None
+            for node, on in zip(nodes, attached, strict=True):
+                if on and (best is None or node.active < best.active):
+                    best = node
+            return best
+        n = len(nodes)
+        for step in range(n):
+            i = (self._turn + step) % n
+            if attached[i]:
+                self._turn = i + 1
+                return nodes[i]
+        return None
+
+    def attach(self, node: Node) -> None:
+        """Send new connections to `node` again."""
+        self.attached[node.number - 1] = True
+
+    def detach(self, node: Node) -> None:
+        """Stop sending new connections to `node`; open ones finish where they are."""
+        self.attached[node.number - 1] = False
+
+    def add(self, node: Node) -> None:
+        """A new relay server joins the tier, attached."""
+        if node.number != len(self.nodes) + 1:
+            raise ValueError(f"relay #{node.number} added out of order")
+        self.nodes.append(node)
+        self.attached.append(True)
+
+    def cs_open(self, cs: int) -> int:
+        """Connections CS `cs` has open now."""
+        return self._cs_open[cs]

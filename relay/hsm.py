@@ -1,0 +1,40 @@
+"""The simulated HSM of one relay node: a single lane, first come first served.
+
+A tamper-resistant device works on one request at a time. With service times drawn
+when a call is submitted, the lane's finishing time is known at once (virtual finish
+time of a FIFO queue), so the model needs no queue object: `submit` returns when the
+reply will arrive. A call whose caller gave up still occupies the lane, as a real
+HSM call cannot be withdrawn.
+"""
+
+from __future__ import annotations
+
+import math
+
+from relay.distributions import Sampler
+
+
+class HsmLane:
+    """One HSM and the queue in front of it."""
+
+    __slots__ = ("_service", "busy_until", "calls", "stuck")
+
+    def __init__(self, service: Sampler) -> None:
+        self._service = service
+        self.busy_until = 0.0
+        self.calls = 0
+        self.stuck = False  # a lane that lost a reply never answers again (cause 1)
+
+    def submit(self, now: float) -> float:
+        """Queue a call at `now`; returns when its reply arrives (inf if the lane is stuck)."""
+        self.calls += 1
+        if self.stuck:
+            return math.inf
+        start = self.busy_until if self.busy_until > now else now
+        self.busy_until = start + self._service()
+        return self.busy_until
+
+    def restart(self, now: float) -> None:
+        """The HSM is re-initialised (node restart): empty and answering again."""
+        self.stuck = False
+        self.busy_until = now

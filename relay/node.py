@@ -1,0 +1,61 @@
+"""One relay server: connection limit, work areas, timer, HSM lane, cores, monitor.
+
+The node is state plus small decisions; the order of the relay step itself lives in
+`relay.tier`, which calls these pieces in the order the incident describes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from relay.hsm import HsmLane
+from relay.monitor import Monitor
+from relay.timer import OsTimer
+from relay.workarea import WorkAreaAllocator
+
+
+@dataclass(slots=True)
+class Outage:
+    """A span during which a node could not serve: why, from when, until when."""
+
+    mechanism: str
+    start: float
+    end: float | None = None
+
+
+@dataclass(slots=True)
+class Node:
+    """Relay server #`number` (1-based, as in the incident)."""
+
+    number: int
+    max_connections: int
+    cores: int
+    interrupt: float  # seconds of core time per HSM reply
+    timer: OsTimer
+    hsm: HsmLane
+    monitor: Monitor
+    rng: random.Random  # which core takes each HSM reply interrupt
+    allocator: WorkAreaAllocator = field(default_factory=WorkAreaAllocator)
+    active: int = 0  # CS connections open on this node now
+    up: bool = True  # the relay application is running
+    probe_collisions: int = 0  # probe on the core handling an HSM reply (window reached)
+    outages: list[Outage] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The node's display name, `relay1` for relay #1."""
+        return f"relay{self.number}"
+
+    def has_room(self) -> bool:
+        """Whether one more CS connection fits under the node's limit."""
+        return self.active < self.max_connections
+
+    def hsm_reply_core(self, now: float) -> tuple[int, bool]:
+        """Process an HSM reply arriving at `now`: the core it lands on, and whether a
+        monitor probe landed on that core while it was being processed."""
+        core = self.rng.randrange(self.cores)
+        hit = self.monitor.collides(core, now, self.interrupt)
+        if hit:
+            self.probe_collisions += 1
+        return core, hit

@@ -1,0 +1,71 @@
+"""One request through a relay node: its lifecycle as a transition table.
+
+The rules, as the business application ran them (incident-2016.md, "Inside one relay
+server"): a request is RECEIVED from a CS, its work area is ALLOCATED, it waits on the
+HSM (HSM_PENDING), is FORWARDED to the backend, and is ANSWERED or FAILED; either way
+it is then CLEANED UP (timer reset, work area freed). Any other move is a bug in the
+model and raises `LifecycleError` (h11 style: the table is the specification).
+
+A request ends with exactly one `Outcome`; a refused connection (overflow) never
+enters the lifecycle at all.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Outcome(enum.StrEnum):
+    """How a request ended, as counted in the summary."""
+
+    COMPLETED = "completed"
+    OVERFLOW = "overflow"  # refused at admission: connection cap reached
+    TIMEOUT = "timeout"  # the relay step's timer fired first
+    ERROR = "error"  # the node failed it (crash, HSM failure)
+
+
+class Phase(enum.Enum):
+    """Where a request is in the relay step."""
+
+    RECEIVED = "received"
+    ALLOCATED = "allocated"
+    HSM_PENDING = "hsm_pending"
+    FORWARDED = "forwarded"
+    ANSWERED = "answered"
+    FAILED = "failed"
+    CLEANED = "cleaned"
+
+
+_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.RECEIVED: frozenset({Phase.ALLOCATED, Phase.FAILED}),
+    Phase.ALLOCATED: frozenset({Phase.HSM_PENDING, Phase.FAILED}),
+    Phase.HSM_PENDING: frozenset({Phase.FORWARDED, Phase.FAILED}),
+    Phase.FORWARDED: frozenset({Phase.ANSWERED, Phase.FAILED}),
+    Phase.ANSWERED: frozenset({Phase.CLEANED}),
+    Phase.FAILED: frozenset({Phase.CLEANED}),
+    Phase.CLEANED: frozenset(),
+}
+
+
+class LifecycleError(Exception):
+    """A request was moved along a transition the table does not allow."""
+
+
+@dataclass(slots=True)
+class Request:
+    """One upstream request message; a retry is a new Request with `attempt` + 1."""
+
+    id: int
+    cs: int  # the municipality whose community server sent it
+    attempt: int  # 0 for the first try
+    arrived: float  # seconds since midnight
+    node: int = -1  # index of the relay node serving it, -1 before routing
+    phase: Phase = Phase.RECEIVED
+    area: int | None = None  # work-area handle once allocated
+
+    def advance(self, to: Phase) -> None:
+        """Move to phase `to`, or raise LifecycleError if the table forbids it."""
+        if to not in _TRANSITIONS[self.phase]:
+            raise LifecycleError(f"request {self.id}: {self.phase.value} -> {to.value}")
+        self.phase = to

@@ -140,7 +140,7 @@ class RetryConfig(_Model):
 
     max_retries: int = Field(default=3, ge=0, le=100, description="retries after the first try")
     think_s: Distribution = Distribution(dist="exponential", mean=60.0)
-    on: tuple[Literal["overflow", "timeout", "error"], ...] = ("overflow", "timeout", "error")
+    outcomes: tuple[Literal["overflow", "timeout", "error"], ...] = ("overflow", "timeout", "error")
 
 
 class LoadConfig(_Model):
@@ -277,9 +277,12 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of keys at the top level")
-    for text_ in overrides:
-        key_path, value = parse_override(text_)
-        apply_override(data, key_path, value, text_)
+    try:
+        for text_ in overrides:
+            key_path, value = parse_override(text_)
+            apply_override(data, key_path, value, text_)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     source = f"{p} (with --set)" if overrides else str(p)
     try:
         return Scenario.model_validate(data)

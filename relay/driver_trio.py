@@ -91,6 +91,7 @@ class TrioDriver:
         # far, or a retry some counter user has already decided on.
         self._horizon = -math.inf
         self._load_done = trio.Event()
+        self._cut_short = False
 
     async def run(
         self, arrivals: Iterable[tuple[float, int]], operators: Iterable[OperatorEvent] = ()
@@ -98,18 +99,16 @@ class TrioDriver:
         """Feed `arrivals` (time, CS) and `operators`; return when the run is over."""
         drain = self.tier.scenario.run.drain_s
         start = trio.current_time()
-        cut_short = False
         async with trio.open_nursery() as outer:
             outer.start_soon(self._operators, sorted(operators, key=lambda e: e.at))
             async with trio.open_nursery() as work:
                 outer.start_soon(self._liveness_bound, work.cancel_scope, drain)
                 await self._feed(work, arrivals)
-            cut_short = work.cancel_scope.cancelled_caught
             outer.cancel_scope.cancel()
         end = trio.current_time()
         if self._progress:
             self._progress(end, self.tier)
-        return RunEnd(start, end, cut_short)
+        return RunEnd(start, end, self._cut_short)
 
     async def _feed(self, work: trio.Nursery, arrivals: Iterable[tuple[float, int]]) -> None:
         tier, serve = self.tier, self._serve
@@ -148,6 +147,7 @@ class TrioDriver:
         await self._load_done.wait()
         while trio.current_time() < self._horizon + drain:  # noqa: ASYNC110 - horizon moves
             await trio.sleep_until(self._horizon + drain)
+        self._cut_short = True
         scope.cancel()
 
     async def _operators(self, events: list[OperatorEvent]) -> None:

@@ -106,7 +106,7 @@ class RelayTier:
         )
         retry = scenario.load.retry
         self._think = retry.think_s.sampler(streams.stream("counter-users"))
-        self._retry_on = frozenset(Outcome(o) for o in retry.on)
+        self._retry_on = frozenset(Outcome(o) for o in retry.outcomes)
         self._max_retries = retry.max_retries
         self._hsm_deadline = scenario.hsm.deadline_ms / 1000.0
 

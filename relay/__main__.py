@@ -1,0 +1,5 @@
+"""`python -m relay` runs the relaysim command line."""
+
+from relay.cli import main
+
+main()

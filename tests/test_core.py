@@ -1,0 +1,150 @@
+"""Core pieces without trio: lifecycle table, timer, HSM lane, monitor, dispatcher, design."""
+
+import itertools
+import math
+import random
+
+import pytest
+
+from relay.design import Design, preset
+from relay.dispatcher import Dispatcher, Refused
+from relay.hsm import HsmLane
+from relay.monitor import Monitor
+from relay.node import Node
+from relay.request import LifecycleError, Phase, Request
+from relay.timer import OsTimer
+
+
+def make_node(number: int, max_connections: int = 2) -> Node:
+    return Node(
+        number=number,
+        max_connections=max_connections,
+        cores=4,
+        interrupt=0.001,
+        timer=OsTimer(30.0, 0.015625),
+        hsm=HsmLane(lambda: 0.01),
+        monitor=Monitor(enabled=False, period=10, handling=0.002, cores=4, phase=0, salt=1),
+        rng=random.Random(number),
+    )
+
+
+def test_lifecycle_follows_the_table() -> None:
+    """A request moves received → allocated → HSM → forwarded → answered → cleaned."""
+    r = Request(1, cs=0, attempt=0, arrived=0.0)
+    for phase in (Phase.ALLOCATED, Phase.HSM_PENDING, Phase.FORWARDED, Phase.ANSWERED):
+        r.advance(phase)
+    r.advance(Phase.CLEANED)
+    assert r.phase is Phase.CLEANED
+
+
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        ((), Phase.FORWARDED),  # skipping the HSM
+        ((Phase.ALLOCATED, Phase.HSM_PENDING, Phase.FAILED), Phase.ANSWERED),
+        ((Phase.FAILED, Phase.CLEANED), Phase.CLEANED),  # cleaned twice
+    ],
+)
+def test_illegal_transition_raises(path: tuple[Phase, ...], bad: Phase) -> None:
+    """Moves the table does not list raise LifecycleError naming both phases."""
+    r = Request(7, cs=0, attempt=0, arrived=0.0)
+    for p in path:
+        r.advance(p)
+    with pytest.raises(LifecycleError, match=f"-> {bad.value}"):
+        r.advance(bad)
+
+
+def test_timer_reset_in_expiry_tick_is_the_race_window() -> None:
+    """A reset in the expiry's OS tick reaches the window; one tick earlier does not."""
+    t = OsTimer(timeout=30.0, resolution=0.015625)
+    expiry = t.arm(100.0)
+    assert not t.reset(expiry - 0.016, expiry, scoped=False)
+    assert t.same_tick_resets == 0
+    assert t.reset(expiry, expiry, scoped=False)  # same instant: dropped on legacy
+    assert (t.same_tick_resets, t.pending) == (1, 1)
+    assert not t.reset(expiry, expiry, scoped=True)  # request-scoped: never dropped
+    assert (t.same_tick_resets, t.pending) == (2, 1)
+
+
+def test_hsm_lane_is_first_come_first_served() -> None:
+    """Calls queue behind each other; a stuck lane never answers."""
+    lane = HsmLane(lambda: 0.5)
+    assert lane.submit(10.0) == 10.5
+    assert lane.submit(10.1) == 11.0  # waits for the first
+    assert lane.submit(20.0) == 20.5  # idle lane starts at once
+    lane.stuck = True
+    assert lane.submit(21.0) == math.inf
+    lane.restart(22.0)
+    assert lane.submit(22.0) == 22.5
+
+
+def test_monitor_collision_matches_brute_force() -> None:
+    """`collides` agrees with enumerating every probe, at boundaries included."""
+    m = Monitor(enabled=True, period=1.0, handling=0.1, cores=3, phase=0.25, salt=99)
+
+    def brute(core: int, start: float, dur: float) -> bool:
+        for k in range(0, 40):
+            p0 = m.phase + k * m.period
+            if m.probe_core(k) == core and p0 < start + dur and p0 + m.handling > start:
+                return True
+        return False
+
+    grid = [i * 0.05 for i in range(600)]
+    for core, start in itertools.product(range(3), grid):
+        assert m.collides(core, start, 0.02) == brute(core, start, 0.02), (core, start)
+    assert any(m.collides(c, s, 0.02) for c, s in itertools.product(range(3), grid))
+
+
+def test_disabled_monitor_never_collides() -> None:
+    """With the agent stopped (the March interim fix) no probe lands anywhere."""
+    m = Monitor(enabled=False, period=1.0, handling=1.0, cores=1, phase=0.0, salt=1)
+    assert not m.collides(0, 0.5, 10.0)
+
+
+def test_round_robin_takes_attached_nodes_in_turn() -> None:
+    """Round robin cycles over attached nodes and skips detached ones."""
+    nodes = [make_node(i, max_connections=10) for i in (1, 2, 3)]
+    d = Dispatcher(nodes, cs_caps=[100], policy="round_robin")
+    picks = [d.route(0) for _ in range(4)]
+    assert [p.number for p in picks if isinstance(p, Node)] == [1, 2, 3, 1]
+    d.detach(nodes[1])
+    picks = [d.route(0) for _ in range(3)]
+    assert [p.number for p in picks if isinstance(p, Node)] == [3, 1, 3]
+
+
+def test_least_connections_prefers_the_idlest_node() -> None:
+    """Least connections picks the attached node with fewest open connections."""
+    nodes = [make_node(i, max_connections=10) for i in (1, 2)]
+    d = Dispatcher(nodes, cs_caps=[100], policy="least_connections")
+    a, b, c = d.route(0), d.route(0), d.route(0)
+    assert [n.number for n in (a, b, c) if isinstance(n, Node)] == [1, 2, 1]
+    d.release(nodes[0], 0)
+    d.release(nodes[0], 0)
+    assert d.route(0) == nodes[0]
+
+
+def test_refusals_name_their_reason() -> None:
+    """A CS at its cap, a full node and an empty tier are refused with distinct reasons."""
+    node = make_node(1, max_connections=1)
+    d = Dispatcher([node], cs_caps=[1, 5], policy="least_connections")
+    assert d.route(0) is node
+    assert d.route(0) == Refused("cs_limit")
+    assert d.route(1) == Refused("node_limit", node)
+    d.release(node, 0)
+    d.detach(node)
+    assert d.route(1) == Refused("no_node")
+    assert d.cs_open(0) == 0
+    assert node.active == 0
+
+
+def test_designs_are_presets_of_switches() -> None:
+    """legacy has every fix off, fixed every fix on; overrides change one switch."""
+    assert not any(preset("legacy").switches().values())
+    assert all(preset("fixed").switches().values())
+    custom = preset("fixed").with_switches({"checked_free": False})
+    assert custom.switches()["checked_free"] is False
+    assert custom.name == "fixed+custom"
+    assert preset("fixed").with_switches({"checked_free": True}).name == "fixed"
+    with pytest.raises(KeyError):
+        preset("fixed").with_switches({"no_such_fix": True})
+    assert "name" not in Design.switch_names()

@@ -1,0 +1,116 @@
+"""The trio driver under trio's autojump clock: deadlines, retries, liveness, operators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from relay import checkers
+from relay.config import OperatorEvent
+from relay.driver_trio import TrioDriver
+from relay.request import Outcome
+from relay.rng import Streams
+from relay.tier import RelayTier
+from tests.conftest import scenario
+
+
+def tier_for(**over: Any) -> RelayTier:
+    s = scenario(**over)
+    return RelayTier(s, cs_caps=[100] * 4, streams=Streams(s.seed))
+
+
+async def test_requests_complete_after_hsm_and_backend(autojump_clock: trio.abc.Clock) -> None:
+    """With constant service times a request takes HSM time plus backend time."""
+    tier = tier_for(
+        hsm={"service_ms": {"dist": "constant", "mean": 10}},
+        backend={"service_ms": {"dist": "constant", "mean": 90}},
+    )
+    end = await TrioDriver(tier).run([(100.0, 0), (200.0, 1)])
+    lat = sorted(x for b in tier.ledger.latencies.values() for x in b)
+    assert [round(x, 9) for x in lat] == [0.1, 0.1]
+    assert tier.ledger.total.count(Outcome.COMPLETED) == 2
+    assert end.end == 200.1
+    assert not end.cut_short
+
+
+async def test_slow_backend_times_out_at_the_step_timer(autojump_clock: trio.abc.Clock) -> None:
+    """A backend slower than the relay step's timer ends the request as a timeout."""
+    tier = tier_for(
+        relays={"timeout_s": 5},
+        backend={"service_ms": {"dist": "constant", "mean": 60_000}},
+        load={"requests": 1, "retry": {"max_retries": 0}},
+    )
+    await TrioDriver(tier).run([(10.0, 0)])
+    assert tier.ledger.total.count(Outcome.TIMEOUT) == 1
+    assert tier.ledger.last_outcome_at == 15.0
+    assert checkers.check_run(tier.ledger, tier.nodes) == []
+
+
+async def test_hsm_call_deadline_fails_a_slow_hsm_early(autojump_clock: trio.abc.Clock) -> None:
+    """With hsm_call_deadline a slow HSM fails the request at the HSM deadline, as an error."""
+    over = {
+        "hsm": {"service_ms": {"dist": "constant", "mean": 10_000}, "deadline_ms": 500},
+        "load": {"requests": 1, "retry": {"max_retries": 0}},
+    }
+    tier = tier_for(**over)
+    await TrioDriver(tier).run([(10.0, 0)])
+    assert tier.ledger.total.count(Outcome.ERROR) == 1
+    assert tier.ledger.last_outcome_at == 10.5
+    legacy = tier_for(**over, design="legacy")
+    await TrioDriver(legacy).run([(10.0, 0)])
+    assert legacy.ledger.total.count(Outcome.COMPLETED) == 1  # waits the HSM out
+
+
+async def test_refused_operation_is_retried_as_new_requests(autojump_clock: trio.abc.Clock) -> None:
+    """An overflow is retried after think time, each retry a new request, up to the limit."""
+    tier = tier_for(
+        relays={"count": 1, "max_connections": 1},
+        backend={"service_ms": {"dist": "constant", "mean": 1_000_000}},
+        load={
+            "retry": {
+                "max_retries": 2,
+                "think_s": {"dist": "constant", "mean": 5},
+                "outcomes": ["overflow"],
+            }
+        },
+    )
+    await TrioDriver(tier).run([(0.0, 0), (1.0, 1)])
+    led = tier.ledger
+    # CS 0 holds the only connection until its 30 s timer fires; CS 1's try at 1 s
+    # and its retries at 6 s and 11 s all find the node full, then it gives up.
+    assert led.refusals == {"node_limit": 3}
+    assert led.total.requests == 4
+    assert sorted(r for b in led.buckets.values() for r in [b.requests]) == [4]
+    assert led.total.count(Outcome.TIMEOUT) == 1
+    assert checkers.check_run(led, tier.nodes) == []
+
+
+async def test_liveness_bound_reports_requests_that_never_end(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A request still open drain_s after the last arrival is lost, and the checkers say so."""
+    # A stuck HSM lane with no per-call deadline and a step timer far beyond the
+    # drain bound: the request would wait out the timer, so the bound must cut it.
+    tier = tier_for(
+        design="legacy",
+        relays={"count": 1, "timeout_s": 1e7},
+        run={"drain_s": 60},
+        load={"retry": {"max_retries": 0}},
+    )
+    tier.nodes[0].hsm.stuck = True
+    end = await TrioDriver(tier).run([(100.0, 2)])
+    assert end.cut_short
+    assert end.end == 160.0
+    violations = checkers.check_run(tier.ledger, tier.nodes)
+    assert any("1 request(s) never got an outcome" in str(v) for v in violations)
+    assert any(v.checker == "allocator" for v in violations)
+
+
+async def test_detached_node_gets_no_new_connections(autojump_clock: trio.abc.Clock) -> None:
+    """After an operator detaches relay #1, all new requests go to the others."""
+    tier = tier_for(dispatcher={"policy": "round_robin"})
+    arrivals = [(float(t), 0) for t in range(0, 100)]
+    await TrioDriver(tier).run(arrivals, [OperatorEvent(at=49.5, action="detach", node=1)])
+    assert tier.ledger.nodes[1].requests == 13  # t = 0, 4, ..., 48
+    assert sum(t.requests for t in tier.ledger.nodes.values()) == 100

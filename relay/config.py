@@ -2,7 +2,7 @@
 
     configs/2016-03-29.yaml: load.requests: expected an integer > 0, got 'x'
 
-`load_scenario` is the only way in: it reads with `yaml.safe_load`, applies the
+`load_scenario` is the only way in: it reads with a safe loader, applies the
 `--set KEY=VALUE` overrides and validates everything into frozen models, so the
 rest of the program never sees an unchecked value. docs/scenarios.md lists every key.
 """
@@ -10,6 +10,7 @@ rest of the program never sees an unchecked value. docs/scenarios.md lists every
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,8 +25,54 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from loadgen.profile import slots
 from relay.design import Design, DesignName, preset
 from relay.distributions import Distribution
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's base-60 numbers, so `at: 12:00` stays "12:00".
+
+    Plain YAML 1.1 reads an unquoted 12:00 as the integer 720, which would put an
+    operator event at 00:12 without a word; every other safe_load rule is kept.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(
+        r"""^(?:[-+]?0b[0-1_]+
+        |[-+]?0[0-7_]+
+        |[-+]?(?:0|[1-9][0-9_]*)
+        |[-+]?0x[0-9a-fA-F_]+)$""",
+        re.X,
+    ),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _safe_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(Exception):
@@ -157,6 +204,7 @@ class LoadConfig(_Model):
     def _hours_ordered(self) -> LoadConfig:
         if self.service_hours[0] >= self.service_hours[1]:
             raise ValueError("service_hours must open before they close")
+        slots(self.profile, *self.service_hours)  # raises if no traffic falls inside
         return self
 
 
@@ -198,11 +246,20 @@ class Scenario(_Model):
         unknown = set(self.switches) - set(Design.switch_names())
         if unknown:
             raise ValueError(f"unknown switch {sorted(unknown)[0]!r}")
-        for ev in self.operators:
-            if ev.action != "add" and ev.node > self.relays.count + sum(
-                1 for e in self.operators if e.action == "add"
-            ):
-                raise ValueError(f"operator event names relay #{ev.node}, which never exists")
+        relays = self.relays.count
+        for ev in sorted(self.operators, key=lambda e: e.at):
+            if ev.action == "add":
+                if ev.node != relays + 1:
+                    raise ValueError(
+                        f"operators: add of relay #{ev.node} at {ev.at:.0f} s, "
+                        f"but the next relay to add is #{relays + 1}"
+                    )
+                relays += 1
+            elif ev.node > relays:
+                raise ValueError(
+                    f"operators: {ev.action} of relay #{ev.node} at {ev.at:.0f} s, "
+                    f"but only {relays} relay(s) exist then"
+                )
         return self
 
     def resolved_design(self) -> Design:
@@ -221,7 +278,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not all(p.strip() for p in path):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example load.requests=5000")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return path, value
@@ -267,7 +324,7 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read: {exc.__class__.__name__}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -38,6 +38,15 @@ def test_time_of_day_accepts_clock_and_seconds(tmp_yaml: Callable[[str], Path]) 
     assert [e.at for e in s.operators] == [10 * 3600 + 52 * 60, 40000.0]
 
 
+def test_unquoted_clock_time_is_a_time_not_base_60(tmp_yaml: Callable[[str], Path]) -> None:
+    """An unquoted 12:00 means noon, not YAML 1.1's base-60 integer 720 (00:12)."""
+    p = tmp_yaml("operators:\n  - {at: 12:00, action: detach, node: 1}\nrelays: {timeout_s: 1e1}\n")
+    s = load_scenario(p, ["operators=[{at: 13:30, action: attach, node: 1}]"])
+    assert [e.at for e in s.operators] == [13.5 * 3600]
+    assert load_scenario(p).operators[0].at == 12 * 3600
+    assert load_scenario(p).relays.timeout_s == 10.0
+
+
 def test_set_overrides_nested_keys(tmp_yaml: Callable[[str], Path]) -> None:
     """--set KEY=VALUE reaches nested keys and parses the value as YAML."""
     p = tmp_yaml("load:\n  requests: 10\n")
@@ -60,6 +69,21 @@ def test_set_overrides_nested_keys(tmp_yaml: Callable[[str], Path]) -> None:
         ("hsm:\n  service_ms: {dist: gamma, mean: 1}\n", [], "hsm.service_ms.dist:"),
         ("operators:\n  - {at: '25:99', action: detach, node: 1}\n", [], "operators.0.at"),
         ("switches: {no_such_fix: true}\n", [], "unknown switch 'no_such_fix'"),
+        (
+            "operators:\n  - {at: '10:00', action: add, node: 6}\n",
+            [],
+            "add of relay #6 at 36000 s, but the next relay to add is #5",
+        ),
+        (
+            "relays: {count: 2}\noperators:\n  - {at: '10:00', action: detach, node: 3}\n",
+            [],
+            "detach of relay #3 at 36000 s, but only 2 relay(s) exist then",
+        ),
+        (
+            "load: {profile: weekend, service_hours: ['19:00', '21:00']}\n",
+            [],
+            "profile 'weekend' has no traffic inside the service hours",
+        ),
         ("- just\n- a list\n", [], "expected a mapping of keys at the top level"),
         ("load:\n  requests: 10\n", ["load.requests=-3"], "(with --set): load.requests"),
         ("load:\n  requests: 10\n", ["load.requests.x=1"], "load.requests is not a mapping"),

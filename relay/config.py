@@ -209,11 +209,27 @@ class LoadConfig(_Model):
 
 
 class OperatorEvent(_Model):
-    """An operator's action at a time of day: detach, attach or add a relay node."""
+    """An operator's action at a time of day on one relay node.
+
+    detach / attach: take it out of / back into the distributor; add: a new relay
+    joins; restart: restart its relay application (the by-hand recovery of January).
+    """
 
     at: TimeOfDay
-    action: Literal["detach", "attach", "add"]
+    action: Literal["detach", "attach", "add", "restart"]
     node: int = Field(ge=1, description="relay number, 1-based as in the incident (#1..#4)")
+
+
+class FaultEvent(_Model):
+    """A named fault injected at a time of day on one relay node.
+
+    crash: the relay application terminates abnormally; its in-flight requests end
+    with an error and it serves nothing until restarted.
+    """
+
+    at: TimeOfDay
+    kind: Literal["crash"]
+    node: int = Field(ge=1, description="relay number, 1-based")
 
 
 class RunConfig(_Model):
@@ -239,6 +255,7 @@ class Scenario(_Model):
     monitor: MonitorConfig = MonitorConfig()
     load: LoadConfig = LoadConfig()
     operators: tuple[OperatorEvent, ...] = ()
+    faults: tuple[FaultEvent, ...] = ()
     run: RunConfig = RunConfig()
 
     @model_validator(mode="after")
@@ -247,8 +264,9 @@ class Scenario(_Model):
         if unknown:
             raise ValueError(f"unknown switch {sorted(unknown)[0]!r}")
         relays = self.relays.count
-        for ev in sorted(self.operators, key=lambda e: e.at):
-            if ev.action == "add":
+        for ev in self.scheduled():
+            what = ev.action if isinstance(ev, OperatorEvent) else ev.kind
+            if what == "add":
                 if ev.node != relays + 1:
                     raise ValueError(
                         f"operators: add of relay #{ev.node} at {ev.at:.0f} s, "
@@ -256,11 +274,17 @@ class Scenario(_Model):
                     )
                 relays += 1
             elif ev.node > relays:
+                kind = "operators" if isinstance(ev, OperatorEvent) else "faults"
                 raise ValueError(
-                    f"operators: {ev.action} of relay #{ev.node} at {ev.at:.0f} s, "
+                    f"{kind}: {what} of relay #{ev.node} at {ev.at:.0f} s, "
                     f"but only {relays} relay(s) exist then"
                 )
         return self
+
+    def scheduled(self) -> list[OperatorEvent | FaultEvent]:
+        """Operator and fault events in time order (operators first at equal times)."""
+        events: list[OperatorEvent | FaultEvent] = [*self.operators, *self.faults]
+        return sorted(events, key=lambda e: (e.at, isinstance(e, FaultEvent)))
 
     def resolved_design(self) -> Design:
         """The preset named by `design`, with `switches` applied."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import trio
 import trio.testing
 
-from relay.config import OperatorEvent
+from relay.config import FaultEvent, OperatorEvent
 from relay.tier import CallHsm, Effect, Flow, RelayTier, Result, Retry
 
 Progress = Callable[[float, RelayTier], None]
@@ -92,15 +92,20 @@ class TrioDriver:
         self._horizon = -math.inf
         self._load_done = trio.Event()
         self._cut_short = False
+        # Cancel scopes of the waits in progress, by node number, so a crash can
+        # wake every flow on the crashed node at the crash instant.
+        self._waiting: dict[int, set[trio.CancelScope]] = {}
 
     async def run(
-        self, arrivals: Iterable[tuple[float, int]], operators: Iterable[OperatorEvent] = ()
+        self,
+        arrivals: Iterable[tuple[float, int]],
+        events: Iterable[OperatorEvent | FaultEvent] = (),
     ) -> RunEnd:
-        """Feed `arrivals` (time, CS) and `operators`; return when the run is over."""
+        """Feed `arrivals` (time, CS) and scheduled `events`; return when the run is over."""
         drain = self.tier.scenario.run.drain_s
         start = trio.current_time()
         async with trio.open_nursery() as outer:
-            outer.start_soon(self._operators, sorted(operators, key=lambda e: e.at))
+            outer.start_soon(self._scheduled, sorted(events, key=lambda e: e.at))
             async with trio.open_nursery() as work:
                 outer.start_soon(self._liveness_bound, work.cancel_scope, drain)
                 await self._feed(work, arrivals)
@@ -122,20 +127,35 @@ class TrioDriver:
         self._load_done.set()
 
     async def _serve(self, work: trio.Nursery, flow: Flow) -> None:
-        perform = self.services.perform
+        perform, tier, waiting = self.services.perform, self.tier, self._waiting
         try:
             effect = next(flow)
             while True:
                 result = Result.DEADLINE
-                with trio.move_on_at(effect.deadline):
-                    await perform(effect)
+                scopes = waiting.setdefault(effect.node.number, set())
+                with trio.move_on_at(effect.deadline) as scope:
+                    scopes.add(scope)
+                    try:
+                        await perform(effect)
+                    finally:
+                        scopes.discard(scope)
                     result = Result.DONE
                 effect = flow.send((result, trio.current_time()))
+                if tier.crashed:
+                    self._wake_crashed()
         except StopIteration as stop:
             retry: Retry | None = stop.value
             if retry is not None:
                 self._horizon = max(self._horizon, retry.at)
                 work.start_soon(self._retry, work, retry)
+        if tier.crashed:
+            self._wake_crashed()
+
+    def _wake_crashed(self) -> None:
+        while self.tier.crashed:
+            node = self.tier.crashed.pop()
+            for scope in self._waiting.get(node.number, ()):
+                scope.cancel()
 
     async def _retry(self, work: trio.Nursery, retry: Retry) -> None:
         await trio.sleep_until(retry.at)
@@ -150,16 +170,17 @@ class TrioDriver:
         self._cut_short = True
         scope.cancel()
 
-    async def _operators(self, events: list[OperatorEvent]) -> None:
+    async def _scheduled(self, events: list[OperatorEvent | FaultEvent]) -> None:
         for event in events:
             await trio.sleep_until(event.at)
-            self.tier.operate(event, trio.current_time())
+            self.tier.handle(event, trio.current_time())
+            self._wake_crashed()
 
 
 def run(
     tier: RelayTier,
     arrivals: Iterable[tuple[float, int]],
-    operators: Iterable[OperatorEvent] = (),
+    events: Iterable[OperatorEvent | FaultEvent] = (),
     *,
     seed: int,
     progress: Progress | None = None,
@@ -168,4 +189,4 @@ def run(
     driver = TrioDriver(tier, progress=progress)
     clock = trio.testing.MockClock(autojump_threshold=0)
     with deterministic_scheduling(seed):
-        return trio.run(driver.run, arrivals, operators, clock=clock)
+        return trio.run(driver.run, arrivals, events, clock=clock)

@@ -39,6 +39,7 @@ class Node:
     allocator: WorkAreaAllocator = field(default_factory=WorkAreaAllocator)
     active: int = 0  # CS connections open on this node now
     up: bool = True  # the relay application is running
+    epoch: int = 0  # bumped at every crash: flows admitted before it are dead
     probe_collisions: int = 0  # probe on the core handling an HSM reply (window reached)
     outages: list[Outage] = field(default_factory=list)
 

@@ -51,7 +51,7 @@ def replay(
     """Run `scenario` on the trio driver and check it; never raises for a failed check."""
     tier, stream = build_tier(scenario, log)
     wall0 = time.perf_counter()
-    end = driver_trio.run(tier, stream, scenario.operators, seed=scenario.seed, progress=progress)
+    end = driver_trio.run(tier, stream, scenario.scheduled(), seed=scenario.seed, progress=progress)
     wall = time.perf_counter() - wall0
     violations = checkers.check_run(tier.ledger, tier.nodes)
     doc = summary.build(

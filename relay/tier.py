@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from relay.backend import Backend
-from relay.config import OperatorEvent, Scenario
+from relay.config import FaultEvent, OperatorEvent, Scenario
 from relay.design import Design
 from relay.dispatcher import Dispatcher, Refused
 from relay.hsm import HsmLane
 from relay.ledger import Ledger
 from relay.monitor import Monitor
-from relay.node import Node
+from relay.node import Node, Outage
 from relay.request import Outcome, Phase, Request
 from relay.rng import Streams
 from relay.timer import OsTimer
@@ -49,7 +49,8 @@ class Result(enum.Enum):
     """How a driver says an effect ended."""
 
     DONE = "done"  # the reply or answer arrived
-    DEADLINE = "deadline"  # the effect's deadline passed first
+    DEADLINE = "deadline"  # the effect's deadline passed first (or the driver woke
+    # the wait early because the node crashed; the flow tells the two apart)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,9 @@ class RelayTier:
         self._retry_on = frozenset(Outcome(o) for o in retry.outcomes)
         self._max_retries = retry.max_retries
         self._hsm_deadline = scenario.hsm.deadline_ms / 1000.0
+        # Nodes that crashed since the driver last looked: it wakes their waiting
+        # flows at once instead of letting them sleep until their deadlines.
+        self.crashed: list[Node] = []
 
     def _make_node(self, number: int) -> Node:
         s, r = self.scenario, self.scenario.relays
@@ -151,6 +155,11 @@ class RelayTier:
             ledger.close(req, Outcome.OVERFLOW, now, refusal=node.reason)
             return self._retry(req, Outcome.OVERFLOW, now)
         ledger.at_node(req, node.number)
+        if not node.up:
+            # The application is down: the connection is accepted by the OS and
+            # dropped, the CS sees an error.
+            return self._end(req, node, Phase.FAILED, Outcome.ERROR, now)
+        epoch = node.epoch
         # 1. start the timer for the whole step; 2. allocate the work area.
         expiry = node.timer.arm(now)
         req.area = node.allocator.allocate()
@@ -161,11 +170,15 @@ class RelayTier:
             hsm_deadline = min(expiry, now + self._hsm_deadline)
         req.advance(Phase.HSM_PENDING)
         result, now = yield CallHsm(node, hsm_deadline)
+        if node.epoch != epoch:
+            return self._died(req, node, now)
         if result is Result.DONE:
             node.hsm_reply_core(now)
             # 4. forward to the backend and return its answer.
             req.advance(Phase.FORWARDED)
             result, now = yield CallBackend(node, expiry)
+            if node.epoch != epoch:
+                return self._died(req, node, now)
         if result is Result.DONE:
             req.advance(Phase.ANSWERED)
             outcome = Outcome.COMPLETED
@@ -176,9 +189,21 @@ class RelayTier:
             outcome = Outcome.TIMEOUT if now >= expiry else Outcome.ERROR
         # 5. free the work area; the connection closes.
         node.allocator.free(req.area)
+        return self._end(req, node, None, outcome, now)
+
+    def _died(self, req: Request, node: Node, now: float) -> Retry | None:
+        # The process died under the request: its work area went with it.
+        req.area = None
+        return self._end(req, node, Phase.FAILED, Outcome.ERROR, now)
+
+    def _end(
+        self, req: Request, node: Node, phase: Phase | None, outcome: Outcome, now: float
+    ) -> Retry | None:
+        if phase is not None:
+            req.advance(phase)
         req.advance(Phase.CLEANED)
         self.dispatcher.release(node, req.cs)
-        ledger.close(req, outcome, now)
+        self.ledger.close(req, outcome, now)
         return self._retry(req, outcome, now)
 
     def _retry(self, req: Request, outcome: Outcome, now: float) -> Retry | None:
@@ -188,13 +213,48 @@ class RelayTier:
 
     # -- operators ----------------------------------------------------------------
 
-    def operate(self, event: OperatorEvent, now: float) -> None:
-        """Carry out an operator's scenario event at `now`."""
+    def handle(self, event: OperatorEvent | FaultEvent, now: float) -> None:
+        """Carry out a scheduled operator action or fault injection at `now`."""
         d = self.dispatcher
+        if isinstance(event, FaultEvent):
+            self.crash(d.nodes[event.node - 1], now, "injected_crash")
+            return
         if event.action == "add":
             d.add(self._make_node(event.node))
+        elif event.action == "restart":
+            self.restart(d.nodes[event.node - 1], now)
         elif event.action == "detach":
             d.detach(d.nodes[event.node - 1])
         else:
             d.attach(d.nodes[event.node - 1])
         self.log.info(f"operator.{event.action}", t=now, node=f"relay{event.node}")
+
+    # -- crashes and restarts ---------------------------------------------------------
+
+    def crash(self, node: Node, now: float, mechanism: str) -> None:
+        """The relay application on `node` terminates abnormally at `now`.
+
+        Its in-flight requests end with an error (their work areas die with the
+        process) and it serves nothing until restarted: by the supervisor at once on
+        a design with `auto_restart`, otherwise by an operator.
+        """
+        if not node.up:
+            return
+        node.up = False
+        node.epoch += 1
+        node.allocator.reset()
+        node.outages.append(Outage(mechanism, now))
+        self.crashed.append(node)
+        self.log.info("node.crash", t=now, node=node.name, mechanism=mechanism)
+        if self.design.auto_restart:
+            self.restart(node, now)
+
+    def restart(self, node: Node, now: float) -> None:
+        """Restart the relay application on `node`: up, empty, HSM re-initialised."""
+        if node.up:
+            return
+        node.up = True
+        node.hsm.restart(now)
+        node.timer.pending = 0
+        node.outages[-1].end = now
+        self.log.info("node.restart", t=now, node=node.name)

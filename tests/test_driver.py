@@ -7,7 +7,7 @@ from typing import Any
 import trio
 
 from relay import checkers
-from relay.config import OperatorEvent
+from relay.config import FaultEvent, OperatorEvent
 from relay.driver_trio import TrioDriver
 from relay.request import Outcome
 from relay.rng import Streams
@@ -114,3 +114,52 @@ async def test_detached_node_gets_no_new_connections(autojump_clock: trio.abc.Cl
     await TrioDriver(tier).run(arrivals, [OperatorEvent(at=49.5, action="detach", node=1)])
     assert tier.ledger.nodes[1].requests == 13  # t = 0, 4, ..., 48
     assert sum(t.requests for t in tier.ledger.nodes.values()) == 100
+
+
+CRASH = {
+    "relays": {"count": 1, "timeout_s": 1000},
+    "hsm": {"service_ms": {"dist": "constant", "mean": 10}},
+    "backend": {"service_ms": {"dist": "constant", "mean": 100_000}},
+    "load": {"retry": {"max_retries": 0}},
+}
+
+
+def outcomes_at(tier: RelayTier) -> dict[str, int]:
+    return {o.value: tier.ledger.total.count(o) for o in Outcome if tier.ledger.total.count(o)}
+
+
+async def test_crash_ends_in_flight_requests_at_once(autojump_clock: trio.abc.Clock) -> None:
+    """A crash fails every in-flight request at the crash instant, work areas included."""
+    tier = tier_for(**CRASH)
+    await TrioDriver(tier).run(
+        [(0.0, 0), (1.0, 1), (2.0, 2)], [FaultEvent(at=50, kind="crash", node=1)]
+    )
+    assert outcomes_at(tier) == {"error": 3}
+    assert tier.ledger.last_outcome_at == 50.0  # not at their 100 s backend answer
+    assert checkers.check_run(tier.ledger, tier.nodes) == []
+    assert tier.nodes[0].allocator.live == 0
+
+
+async def test_fixed_design_restarts_a_crashed_node_at_once(autojump_clock: trio.abc.Clock) -> None:
+    """With auto_restart the node serves again right after the crash: no outage."""
+    tier = tier_for(**CRASH)
+    await TrioDriver(tier).run([(0.0, 0), (60.0, 1)], [FaultEvent(at=50, kind="crash", node=1)])
+    assert outcomes_at(tier) == {"completed": 1, "error": 1}
+    node = tier.nodes[0]
+    assert [(o.mechanism, o.start, o.end) for o in node.outages] == [("injected_crash", 50, 50)]
+
+
+async def test_legacy_node_stays_down_until_an_operator_restarts_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Without auto_restart requests to the crashed node fail until the operator restarts it."""
+    tier = tier_for(**CRASH, design="legacy")
+    events: list[OperatorEvent | FaultEvent] = [
+        FaultEvent(at=50, kind="crash", node=1),
+        OperatorEvent(at=100, action="restart", node=1),
+    ]
+    await TrioDriver(tier).run([(0.0, 0), (60.0, 1), (110.0, 2)], events)
+    assert outcomes_at(tier) == {"completed": 1, "error": 2}
+    assert [(o.start, o.end) for o in tier.nodes[0].outages] == [(50, 100)]
+    assert tier.ledger.last_outcome_at == 110.0 + 0.01 + 100.0
+    assert checkers.check_run(tier.ledger, tier.nodes) == []

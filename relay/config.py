@@ -119,6 +119,9 @@ class DispatcherConfig(_Model):
     """The traffic distributor in front of the relays."""
 
     policy: Literal["round_robin", "least_connections"] = "least_connections"
+    health_check_s: float = Field(
+        default=5.0, gt=0, description="seconds between two health checks of every node"
+    )
 
 
 class HsmConfig(_Model):

@@ -8,6 +8,11 @@ connection-overflow event (the 12,650 of 29 March 2016 are these):
 - `node_limit`: the node the policy picked is at its connection limit;
 - `no_node`: no node is attached at all.
 
+Health checks: every `dispatcher.health_check_s` the distributor checks each node. A
+node failing its check is detached; once it passes again it is re-attached. The check
+is TCP-style (does the relay application accept connections?), which a crashed node
+fails and a hung one passes; the races issue adds the deep check through the HSM.
+
 Policies: `round_robin` takes attached nodes in turn, blind to their load (as an L4
 distributor does); `least_connections` takes the attached node with the fewest open
 connections, lowest number first on ties.
@@ -46,6 +51,9 @@ class Dispatcher:
         self._caps = list(cs_caps)
         self._cs_open = [0] * len(self._caps)
         self._turn = 0
+        # Nodes the health check took out; only these does a passing check put back,
+        # so an operator's detach is never undone by the distributor.
+        self._failed_check: set[int] = set()
 
     def route(self, cs: int) -> Node | Refused:
         """Place a new connection from CS `cs`: the node it opens on, or why it is refused.
@@ -88,10 +96,24 @@ class Dispatcher:
     def attach(self, node: Node) -> None:
         """Send new connections to `node` again."""
         self.attached[node.number - 1] = True
+        self._failed_check.discard(node.number)
 
     def detach(self, node: Node) -> None:
         """Stop sending new connections to `node`; open ones finish where they are."""
         self.attached[node.number - 1] = False
+
+    def health(self, node: Node, ok: bool) -> str | None:
+        """Apply one health-check result; returns "detach"/"attach" if that changed."""
+        i = node.number - 1
+        if not ok and self.attached[i]:
+            self.attached[i] = False
+            self._failed_check.add(node.number)
+            return "detach"
+        if ok and node.number in self._failed_check:
+            self._failed_check.discard(node.number)
+            self.attached[i] = True
+            return "attach"
+        return None
 
     def add(self, node: Node) -> None:
         """A new relay server joins the tier, attached."""

@@ -106,6 +106,7 @@ class TrioDriver:
         start = trio.current_time()
         async with trio.open_nursery() as outer:
             outer.start_soon(self._scheduled, sorted(events, key=lambda e: e.at))
+            outer.start_soon(self._health_checks, self.tier.scenario.dispatcher.health_check_s)
             async with trio.open_nursery() as work:
                 outer.start_soon(self._liveness_bound, work.cancel_scope, drain)
                 await self._feed(work, arrivals)
@@ -169,6 +170,11 @@ class TrioDriver:
             await trio.sleep_until(self._horizon + drain)
         self._cut_short = True
         scope.cancel()
+
+    async def _health_checks(self, period: float) -> None:
+        while True:
+            await trio.sleep(period)
+            self.tier.health_check(trio.current_time())
 
     async def _scheduled(self, events: list[OperatorEvent | FaultEvent]) -> None:
         for event in events:

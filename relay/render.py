@@ -83,11 +83,11 @@ def summary_table(doc: dict[str, Any], console: Console) -> None:
     )
     console.print(head)
     cols = ("requests", "completed", "overflows", "timeouts", "errors", "crashes", "hangs")
-    heads = ("requests", "done", "overflow", "timeout", "error", "crash", "hang")
+    titles = ("requests", "done", "overflow", "timeout", "error", "crash", "hang")
     nodes = Table(title="relay nodes")
     nodes.add_column("node")
-    for head in heads:
-        nodes.add_column(head, justify="right")
+    for title in titles:
+        nodes.add_column(title, justify="right")
     for n in doc["nodes"]:
         nodes.add_row(n["name"], *(f"{n[c]:,}" for c in cols))
     console.print(nodes)

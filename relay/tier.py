@@ -229,6 +229,20 @@ class RelayTier:
             d.attach(d.nodes[event.node - 1])
         self.log.info(f"operator.{event.action}", t=now, node=f"relay{event.node}")
 
+    def health_check(self, now: float) -> None:
+        """The distributor checks every node once at `now` and acts on the results."""
+        d = self.dispatcher
+        for node in d.nodes:
+            change = d.health(node, self._tcp_check(node))
+            if change is not None:
+                self.log.info(f"health.{change}", t=now, node=node.name)
+
+    @staticmethod
+    def _tcp_check(node: Node) -> bool:
+        # A TCP connect succeeds while the relay application listens: a crashed
+        # application fails it, a hung HSM lane does not (cause 1 hid behind this).
+        return node.up
+
     # -- crashes and restarts ---------------------------------------------------------
 
     def crash(self, node: Node, now: float, mechanism: str) -> None:

@@ -152,14 +152,48 @@ async def test_fixed_design_restarts_a_crashed_node_at_once(autojump_clock: trio
 async def test_legacy_node_stays_down_until_an_operator_restarts_it(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    """Without auto_restart requests to the crashed node fail until the operator restarts it."""
+    """Without auto_restart the crashed node fails requests until the health check takes
+    it out, and serves again once an operator has restarted it."""
     tier = tier_for(**CRASH, design="legacy")
     events: list[OperatorEvent | FaultEvent] = [
-        FaultEvent(at=50, kind="crash", node=1),
+        FaultEvent(at=50.5, kind="crash", node=1),
         OperatorEvent(at=100, action="restart", node=1),
     ]
-    await TrioDriver(tier).run([(0.0, 0), (60.0, 1), (110.0, 2)], events)
-    assert outcomes_at(tier) == {"completed": 1, "error": 2}
-    assert [(o.start, o.end) for o in tier.nodes[0].outages] == [(50, 100)]
+    # 0 s: in flight at the crash; 52 s: reaches the dead node before the 55 s check;
+    # 60 s: no node attached; 110 s: the 105 s check has put the node back.
+    await TrioDriver(tier).run([(0.0, 0), (52.0, 1), (60.0, 2), (110.0, 3)], events)
+    assert outcomes_at(tier) == {"completed": 1, "error": 2, "overflow": 1}
+    assert tier.ledger.refusals == {"no_node": 1}
+    assert [(o.start, o.end) for o in tier.nodes[0].outages] == [(50.5, 100)]
     assert tier.ledger.last_outcome_at == 110.0 + 0.01 + 100.0
     assert checkers.check_run(tier.ledger, tier.nodes) == []
+
+
+async def test_health_check_detaches_a_crashed_node_and_reattaches_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The TCP-style check takes a crashed node out and puts it back once restarted."""
+    over = {**CRASH, "relays": {"count": 2, "timeout_s": 1000}}
+    tier = tier_for(**over, design="legacy", dispatcher={"policy": "round_robin"})
+    events: list[OperatorEvent | FaultEvent] = [
+        FaultEvent(at=50.5, kind="crash", node=1),
+        OperatorEvent(at=200, action="restart", node=1),
+    ]
+    # Health checks run every 5 s from 0; the crash falls between two of them (an exact
+    # tie would leave the order to trio's scheduler). Round robin alternates; after the
+    # check at 55 s relay #1 is out until the check at 205 s.
+    arrivals = [(t, 0) for t in (51.0, 52.0, 60.0, 61.0, 62.0, 210.0, 211.0)]
+    await TrioDriver(tier).run(arrivals, events)
+    assert tier.ledger.nodes[1].requests == 2  # the one at 51 s (error) and one at 210/211 s
+    assert tier.ledger.nodes[1].count(Outcome.ERROR) == 1
+    assert tier.ledger.nodes[2].requests == 5
+    assert tier.dispatcher.attached == [True, True]
+
+
+def test_health_check_never_undoes_an_operator_detach() -> None:
+    """A node an operator detached stays detached however well it passes its checks."""
+    tier = tier_for(**CRASH)
+    node = tier.nodes[0]
+    tier.dispatcher.detach(node)
+    tier.health_check(10.0)
+    assert tier.dispatcher.attached == [False]

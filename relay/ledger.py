@@ -18,6 +18,7 @@ from relay.request import Outcome, Request
 
 BUCKET_S = 300.0
 OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
+_INDEX = {o: i for i, o in enumerate(OUTCOMES)}  # per-close lookup on the hot path
 
 
 @dataclass(slots=True)
@@ -29,7 +30,7 @@ class Tally:
 
     def count(self, outcome: Outcome) -> int:
         """How many ended with `outcome`."""
-        return self.outcomes[OUTCOMES.index(outcome)]
+        return self.outcomes[_INDEX[outcome]]
 
 
 class Ledger:
@@ -73,7 +74,7 @@ class Ledger:
         if self._open.pop(req.id, None) is None:
             self.violations.append(f"request {req.id}: second outcome {outcome.value} at {now}")
             return
-        i = OUTCOMES.index(outcome)
+        i = _INDEX[outcome]
         self.total.outcomes[i] += 1
         b = int(req.arrived // BUCKET_S)
         self.buckets[b].outcomes[i] += 1

@@ -8,10 +8,10 @@ one at a time, so memory stays proportional to the busiest half hour, not the da
 
 from __future__ import annotations
 
-import itertools
 import random
-from collections import Counter
 from collections.abc import Iterator, Sequence
+
+import numpy as np
 
 from loadgen.municipalities import Municipality
 from loadgen.profile import slots
@@ -24,17 +24,23 @@ def first_attempts(
     municipalities: Sequence[Municipality],
     rng: random.Random,
 ) -> Iterator[tuple[float, int]]:
-    """Yield `(t, municipality_id)` for `n` first attempts, in increasing `t`."""
+    """Yield `(t, municipality_id)` for `n` first attempts, in increasing `t`.
+
+    Drawn with numpy (seeded from `rng`) one slot at a time: the day's 715,000
+    arrivals cost a few vectorised calls instead of a Python loop each.
+    """
     if n == 0:
         return
+    gen = np.random.default_rng(rng.getrandbits(128))
     day = slots(profile, *hours)
-    per_slot = Counter(rng.choices(range(len(day)), weights=[w for _, _, w in day], k=n))
-    cum = list(itertools.accumulate(m.population for m in municipalities))
-    ids = [m.id for m in municipalities]
-    for index, (start, end, _) in enumerate(day):
-        k = per_slot.get(index, 0)
+    weights = np.array([w for _, _, w in day])
+    per_slot = gen.multinomial(n, weights / weights.sum())
+    cum = np.cumsum([m.population for m in municipalities], dtype=np.float64)
+    ids = np.array([m.id for m in municipalities])
+    for (start, end, _), k in zip(day, per_slot.tolist(), strict=True):
         if not k:
             continue
-        width = end - start
-        times = sorted(start + rng.random() * width for _ in range(k))
-        yield from zip(times, rng.choices(ids, cum_weights=cum, k=k), strict=True)
+        times = np.sort(start + gen.random(k) * (end - start))
+        # Inverse CDF over population: municipality i with probability pop_i / total.
+        who = ids[np.searchsorted(cum, gen.random(k) * cum[-1], side="right")]
+        yield from zip(times.tolist(), who.tolist(), strict=True)

@@ -48,7 +48,7 @@ def accounting(ledger: Ledger) -> list[Violation]:
             )
         )
     for b, tally in sorted(ledger.buckets.items()):
-        if tally.requests < sum(tally.outcomes):
+        if tally.requests < tally.closed:
             out.append(Violation("accounting", f"bucket {b}: more outcomes than requests"))
     return out
 

@@ -11,13 +11,16 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
 from relay import logs, render
 from relay.config import ConfigError, load_scenario
+
+if TYPE_CHECKING:
+    from relay.replay import Engine
 
 EXIT_BAD_INPUT = 2
 EXIT_INVARIANT = 4
@@ -46,6 +49,13 @@ def cli() -> None:
     help="Override a scenario key, e.g. --set load.requests=5000 (repeatable).",
 )
 @click.option("--seed", type=click.IntRange(min=0), help="Seed (overrides the scenario's).")
+@click.option(
+    "--engine",
+    type=click.Choice(["fast", "trio"]),
+    default="fast",
+    show_default=True,
+    help="fast: discrete-event loop; trio: one trio task per request (same core).",
+)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the summary.")
 @click.option("--quiet", is_flag=True, help="No progress bar, no table.")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console")
@@ -57,6 +67,7 @@ def replay(
     design: str | None,
     overrides: tuple[str, ...],
     seed: int | None,
+    engine: Engine,
     json_path: Path | None,
     quiet: bool,
     log_format: logs.LogFormat,
@@ -76,12 +87,12 @@ def replay(
         raise BadInput(str(exc)) from None
     if json_path is not None and not json_path.parent.is_dir():
         raise BadInput(f"--json {json_path}: directory {json_path.parent} does not exist")
-    command = _replay_command(config, overrides, scenario.design, scenario.seed, json_path)
+    command = _replay_command(config, overrides, scenario.design, scenario.seed, engine, json_path)
     log = logs.configure(log_format, log_level)
     log.info("replay.start", scenario=str(config), seed=scenario.seed, replay=command)
     err = Console(stderr=True)
     with render.progress(scenario, enabled=not quiet and err.is_terminal, console=err) as bar:
-        result = run_replay(scenario, name=config.stem, log=log, progress=bar)
+        result = run_replay(scenario, name=config.stem, engine=engine, log=log, progress=bar)
     doc = result.summary
     if json_path is not None:
         _write_json(json_path, doc)
@@ -97,9 +108,15 @@ def replay(
 
 
 def _replay_command(
-    config: Path, overrides: tuple[str, ...], design: str, seed: int, json_path: Path | None
+    config: Path,
+    overrides: tuple[str, ...],
+    design: str,
+    seed: int,
+    engine: str,
+    json_path: Path | None,
 ) -> str:
     parts = ["relaysim", "replay", str(config), "--design", design, "--seed", str(seed)]
+    parts += ["--engine", engine]
     for o in overrides:
         parts += ["--set", o]
     if json_path is not None:

@@ -81,9 +81,10 @@ class Dispatcher:
         nodes, attached = self.nodes, self.attached
         if self.policy == "least_connections":
             best: Node | None = None
-            for node, on in zip(nodes, attached, strict=True):
-                if on and (best is None or node.active < best.active):
-                    best = node
+            fewest = 1 << 62
+            for node, on in zip(nodes, attached):  # noqa: B905 - same length by construction
+                if on and node.active < fewest:
+                    best, fewest = node, node.active
             return best
         n = len(nodes)
         for step in range(n):

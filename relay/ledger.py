@@ -12,25 +12,38 @@ balances on its own: requests == completed + overflows + timeouts + errors.
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass, field
 
 from relay.request import Outcome, Request
 
 BUCKET_S = 300.0
 OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
-_INDEX = {o: i for i, o in enumerate(OUTCOMES)}  # per-close lookup on the hot path
+_SLOT = {o: i for i, o in enumerate(OUTCOMES, 1)}  # an outcome's slot in Tally.counts
+_COMPLETED = _SLOT[Outcome.COMPLETED]
 
 
-@dataclass(slots=True)
 class Tally:
     """Requests and their outcomes for one node or one time bucket."""
 
-    requests: int = 0
-    outcomes: list[int] = field(default_factory=lambda: [0] * len(OUTCOMES))
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        # [requests, then one count per outcome in OUTCOMES order]: one flat list,
+        # so the per-request path increments a list slot and nothing else.
+        self.counts = [0] * (1 + len(OUTCOMES))
+
+    @property
+    def requests(self) -> int:
+        """How many requests arrived (or were placed on the node)."""
+        return self.counts[0]
 
     def count(self, outcome: Outcome) -> int:
         """How many ended with `outcome`."""
-        return self.outcomes[_INDEX[outcome]]
+        return self.counts[_SLOT[outcome]]
+
+    @property
+    def closed(self) -> int:
+        """How many have their outcome."""
+        return sum(self.counts) - self.counts[0]
 
 
 class Ledger:
@@ -49,16 +62,16 @@ class Ledger:
 
     def open(self, cs: int, attempt: int, now: float) -> Request:
         """A new request arrives from CS `cs` at `now`."""
-        req = Request(self._next_id, cs, attempt, now)
-        self._next_id += 1
-        self._open[req.id] = req
-        self.total.requests += 1
+        rid = self._next_id
+        self._next_id = rid + 1
+        req = self._open[rid] = Request(rid, cs, attempt, now)
+        self.total.counts[0] += 1
         b = int(now // BUCKET_S)
         tally = self.buckets.get(b)
         if tally is None:
             tally = self.buckets[b] = Tally()
             self.latencies[b] = array("d")
-        tally.requests += 1
+        tally.counts[0] += 1
         return req
 
     def at_node(self, req: Request, number: int) -> None:
@@ -67,20 +80,20 @@ class Ledger:
         tally = self.nodes.get(number)
         if tally is None:
             tally = self.nodes[number] = Tally()
-        tally.requests += 1
+        tally.counts[0] += 1
 
     def close(self, req: Request, outcome: Outcome, now: float, refusal: str | None = None) -> None:
         """`req` ended with `outcome` at `now`."""
         if self._open.pop(req.id, None) is None:
             self.violations.append(f"request {req.id}: second outcome {outcome.value} at {now}")
             return
-        i = _INDEX[outcome]
-        self.total.outcomes[i] += 1
+        i = _SLOT[outcome]
+        self.total.counts[i] += 1
         b = int(req.arrived // BUCKET_S)
-        self.buckets[b].outcomes[i] += 1
+        self.buckets[b].counts[i] += 1
         if req.node >= 0:
-            self.nodes[req.node].outcomes[i] += 1
-        if outcome is Outcome.COMPLETED:
+            self.nodes[req.node].counts[i] += 1
+        if i == _COMPLETED:
             self.latencies[b].append(now - req.arrived)
         if refusal is not None:
             self.refusals[refusal] = self.refusals.get(refusal, 0) + 1
@@ -95,4 +108,4 @@ class Ledger:
     @property
     def closed(self) -> int:
         """How many requests have their outcome."""
-        return sum(self.total.outcomes)
+        return self.total.closed

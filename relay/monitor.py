@@ -51,4 +51,6 @@ class Monitor:
         # Probe k occupies [phase + kP, phase + kP + handling).
         first = math.floor((start - self.handling - self.phase) / self.period) + 1
         last = math.ceil((start + duration - self.phase) / self.period) - 1
+        if last < first:  # the usual case: no probe overlaps the window at all
+            return False
         return any(self.probe_core(k) == core for k in range(max(first, 0), last + 1))

@@ -36,6 +36,10 @@ class Phase(enum.Enum):
     FAILED = "failed"
     CLEANED = "cleaned"
 
+    # Members are singletons compared by identity; hashing them by identity keeps
+    # the per-step transition check in C (Enum's own __hash__ is Python code).
+    __hash__ = object.__hash__
+
 
 _TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.RECEIVED: frozenset({Phase.ALLOCATED, Phase.FAILED}),

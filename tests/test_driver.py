@@ -1,18 +1,39 @@
-"""The trio driver under trio's autojump clock: deadlines, retries, liveness, operators."""
+"""Both drivers, trio (autojump clock) and fast (event loop): deadlines, retries,
+liveness, crashes, operators. Every test runs on each engine, so the two agree on
+every mechanism, not only on averages."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import trio
+import pytest
 
-from relay import checkers
+from relay import checkers, driver_fast, driver_trio
 from relay.config import FaultEvent, OperatorEvent
-from relay.driver_trio import TrioDriver
+from relay.driver_trio import RunEnd
 from relay.request import Outcome
 from relay.rng import Streams
 from relay.tier import RelayTier
 from tests.conftest import scenario
+
+Drive = Callable[..., RunEnd]
+
+
+@pytest.fixture(params=["trio", "fast"])
+def drive(request: pytest.FixtureRequest) -> Drive:
+    """Run a tier to its end on the engine of this parametrisation (trio: MockClock)."""
+
+    def run(
+        tier: RelayTier,
+        arrivals: Iterable[tuple[float, int]],
+        events: Iterable[OperatorEvent | FaultEvent] = (),
+    ) -> RunEnd:
+        if request.param == "trio":
+            return driver_trio.run(tier, arrivals, events, seed=tier.scenario.seed)
+        return driver_fast.run(tier, arrivals, events)
+
+    return run
 
 
 def tier_for(**over: Any) -> RelayTier:
@@ -20,13 +41,13 @@ def tier_for(**over: Any) -> RelayTier:
     return RelayTier(s, cs_caps=[100] * 4, streams=Streams(s.seed))
 
 
-async def test_requests_complete_after_hsm_and_backend(autojump_clock: trio.abc.Clock) -> None:
+def test_requests_complete_after_hsm_and_backend(drive: Drive) -> None:
     """With constant service times a request takes HSM time plus backend time."""
     tier = tier_for(
         hsm={"service_ms": {"dist": "constant", "mean": 10}},
         backend={"service_ms": {"dist": "constant", "mean": 90}},
     )
-    end = await TrioDriver(tier).run([(100.0, 0), (200.0, 1)])
+    end = drive(tier, [(100.0, 0), (200.0, 1)])
     lat = sorted(x for b in tier.ledger.latencies.values() for x in b)
     assert [round(x, 9) for x in lat] == [0.1, 0.1]
     assert tier.ledger.total.count(Outcome.COMPLETED) == 2
@@ -34,35 +55,35 @@ async def test_requests_complete_after_hsm_and_backend(autojump_clock: trio.abc.
     assert not end.cut_short
 
 
-async def test_slow_backend_times_out_at_the_step_timer(autojump_clock: trio.abc.Clock) -> None:
+def test_slow_backend_times_out_at_the_step_timer(drive: Drive) -> None:
     """A backend slower than the relay step's timer ends the request as a timeout."""
     tier = tier_for(
         relays={"timeout_s": 5},
         backend={"service_ms": {"dist": "constant", "mean": 60_000}},
         load={"requests": 1, "retry": {"max_retries": 0}},
     )
-    await TrioDriver(tier).run([(10.0, 0)])
+    drive(tier, [(10.0, 0)])
     assert tier.ledger.total.count(Outcome.TIMEOUT) == 1
     assert tier.ledger.last_outcome_at == 15.0
     assert checkers.check_run(tier.ledger, tier.nodes) == []
 
 
-async def test_hsm_call_deadline_fails_a_slow_hsm_early(autojump_clock: trio.abc.Clock) -> None:
+def test_hsm_call_deadline_fails_a_slow_hsm_early(drive: Drive) -> None:
     """With hsm_call_deadline a slow HSM fails the request at the HSM deadline, as an error."""
     over = {
         "hsm": {"service_ms": {"dist": "constant", "mean": 10_000}, "deadline_ms": 500},
         "load": {"requests": 1, "retry": {"max_retries": 0}},
     }
     tier = tier_for(**over)
-    await TrioDriver(tier).run([(10.0, 0)])
+    drive(tier, [(10.0, 0)])
     assert tier.ledger.total.count(Outcome.ERROR) == 1
     assert tier.ledger.last_outcome_at == 10.5
     legacy = tier_for(**over, design="legacy")
-    await TrioDriver(legacy).run([(10.0, 0)])
+    drive(legacy, [(10.0, 0)])
     assert legacy.ledger.total.count(Outcome.COMPLETED) == 1  # waits the HSM out
 
 
-async def test_refused_operation_is_retried_as_new_requests(autojump_clock: trio.abc.Clock) -> None:
+def test_refused_operation_is_retried_as_new_requests(drive: Drive) -> None:
     """An overflow is retried after think time, each retry a new request, up to the limit."""
     tier = tier_for(
         relays={"count": 1, "max_connections": 1},
@@ -75,7 +96,7 @@ async def test_refused_operation_is_retried_as_new_requests(autojump_clock: trio
             }
         },
     )
-    await TrioDriver(tier).run([(0.0, 0), (1.0, 1)])
+    drive(tier, [(0.0, 0), (1.0, 1)])
     led = tier.ledger
     # CS 0 holds the only connection until its 30 s timer fires; CS 1's try at 1 s
     # and its retries at 6 s and 11 s all find the node full, then it gives up.
@@ -86,8 +107,8 @@ async def test_refused_operation_is_retried_as_new_requests(autojump_clock: trio
     assert checkers.check_run(led, tier.nodes) == []
 
 
-async def test_liveness_bound_reports_requests_that_never_end(
-    autojump_clock: trio.abc.Clock,
+def test_liveness_bound_reports_requests_that_never_end(
+    drive: Drive,
 ) -> None:
     """A request still open drain_s after the last arrival is lost, and the checkers say so."""
     # A stuck HSM lane with no per-call deadline and a step timer far beyond the
@@ -99,7 +120,7 @@ async def test_liveness_bound_reports_requests_that_never_end(
         load={"retry": {"max_retries": 0}},
     )
     tier.nodes[0].hsm.stuck = True
-    end = await TrioDriver(tier).run([(100.0, 2)])
+    end = drive(tier, [(100.0, 2)])
     assert end.cut_short
     assert end.end == 160.0
     violations = checkers.check_run(tier.ledger, tier.nodes)
@@ -107,11 +128,11 @@ async def test_liveness_bound_reports_requests_that_never_end(
     assert any(v.checker == "allocator" for v in violations)
 
 
-async def test_detached_node_gets_no_new_connections(autojump_clock: trio.abc.Clock) -> None:
+def test_detached_node_gets_no_new_connections(drive: Drive) -> None:
     """After an operator detaches relay #1, all new requests go to the others."""
     tier = tier_for(dispatcher={"policy": "round_robin"})
     arrivals = [(float(t), 0) for t in range(0, 100)]
-    await TrioDriver(tier).run(arrivals, [OperatorEvent(at=49.5, action="detach", node=1)])
+    drive(tier, arrivals, [OperatorEvent(at=49.5, action="detach", node=1)])
     assert tier.ledger.nodes[1].requests == 13  # t = 0, 4, ..., 48
     assert sum(t.requests for t in tier.ledger.nodes.values()) == 100
 
@@ -128,29 +149,27 @@ def outcomes_at(tier: RelayTier) -> dict[str, int]:
     return {o.value: tier.ledger.total.count(o) for o in Outcome if tier.ledger.total.count(o)}
 
 
-async def test_crash_ends_in_flight_requests_at_once(autojump_clock: trio.abc.Clock) -> None:
+def test_crash_ends_in_flight_requests_at_once(drive: Drive) -> None:
     """A crash fails every in-flight request at the crash instant, work areas included."""
     tier = tier_for(**CRASH)
-    await TrioDriver(tier).run(
-        [(0.0, 0), (1.0, 1), (2.0, 2)], [FaultEvent(at=50, kind="crash", node=1)]
-    )
+    drive(tier, [(0.0, 0), (1.0, 1), (2.0, 2)], [FaultEvent(at=50, kind="crash", node=1)])
     assert outcomes_at(tier) == {"error": 3}
     assert tier.ledger.last_outcome_at == 50.0  # not at their 100 s backend answer
     assert checkers.check_run(tier.ledger, tier.nodes) == []
     assert tier.nodes[0].allocator.live == 0
 
 
-async def test_fixed_design_restarts_a_crashed_node_at_once(autojump_clock: trio.abc.Clock) -> None:
+def test_fixed_design_restarts_a_crashed_node_at_once(drive: Drive) -> None:
     """With auto_restart the node serves again right after the crash: no outage."""
     tier = tier_for(**CRASH)
-    await TrioDriver(tier).run([(0.0, 0), (60.0, 1)], [FaultEvent(at=50, kind="crash", node=1)])
+    drive(tier, [(0.0, 0), (60.0, 1)], [FaultEvent(at=50, kind="crash", node=1)])
     assert outcomes_at(tier) == {"completed": 1, "error": 1}
     node = tier.nodes[0]
     assert [(o.mechanism, o.start, o.end) for o in node.outages] == [("injected_crash", 50, 50)]
 
 
-async def test_legacy_node_stays_down_until_an_operator_restarts_it(
-    autojump_clock: trio.abc.Clock,
+def test_legacy_node_stays_down_until_an_operator_restarts_it(
+    drive: Drive,
 ) -> None:
     """Without auto_restart the crashed node fails requests until the health check takes
     it out, and serves again once an operator has restarted it."""
@@ -161,7 +180,7 @@ async def test_legacy_node_stays_down_until_an_operator_restarts_it(
     ]
     # 0 s: in flight at the crash; 52 s: reaches the dead node before the 55 s check;
     # 60 s: no node attached; 110 s: the 105 s check has put the node back.
-    await TrioDriver(tier).run([(0.0, 0), (52.0, 1), (60.0, 2), (110.0, 3)], events)
+    drive(tier, [(0.0, 0), (52.0, 1), (60.0, 2), (110.0, 3)], events)
     assert outcomes_at(tier) == {"completed": 1, "error": 2, "overflow": 1}
     assert tier.ledger.refusals == {"no_node": 1}
     assert [(o.start, o.end) for o in tier.nodes[0].outages] == [(50.5, 100)]
@@ -169,8 +188,8 @@ async def test_legacy_node_stays_down_until_an_operator_restarts_it(
     assert checkers.check_run(tier.ledger, tier.nodes) == []
 
 
-async def test_health_check_detaches_a_crashed_node_and_reattaches_it(
-    autojump_clock: trio.abc.Clock,
+def test_health_check_detaches_a_crashed_node_and_reattaches_it(
+    drive: Drive,
 ) -> None:
     """The TCP-style check takes a crashed node out and puts it back once restarted."""
     over = {**CRASH, "relays": {"count": 2, "timeout_s": 1000}}
@@ -179,11 +198,10 @@ async def test_health_check_detaches_a_crashed_node_and_reattaches_it(
         FaultEvent(at=50.5, kind="crash", node=1),
         OperatorEvent(at=200, action="restart", node=1),
     ]
-    # Health checks run every 5 s from 0; the crash falls between two of them (an exact
-    # tie would leave the order to trio's scheduler). Round robin alternates; after the
+    # Health checks run every 5 s from 0. Round robin alternates; after the
     # check at 55 s relay #1 is out until the check at 205 s.
     arrivals = [(t, 0) for t in (51.0, 52.0, 60.0, 61.0, 62.0, 210.0, 211.0)]
-    await TrioDriver(tier).run(arrivals, events)
+    drive(tier, arrivals, events)
     assert tier.ledger.nodes[1].requests == 2  # the one at 51 s (error) and one at 210/211 s
     assert tier.ledger.nodes[1].count(Outcome.ERROR) == 1
     assert tier.ledger.nodes[2].requests == 5

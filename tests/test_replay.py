@@ -45,7 +45,7 @@ def test_smoke_replay_accounts_for_every_request(tmp_path: Path) -> None:
     assert doc.keys() >= SUMMARY_KEYS
     assert doc["schema"] == "relaysim.summary/1"
     assert (doc["engine"], doc["design"], doc["lost"], doc["violations"]) == (
-        "trio",
+        "fast",
         "fixed",
         0,
         [],

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PKGS   := relay hsm_adapter loadgen
 
-.PHONY: demo test lint typecheck pytest bench-replay setup clean
+.PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio setup clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	  echo "python venv module missing: installing python3-venv"; \
 	  apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,7 +34,12 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The 29 March day on the fast engine, after the SimPy yardstick in ../shared.
 bench-replay: $(STAMP)
+	$(BIN)/python bench/replay_fast.py configs/2016-03-29.yaml
+
+# The same day on the trio engine, against bare trio's own floor.
+bench-replay-trio: $(STAMP)
 	$(BIN)/python bench/replay_trio.py configs/2016-03-29.yaml
 
 clean:

@@ -5,7 +5,7 @@ Runs, in one process sequence on the same machine:
 1. the trio floor: a bare trio program under the same MockClock that does, per
    request, what the driver cannot avoid (one task, three sleeps: arrival, HSM,
    backend, each inside a cancel scope) and nothing else;
-2. `relaysim replay CONFIG --quiet --json ...` in a child process (so its peak RSS is
+2. `relaysim replay CONFIG --engine trio --quiet --json ...` in a child process (so its peak RSS is
    its own).
 
 Prints progress lines, then one JSON line: bench, scenario, engine, requests, wall_s,
@@ -60,7 +60,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "summary.json"
-        cmd = [sys.executable, "-m", "relay", "replay", str(args.config), "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "relay",
+            "replay",
+            str(args.config),
+            "--engine",
+            "trio",
+            "--quiet",
+        ]
         for o in args.overrides:
             cmd += ["--set", o]
         cmd += ["--json", str(out)]

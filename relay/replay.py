@@ -36,9 +36,7 @@ def build_tier(scenario: Scenario, log: LogSink | None = None) -> tuple[RelayTie
     """The tier for `scenario` and the arrival stream of its first attempts."""
     streams = Streams(scenario.seed)
     load = scenario.load
-    munis = municipalities.build(
-        load.population, load.cs_connections, streams.stream("municipalities")
-    )
+    munis = municipalities.build(load.population, load.cs_connections)
     tier = RelayTier(scenario, [m.cs_cap for m in munis], streams, log)
     stream = arrivals.first_attempts(
         load.requests, load.profile, load.service_hours, munis, streams.stream("arrivals")

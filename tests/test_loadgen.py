@@ -13,7 +13,7 @@ from relay.config import CsConnectionsConfig, PopulationConfig
 
 def test_sizes_are_heavy_tailed_like_japan() -> None:
     """1,741 municipalities, median near 25k, mean near 73k, named cities at their size."""
-    munis = build(PopulationConfig(), CsConnectionsConfig(), random.Random(3))
+    munis = build(PopulationConfig(), CsConnectionsConfig())
     sizes = [m.population for m in munis]
     assert len(munis) == 1741
     assert 20_000 < statistics.median(sizes) < 31_000
@@ -35,7 +35,7 @@ def test_caps_grow_with_size_up_to_the_maximum() -> None:
 
 def test_arrivals_are_sorted_counted_and_within_hours() -> None:
     """Exactly n arrivals, in time order, all inside the service hours."""
-    munis = build(PopulationConfig(count=50), CsConnectionsConfig(), random.Random(1))
+    munis = build(PopulationConfig(count=50), CsConnectionsConfig())
     hours = (7.5 * 3600, 21.5 * 3600)
     got = list(first_attempts(20_000, "weekday", hours, munis, random.Random(2)))
     times = [t for t, _ in got]
@@ -48,7 +48,7 @@ def test_arrivals_are_sorted_counted_and_within_hours() -> None:
 
 def test_arrivals_follow_the_weekday_peaks() -> None:
     """The 10:00 half hour carries about 2.6/0.5 times the 8:00 one, as the profile says."""
-    munis = build(PopulationConfig(count=10, named={}), CsConnectionsConfig(), random.Random(1))
+    munis = build(PopulationConfig(count=10, named={}), CsConnectionsConfig())
     got = list(first_attempts(50_000, "weekday", (27000, 77400), munis, random.Random(5)))
     at_8 = sum(1 for t, _ in got if 8 * 3600 <= t < 8.5 * 3600)
     at_10 = sum(1 for t, _ in got if 10 * 3600 <= t < 10.5 * 3600)
@@ -57,7 +57,7 @@ def test_arrivals_follow_the_weekday_peaks() -> None:
 
 def test_big_cities_send_more() -> None:
     """Arrivals per municipality are proportional to population."""
-    munis = build(PopulationConfig(count=20), CsConnectionsConfig(), random.Random(1))
+    munis = build(PopulationConfig(count=20), CsConnectionsConfig())
     got = list(first_attempts(30_000, "flat", (0, 3600), munis, random.Random(9)))
     yokohama = sum(1 for _, cs in got if cs == 0)
     share = munis[0].population / sum(m.population for m in munis)

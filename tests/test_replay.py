@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from relay.cli import main
 from relay.config import load_scenario
 from relay.replay import replay
@@ -66,10 +68,12 @@ def test_smoke_replay_accounts_for_every_request(tmp_path: Path) -> None:
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
 
 
-def test_same_seed_same_json(tmp_path: Path) -> None:
-    """Two runs with the same seed, scenario and design agree on everything but wall time."""
-    a = cli_json(tmp_path, str(CONFIGS / "smoke.yaml"), "--seed", "11")
-    b = cli_json(tmp_path, str(CONFIGS / "smoke.yaml"), "--seed", "11")
+@pytest.mark.parametrize("engine", ["fast", "trio"])
+def test_same_seed_same_json(tmp_path: Path, engine: str) -> None:
+    """Two runs with the same seed, scenario, design and engine agree on all but wall time."""
+    args = (str(CONFIGS / "smoke.yaml"), "--seed", "11", "--engine", engine)
+    a, b = cli_json(tmp_path, *args), cli_json(tmp_path, *args)
+    assert a["engine"] == engine
     assert without_wall(a) == without_wall(b)
 
 

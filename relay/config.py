@@ -227,12 +227,28 @@ class FaultEvent(_Model):
     """A named fault injected at a time of day on one relay node.
 
     crash: the relay application terminates abnormally; its in-flight requests end
-    with an error and it serves nothing until restarted.
+    with an error and it serves nothing until restarted. hsm_stall: the node's HSM
+    lane stops answering (what cause 1 does), while the node still accepts
+    connections; it answers again once the lane is reset or the node restarted.
     """
 
     at: TimeOfDay
-    kind: Literal["crash"]
+    kind: Literal["crash", "hsm_stall"]
     node: int = Field(ge=1, description="relay number, 1-based")
+
+
+class RecoveryConfig(_Model):
+    """How operators bring a failed node back when no supervisor does (legacy).
+
+    January 2016: operators noticed a crashed or hung relay after 10 to 90 minutes
+    (the outage table), detached it, restarted it and put it back.
+    """
+
+    operators: bool = Field(default=True, description="operators restart failed nodes")
+    detection_min: Distribution = Distribution(dist="uniform", mean=50.0, spread=0.8)
+    restart_min: float = Field(
+        default=5.0, ge=0, description="minutes from detaching a node to having it back"
+    )
 
 
 class RunConfig(_Model):
@@ -259,6 +275,7 @@ class Scenario(_Model):
     load: LoadConfig = LoadConfig()
     operators: tuple[OperatorEvent, ...] = ()
     faults: tuple[FaultEvent, ...] = ()
+    recovery: RecoveryConfig = RecoveryConfig()
     run: RunConfig = RunConfig()
 
     @model_validator(mode="after")

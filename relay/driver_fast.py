@@ -27,7 +27,7 @@ from typing import cast
 
 from relay.config import FaultEvent, OperatorEvent
 from relay.driver_trio import PROGRESS_EVERY, Progress, RunEnd
-from relay.tier import CallHsm, Flow, RelayTier, Result, Retry
+from relay.tier import CallBackend, CallHsm, Flow, RelayTier, Result, Retry
 
 _DONE = Result.DONE
 _DEADLINE = Result.DEADLINE
@@ -43,6 +43,8 @@ class FastDriver:
         # (time, seq, None, retry, 0) for a counter user's retry.
         self._heap: list[tuple[float, int, Flow | None, Result | Retry, int]] = []
         self._stale: set[int] = set()  # wake-ups a crash moved earlier
+        self._controls: list[tuple[float, int, OperatorEvent | FaultEvent]] = []
+        self._controls_seq = 0
 
     def run(
         self,
@@ -58,10 +60,13 @@ class FastDriver:
         progress = self._progress
         drain = tier.scenario.run.drain_s
         period = tier.scenario.dispatcher.health_check_s
-        scheduled = sorted(events, key=lambda e: e.at)
+        # Operator actions and faults: the scenario's, then those the model schedules
+        # (tier.agenda), in time order; equal times keep their order.
+        controls = self._controls
+        for event in sorted(events, key=lambda e: e.at):
+            self._control(event)
         inf = math.inf
-        next_event = scheduled[0].at if scheduled else inf
-        event_i = 0
+        next_event = controls[0][0] if controls else inf
         checks = 1  # health check number k runs at k * period
         next_control = min(next_event, period)
 
@@ -92,14 +97,13 @@ class FastDriver:
                 # move wake-ups before t, so choose again afterwards.
                 now = next_control
                 if next_event <= now:
-                    tier.handle(scheduled[event_i], now)
-                    event_i += 1
-                    next_event = scheduled[event_i].at if event_i < len(scheduled) else inf
+                    tier.handle(heapq.heappop(controls)[2], now)
                 else:
                     tier.health_check(now)
                     checks += 1
-                if tier.crashed:
-                    seq = self._wake_crashed(now, seq)
+                if tier.crashed or tier.agenda:
+                    seq = self._notice(now, seq)
+                next_event = controls[0][0] if controls else inf
                 next_control = min(next_event, period * checks)
                 continue
             now = t
@@ -136,24 +140,41 @@ class FastDriver:
                     push(heap, (again.at, seq, None, again, 0))
             else:
                 node = effect.node
-                finish = node.hsm.submit(t) if type(effect) is CallHsm else backend_submit(t)
+                kind = type(effect)
+                if kind is CallHsm:
+                    finish = node.hsm.submit(t)
+                elif kind is CallBackend:
+                    finish = backend_submit(t)
+                else:  # LostReply: nothing will answer before the deadline
+                    finish = inf
                 seq += 1
                 if finish <= effect.deadline:
                     push(heap, (finish, seq, flow, _DONE, node.number))
                 else:
                     push(heap, (effect.deadline, seq, flow, _DEADLINE, node.number))
-            if tier.crashed:
-                seq = self._wake_crashed(t, seq)
+            if tier.crashed or tier.agenda:
+                seq = self._notice(t, seq)
+                next_event = controls[0][0] if controls else inf
+                next_control = min(next_event, period * checks)
         if progress is not None:
             progress(now, tier)
         return RunEnd(0.0, now, cut_short)
 
-    def _wake_crashed(self, now: float, seq: int) -> int:
-        """Resume at `now` every flow waiting on a node that crashed (they see the crash).
+    def _control(self, event: OperatorEvent | FaultEvent) -> None:
+        self._controls_seq += 1
+        heapq.heappush(self._controls, (event.at, self._controls_seq, event))
+
+    def _notice(self, now: float, seq: int) -> int:
+        """Act on what the model reported: schedule the actions it decided on, and
+        resume at `now` every flow waiting on a crashed node (they see the crash).
 
         Returns the last sequence number used. Crashes are rare, so scanning the heap
         here beats keeping a per-node index of waiting flows on every request.
         """
+        while self.tier.agenda:
+            self._control(self.tier.agenda.pop(0))
+        if not self.tier.crashed:
+            return seq
         crashed = {node.number for node in self.tier.crashed}
         self.tier.crashed.clear()
         moved = [

@@ -22,7 +22,7 @@ import trio
 import trio.testing
 
 from relay.config import FaultEvent, OperatorEvent
-from relay.tier import CallHsm, Effect, Flow, RelayTier, Result, Retry
+from relay.tier import CallBackend, CallHsm, Effect, Flow, RelayTier, Result, Retry
 
 Progress = Callable[[float, RelayTier], None]
 PROGRESS_EVERY = 2048  # arrivals between two progress callbacks
@@ -48,8 +48,10 @@ class SimulatedServices:
         now = trio.current_time()
         if type(effect) is CallHsm:
             await trio.sleep_until(effect.node.hsm.submit(now))
-        else:
+        elif type(effect) is CallBackend:
             await trio.sleep_until(self._backend.submit(now))
+        else:  # LostReply: nothing will answer; the caller's deadline ends the wait
+            await trio.sleep_forever()
 
 
 @contextlib.contextmanager
@@ -95,6 +97,7 @@ class TrioDriver:
         # Cancel scopes of the waits in progress, by node number, so a crash can
         # wake every flow on the crashed node at the crash instant.
         self._waiting: dict[int, set[trio.CancelScope]] = {}
+        self._outer: trio.Nursery | None = None
 
     async def run(
         self,
@@ -105,7 +108,8 @@ class TrioDriver:
         drain = self.tier.scenario.run.drain_s
         start = trio.current_time()
         async with trio.open_nursery() as outer:
-            outer.start_soon(self._scheduled, sorted(events, key=lambda e: e.at))
+            self._outer = outer
+            outer.start_soon(self._scheduled, list(events))
             outer.start_soon(self._health_checks, self.tier.scenario.dispatcher.health_check_s)
             async with trio.open_nursery() as work:
                 outer.start_soon(self._liveness_bound, work.cancel_scope, drain)
@@ -142,21 +146,31 @@ class TrioDriver:
                         scopes.discard(scope)
                     result = Result.DONE
                 effect = flow.send((result, trio.current_time()))
-                if tier.crashed:
-                    self._wake_crashed()
+                if tier.crashed or tier.agenda:
+                    self._notice()
         except StopIteration as stop:
             retry: Retry | None = stop.value
             if retry is not None:
                 self._horizon = max(self._horizon, retry.at)
                 work.start_soon(self._retry, work, retry)
-        if tier.crashed:
-            self._wake_crashed()
+        if tier.crashed or tier.agenda:
+            self._notice()
 
-    def _wake_crashed(self) -> None:
-        while self.tier.crashed:
-            node = self.tier.crashed.pop()
+    def _notice(self) -> None:
+        """Act on what the model reported: wake flows on crashed nodes, and schedule
+        the actions it decided on (operators reacting to a failure)."""
+        tier = self.tier
+        while tier.crashed:
+            node = tier.crashed.pop()
             for scope in self._waiting.get(node.number, ()):
                 scope.cancel()
+        if tier.agenda:
+            # One task per batch, in order: "detach, restart, attach" at one instant
+            # must not be reordered by the scheduler.
+            assert self._outer is not None  # set before any flow runs
+            batch: list[OperatorEvent | FaultEvent] = [*tier.agenda]
+            tier.agenda.clear()
+            self._outer.start_soon(self._scheduled, batch)
 
     async def _retry(self, work: trio.Nursery, retry: Retry) -> None:
         await trio.sleep_until(retry.at)
@@ -177,10 +191,14 @@ class TrioDriver:
             self.tier.health_check(trio.current_time())
 
     async def _scheduled(self, events: list[OperatorEvent | FaultEvent]) -> None:
-        for event in events:
-            await trio.sleep_until(event.at)
-            self.tier.handle(event, trio.current_time())
-            self._wake_crashed()
+        # One task, in the scenario's order: equal times keep their order.
+        for event in sorted(events, key=lambda e: e.at):
+            await self._at(event)
+
+    async def _at(self, event: OperatorEvent | FaultEvent) -> None:
+        await trio.sleep_until(event.at)
+        self.tier.handle(event, trio.current_time())
+        self._notice()
 
 
 def run(

@@ -17,13 +17,16 @@ from relay.distributions import Sampler
 class HsmLane:
     """One HSM and the queue in front of it."""
 
-    __slots__ = ("_service", "busy_until", "calls", "stuck")
+    __slots__ = ("_service", "busy_until", "calls", "epoch", "stuck")
 
     def __init__(self, service: Sampler) -> None:
         self._service = service
         self.busy_until = 0.0
         self.calls = 0
         self.stuck = False  # a lane that lost a reply never answers again (cause 1)
+        # Bumped whenever the lane stops or is re-initialised: a call submitted in
+        # an earlier epoch never gets its reply.
+        self.epoch = 0
 
     def submit(self, now: float) -> float:
         """Queue a call at `now`; returns when its reply arrives (inf if the lane is stuck)."""
@@ -34,7 +37,13 @@ class HsmLane:
         self.busy_until = start + self._service()
         return self.busy_until
 
+    def stop(self) -> None:
+        """The lane stops answering: every call in it, and every later one, is lost."""
+        self.stuck = True
+        self.epoch += 1
+
     def restart(self, now: float) -> None:
-        """The HSM is re-initialised (node restart): empty and answering again."""
+        """The HSM is re-initialised (node restart, lane reset): empty, answering again."""
         self.stuck = False
+        self.epoch += 1
         self.busy_until = now

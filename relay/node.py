@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Literal
 
 from relay.hsm import HsmLane
 from relay.monitor import Monitor
@@ -17,11 +18,16 @@ from relay.workarea import WorkAreaAllocator
 
 @dataclass(slots=True)
 class Outage:
-    """A span during which a node could not serve: why, from when, until when."""
+    """A span during which a node could not serve: crash or hang, why, from, until."""
 
-    mechanism: str
+    kind: Literal["crash", "hang"]  # crash: application down; hang: up, HSM silent
+    mechanism: str  # e.g. unallocated_free (cause 2), core_contention (cause 1)
     start: float
     end: float | None = None
+
+    def minutes(self, now: float) -> float:
+        """Its length in minutes, counting an open outage up to `now`."""
+        return ((self.end if self.end is not None else now) - self.start) / 60.0
 
 
 @dataclass(slots=True)
@@ -52,11 +58,11 @@ class Node:
         """Whether one more CS connection fits under the node's limit."""
         return self.active < self.max_connections
 
-    def hsm_reply_core(self, now: float) -> tuple[int, bool]:
-        """Process an HSM reply arriving at `now`: the core it lands on, and whether a
-        monitor probe landed on that core while it was being processed."""
+    def hsm_reply_core(self, now: float) -> bool:
+        """Process an HSM reply arriving at `now` on a core: whether a monitor probe
+        landed on that core while it was being processed (cause 1's window)."""
         core = int(self.rng.random() * self.cores)  # uniform; cheaper than randrange
         hit = self.monitor.collides(core, now, self.interrupt)
         if hit:
             self.probe_collisions += 1
-        return core, hit
+        return hit

@@ -39,8 +39,21 @@ def _outcomes(t: Tally) -> dict[str, int]:
     }
 
 
-def _outage_minutes(node: Node, end: float) -> float:
-    return sum(((o.end if o.end is not None else end) - o.start) for o in node.outages) / 60.0
+def events(nodes: Sequence[Node], end: float) -> list[dict[str, Any]]:
+    """Every crash and hang of the run in time order: the outage timeline."""
+    rows = [
+        {
+            "t": round(o.start, 3),
+            "node": n.name,
+            "kind": o.kind,
+            "mechanism": o.mechanism,
+            "end": None if o.end is None else round(o.end, 3),
+            "outage_minutes": round(o.minutes(end), 3),
+        }
+        for n in nodes
+        for o in n.outages
+    ]
+    return sorted(rows, key=lambda r: (r["t"], r["node"]))
 
 
 def build(
@@ -75,9 +88,9 @@ def build(
     outage_total = 0.0
     for n in nodes:
         tally = ledger.nodes.get(n.number, Tally())
-        crashes = sum(1 for o in n.outages if o.mechanism != "hang")
-        hangs = sum(1 for o in n.outages if o.mechanism == "hang")
-        outage = _outage_minutes(n, sim_end)
+        crashes = sum(1 for o in n.outages if o.kind == "crash")
+        hangs = sum(1 for o in n.outages if o.kind == "hang")
+        outage = sum(o.minutes(sim_end) for o in n.outages)
         crashes_total += crashes
         hangs_total += hangs
         outage_total += outage
@@ -118,6 +131,7 @@ def build(
         "sim_seconds": round(sim_end - sim_start, 3),
         "wall_seconds": round(wall_seconds, 3),
         "violations": list(violations),
+        "events": events(nodes, sim_end),
         "nodes": node_rows,
         "timeline": timeline,
     }

@@ -32,6 +32,7 @@ from relay.node import Node, Outage
 from relay.request import Outcome, Phase, Request
 from relay.rng import Streams
 from relay.timer import OsTimer
+from relay.workarea import AllocatorError
 
 
 class LogSink(Protocol):
@@ -69,7 +70,19 @@ class CallBackend:
     deadline: float
 
 
-Effect = CallHsm | CallBackend
+@dataclass(slots=True)
+class LostReply:
+    """The HSM reply was lost on its core: nothing will answer; wait for `deadline`.
+
+    A driver resumes the flow at the deadline with Result.DEADLINE (or earlier,
+    if the node crashes or restarts).
+    """
+
+    node: Node
+    deadline: float
+
+
+Effect = CallHsm | CallBackend | LostReply
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +126,10 @@ class RelayTier:
         # Nodes that crashed since the driver last looked: it wakes their waiting
         # flows at once instead of letting them sleep until their deadlines.
         self.crashed: list[Node] = []
+        # Actions the model itself scheduled (operators reacting to a failure) since
+        # the driver last looked; the driver runs each at its time.
+        self.agenda: list[OperatorEvent] = []
+        self._detection = scenario.recovery.detection_min.sampler(streams.stream("operators"))
 
     def _make_node(self, number: int) -> Node:
         s, r = self.scenario, self.scenario.relays
@@ -147,7 +164,7 @@ class RelayTier:
         return self._relay(self.ledger.open(cs, attempt, now), now)
 
     def _relay(self, req: Request, now: float) -> Flow:
-        ledger = self.ledger
+        ledger, design = self.ledger, self.design
         node = self.dispatcher.route(req.cs)
         if isinstance(node, Refused):
             if node.node is not None:
@@ -160,36 +177,75 @@ class RelayTier:
             # dropped, the CS sees an error.
             return self._end(req, node, Phase.FAILED, Outcome.ERROR, now)
         epoch = node.epoch
-        # 1. start the timer for the whole step; 2. allocate the work area.
+        # 1. start the timer for the whole step.
         expiry = node.timer.arm(now)
+        if node.timer.pending:
+            # Cause 2: a timeout notification a dropped reset left pending arrives
+            # now, before this request has allocated its work area.
+            return self._stale_timeout(req, node, now)
+        # 2. allocate the work area.
         req.area = node.allocator.allocate()
         req.advance(Phase.ALLOCATED)
         # 3. the HSM processes the data; its reply is an interrupt on one core.
         hsm_deadline = expiry
-        if self.design.hsm_call_deadline:
+        if design.hsm_call_deadline:
             hsm_deadline = min(expiry, now + self._hsm_deadline)
         req.advance(Phase.HSM_PENDING)
+        lane = node.hsm.epoch
         result, now = yield CallHsm(node, hsm_deadline)
         if node.epoch != epoch:
             return self._died(req, node, now)
+        if result is Result.DONE and self._reply_lost(node, lane, now):
+            result, now = yield LostReply(node, hsm_deadline)
+            if node.epoch != epoch:
+                return self._died(req, node, now)
         if result is Result.DONE:
-            node.hsm_reply_core(now)
             # 4. forward to the backend and return its answer.
             req.advance(Phase.FORWARDED)
             result, now = yield CallBackend(node, expiry)
             if node.epoch != epoch:
                 return self._died(req, node, now)
+        elif design.hsm_call_deadline and node.hsm.stuck:
+            # The HSM call's own deadline passed on a silent lane: reset the lane
+            # (re-open the HSM session) so the next request is served again.
+            self._reset_lane(node, now)
         if result is Result.DONE:
             req.advance(Phase.ANSWERED)
             outcome = Outcome.COMPLETED
-            # 5. reset the timer (the race window of cause 2 is judged here).
-            node.timer.reset(now, expiry, scoped=self.design.request_scoped_timer)
+            # 5. reset the timer: a reset in the expiry's own tick may be dropped,
+            # leaving the notification pending for the next request (cause 2).
+            node.timer.reset(now, expiry, scoped=design.request_scoped_timer)
         else:
             req.advance(Phase.FAILED)
             outcome = Outcome.TIMEOUT if now >= expiry else Outcome.ERROR
         # 5. free the work area; the connection closes.
         node.allocator.free(req.area)
         return self._end(req, node, None, outcome, now)
+
+    def _reply_lost(self, node: Node, lane: int, now: float) -> bool:
+        """Whether the HSM reply due at `now` for a call made in lane epoch `lane` is lost."""
+        if node.hsm.epoch != lane:
+            return True  # the lane stopped or was reset while the call was in it
+        if node.hsm_reply_core(now) and not self.design.probe_safe_interrupts:
+            # Cause 1: a monitor probe took the core while it processed this reply;
+            # the reply is lost and the lane never answers again.
+            self._hang(node, now, "core_contention")
+            return True
+        return False
+
+    def _stale_timeout(self, req: Request, node: Node, now: float) -> Retry | None:
+        """The termination path runs for a request that has no work area yet."""
+        node.timer.pending -= 1
+        req.advance(Phase.FAILED)
+        if self.design.checked_free:
+            # The April fix: check the allocation first; nothing to free. The
+            # application reports the (spurious) timeout and carries on.
+            return self._end(req, node, None, Outcome.TIMEOUT, now)
+        try:
+            node.allocator.free(req.area)
+        except AllocatorError:
+            self.crash(node, now, "unallocated_free")
+        return self._end(req, node, None, Outcome.ERROR, now)
 
     def _died(self, req: Request, node: Node, now: float) -> Retry | None:
         # The process died under the request: its work area went with it.
@@ -216,59 +272,113 @@ class RelayTier:
     def handle(self, event: OperatorEvent | FaultEvent, now: float) -> None:
         """Carry out a scheduled operator action or fault injection at `now`."""
         d = self.dispatcher
+        node = d.nodes[event.node - 1] if event.node <= len(d.nodes) else None
         if isinstance(event, FaultEvent):
-            self.crash(d.nodes[event.node - 1], now, "injected_crash")
+            assert node is not None  # the scenario validator checked the node exists
+            if event.kind == "crash":
+                self.crash(node, now, "injected_crash")
+            else:
+                self._hang(node, now, "injected_stall")
             return
         if event.action == "add":
             d.add(self._make_node(event.node))
-        elif event.action == "restart":
-            self.restart(d.nodes[event.node - 1], now)
-        elif event.action == "detach":
-            d.detach(d.nodes[event.node - 1])
         else:
-            d.attach(d.nodes[event.node - 1])
+            assert node is not None
+            if event.action == "restart":
+                self.restart(node, now)
+            elif event.action == "detach":
+                d.detach(node)
+            else:
+                d.attach(node)
         self.log.info(f"operator.{event.action}", t=now, node=f"relay{event.node}")
 
     def health_check(self, now: float) -> None:
         """The distributor checks every node once at `now` and acts on the results."""
         d = self.dispatcher
+        deep = self.design.deep_health_check
         for node in d.nodes:
-            change = d.health(node, self._tcp_check(node))
+            # Deep: a request end to end through the HSM with a short deadline, which
+            # a crashed node and a silent HSM lane both fail. Without it (2016) the
+            # distributor's check saw the server, not the application: it kept
+            # sending to a crashed or hung relay until operators detached it.
+            ok = node.up and not node.hsm.stuck if deep else True
+            change = d.health(node, ok)
             if change is not None:
                 self.log.info(f"health.{change}", t=now, node=node.name)
 
-    @staticmethod
-    def _tcp_check(node: Node) -> bool:
-        # A TCP connect succeeds while the relay application listens: a crashed
-        # application fails it, a hung HSM lane does not (cause 1 hid behind this).
-        return node.up
-
-    # -- crashes and restarts ---------------------------------------------------------
+    # -- failures and recovery --------------------------------------------------------
 
     def crash(self, node: Node, now: float, mechanism: str) -> None:
         """The relay application on `node` terminates abnormally at `now`.
 
         Its in-flight requests end with an error (their work areas die with the
         process) and it serves nothing until restarted: by the supervisor at once on
-        a design with `auto_restart`, otherwise by an operator.
+        a design with `auto_restart`, otherwise by operators after they notice.
         """
         if not node.up:
             return
+        self._end_hang(node, now)  # a crash ends a hang: the process is gone
         node.up = False
-        node.epoch += 1
-        node.allocator.reset()
-        node.outages.append(Outage(mechanism, now))
-        self.crashed.append(node)
+        self._kill_in_flight(node)
+        node.outages.append(Outage("crash", mechanism, now))
         self.log.info("node.crash", t=now, node=node.name, mechanism=mechanism)
         if self.design.auto_restart:
             self.restart(node, now)
+        else:
+            self._call_operators(node, now)
+
+    def _hang(self, node: Node, now: float, mechanism: str) -> None:
+        """The node's HSM lane stops answering at `now`; the node still accepts work."""
+        if node.hsm.stuck or not node.up:
+            return
+        node.hsm.stop()
+        node.outages.append(Outage("hang", mechanism, now))
+        self.log.info("node.hang", t=now, node=node.name, mechanism=mechanism)
+        if not self.design.hsm_call_deadline:
+            self._call_operators(node, now)
+
+    def _reset_lane(self, node: Node, now: float) -> None:
+        """Reset a silent HSM lane (re-open the session): it answers again."""
+        self._end_hang(node, now)
+        node.hsm.restart(now)
+        self.log.info("hsm.reset", t=now, node=node.name)
+
+    def _end_hang(self, node: Node, now: float) -> None:
+        if node.hsm.stuck and node.outages and node.outages[-1].end is None:
+            node.outages[-1].end = now
+
+    def _kill_in_flight(self, node: Node) -> None:
+        # Flows admitted before this see the epoch change and end as errors; the
+        # driver wakes the ones waiting on this node at once.
+        node.epoch += 1
+        node.allocator.reset()
+        self.crashed.append(node)
+
+    def _call_operators(self, node: Node, now: float) -> None:
+        """Operators notice the failed node after a detection delay, detach it,
+        restart it and put it back `recovery.restart_min` later (January 2016)."""
+        rec = self.scenario.recovery
+        if not rec.operators:
+            return
+        noticed = now + 60.0 * self._detection()
+        back = noticed + 60.0 * rec.restart_min
+        for at, action in ((noticed, "detach"), (back, "restart"), (back, "attach")):
+            self.agenda.append(OperatorEvent(at=at, action=action, node=node.number))
 
     def restart(self, node: Node, now: float) -> None:
-        """Restart the relay application on `node`: up, empty, HSM re-initialised."""
-        if node.up:
+        """Restart the relay application on `node`: up, empty, HSM re-initialised.
+
+        A crashed node comes back; a hung one loses its in-flight requests (the
+        process is replaced) and its HSM answers again. A healthy node is left alone.
+        """
+        if node.up and not node.hsm.stuck:
             return
+        if node.up:
+            self._end_hang(node, now)
+            self._kill_in_flight(node)
+        else:
+            node.outages[-1].end = now
         node.up = True
         node.hsm.restart(now)
         node.timer.pending = 0
-        node.outages[-1].end = now
         self.log.info("node.restart", t=now, node=node.name)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from relay.config import Scenario
+from relay import driver_fast, driver_trio
+from relay.config import FaultEvent, OperatorEvent, Scenario
+from relay.driver_trio import RunEnd
+from relay.rng import Streams
+from relay.tier import RelayTier
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -35,3 +39,27 @@ def tmp_yaml(tmp_path: Path) -> Callable[..., Path]:
         return p
 
     return write
+
+
+Drive = Callable[..., RunEnd]
+
+
+@pytest.fixture(params=["trio", "fast"])
+def drive(request: pytest.FixtureRequest) -> Drive:
+    """Run a tier to its end on the engine of this parametrisation (trio: MockClock)."""
+
+    def run(
+        tier: RelayTier,
+        arrivals: Iterable[tuple[float, int]],
+        events: Iterable[OperatorEvent | FaultEvent] = (),
+    ) -> RunEnd:
+        if request.param == "trio":
+            return driver_trio.run(tier, arrivals, events, seed=tier.scenario.seed)
+        return driver_fast.run(tier, arrivals, events)
+
+    return run
+
+
+def tier_for(**over: Any) -> RelayTier:
+    s = scenario(**over)
+    return RelayTier(s, cs_caps=[100] * 4, streams=Streams(s.seed))

@@ -4,41 +4,11 @@ every mechanism, not only on averages."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
-import pytest
-
-from relay import checkers, driver_fast, driver_trio
+from relay import checkers
 from relay.config import FaultEvent, OperatorEvent
-from relay.driver_trio import RunEnd
 from relay.request import Outcome
-from relay.rng import Streams
 from relay.tier import RelayTier
-from tests.conftest import scenario
-
-Drive = Callable[..., RunEnd]
-
-
-@pytest.fixture(params=["trio", "fast"])
-def drive(request: pytest.FixtureRequest) -> Drive:
-    """Run a tier to its end on the engine of this parametrisation (trio: MockClock)."""
-
-    def run(
-        tier: RelayTier,
-        arrivals: Iterable[tuple[float, int]],
-        events: Iterable[OperatorEvent | FaultEvent] = (),
-    ) -> RunEnd:
-        if request.param == "trio":
-            return driver_trio.run(tier, arrivals, events, seed=tier.scenario.seed)
-        return driver_fast.run(tier, arrivals, events)
-
-    return run
-
-
-def tier_for(**over: Any) -> RelayTier:
-    s = scenario(**over)
-    return RelayTier(s, cs_caps=[100] * 4, streams=Streams(s.seed))
+from tests.conftest import Drive, tier_for
 
 
 def test_requests_complete_after_hsm_and_backend(drive: Drive) -> None:
@@ -168,44 +138,55 @@ def test_fixed_design_restarts_a_crashed_node_at_once(drive: Drive) -> None:
     assert [(o.mechanism, o.start, o.end) for o in node.outages] == [("injected_crash", 50, 50)]
 
 
-def test_legacy_node_stays_down_until_an_operator_restarts_it(
-    drive: Drive,
-) -> None:
-    """Without auto_restart the crashed node fails requests until the health check takes
-    it out, and serves again once an operator has restarted it."""
-    tier = tier_for(**CRASH, design="legacy")
+def test_legacy_node_stays_down_until_an_operator_restarts_it(drive: Drive) -> None:
+    """Without auto_restart the crashed node fails every request sent to it (the 2016
+    distributor does not see it), and serves again once an operator restarted it."""
+    tier = tier_for(**CRASH, design="legacy", recovery={"operators": False})
     events: list[OperatorEvent | FaultEvent] = [
         FaultEvent(at=50.5, kind="crash", node=1),
         OperatorEvent(at=100, action="restart", node=1),
     ]
-    # 0 s: in flight at the crash; 52 s: reaches the dead node before the 55 s check;
-    # 60 s: no node attached; 110 s: the 105 s check has put the node back.
+    # 0 s: in flight at the crash; 52 s and 60 s: reach the dead node; 110 s: served.
     drive(tier, [(0.0, 0), (52.0, 1), (60.0, 2), (110.0, 3)], events)
-    assert outcomes_at(tier) == {"completed": 1, "error": 2, "overflow": 1}
-    assert tier.ledger.refusals == {"no_node": 1}
+    assert outcomes_at(tier) == {"completed": 1, "error": 3}
+    assert tier.dispatcher.attached == [True]
     assert [(o.start, o.end) for o in tier.nodes[0].outages] == [(50.5, 100)]
     assert tier.ledger.last_outcome_at == 110.0 + 0.01 + 100.0
     assert checkers.check_run(tier.ledger, tier.nodes) == []
 
 
-def test_health_check_detaches_a_crashed_node_and_reattaches_it(
-    drive: Drive,
-) -> None:
-    """The TCP-style check takes a crashed node out and puts it back once restarted."""
+def test_deep_health_check_detaches_a_crashed_node_and_reattaches_it(drive: Drive) -> None:
+    """The deep check takes a crashed node out and puts it back once restarted."""
     over = {**CRASH, "relays": {"count": 2, "timeout_s": 1000}}
-    tier = tier_for(**over, design="legacy", dispatcher={"policy": "round_robin"})
+    tier = tier_for(**over, switches={"auto_restart": False}, dispatcher={"policy": "round_robin"})
     events: list[OperatorEvent | FaultEvent] = [
         FaultEvent(at=50.5, kind="crash", node=1),
         OperatorEvent(at=200, action="restart", node=1),
     ]
-    # Health checks run every 5 s from 0. Round robin alternates; after the
-    # check at 55 s relay #1 is out until the check at 205 s.
+    # Health checks run every 5 s from 0. Round robin alternates; after the check at
+    # 55 s relay #1 is out until the check at 205 s.
     arrivals = [(t, 0) for t in (51.0, 52.0, 60.0, 61.0, 62.0, 210.0, 211.0)]
     drive(tier, arrivals, events)
     assert tier.ledger.nodes[1].requests == 2  # the one at 51 s (error) and one at 210/211 s
     assert tier.ledger.nodes[1].count(Outcome.ERROR) == 1
     assert tier.ledger.nodes[2].requests == 5
     assert tier.dispatcher.attached == [True, True]
+
+
+def test_legacy_operators_restart_a_crashed_node_after_noticing(drive: Drive) -> None:
+    """On legacy, operators detach the crashed node after the detection delay and have it
+    back restart_min later; the outage lasts exactly that long."""
+    tier = tier_for(
+        **CRASH,
+        design="legacy",
+        recovery={"detection_min": {"dist": "constant", "mean": 20}, "restart_min": 5},
+    )
+    arrivals = [(0.0, 0), (600.0, 1), (1350.0, 2), (1650.0, 3)]
+    drive(tier, arrivals, [FaultEvent(at=100, kind="crash", node=1)])
+    # 0 s: in flight; 600 s: dead node; 1350 s: detached at 1300 s (20 min after 100 s),
+    # no node left; 1650 s: back since 1600 s (100 s + 25 min).
+    assert outcomes_at(tier) == {"completed": 1, "error": 2, "overflow": 1}
+    assert [(o.kind, o.start, o.end) for o in tier.nodes[0].outages] == [("crash", 100, 1600)]
 
 
 def test_health_check_never_undoes_an_operator_detach() -> None:

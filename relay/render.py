@@ -91,6 +91,34 @@ def summary_table(doc: dict[str, Any], console: Console) -> None:
     for n in doc["nodes"]:
         nodes.add_row(n["name"], *(f"{n[c]:,}" for c in cols))
     console.print(nodes)
+    if doc["events"]:
+        console.print(events_table(doc["events"]))
+
+
+def events_table(events: list[dict[str, Any]]) -> Table:
+    """The outage timeline: one row per crash or hang."""
+    table = Table(title="outages")
+    for title in ("from", "until", "node", "kind", "mechanism", "minutes"):
+        table.add_column(title, justify="right" if title == "minutes" else "left")
+    for e in events:
+        until = "(still out)" if e["end"] is None else _clock(e["end"])
+        table.add_row(
+            _clock(e["t"]),
+            until,
+            e["node"],
+            e["kind"],
+            e["mechanism"],
+            f"{e['outage_minutes']:.1f}",
+        )
+    return table
+
+
+def _clock(t: float) -> str:
+    """Seconds since midnight as HH:MM:SS (days beyond the first as +Nd)."""
+    days, rest = divmod(int(t), 86_400)
+    h, rest = divmod(rest, 3600)
+    clock = f"{h:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    return clock if not days else f"{clock} +{days}d"
 
 
 def _num(x: float | None) -> str:

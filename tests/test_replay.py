@@ -110,3 +110,22 @@ def test_reduced_29_march_day(tmp_path: Path) -> None:
     assert [n["name"] for n in doc["nodes"]] == ["relay1", "relay2", "relay3", "relay4"]
     busiest = max(doc["timeline"], key=lambda b: b["requests"])
     assert 9.5 * 3600 <= busiest["t"] < 15 * 3600  # a weekday peak
+
+
+def test_outage_timeline_is_printed_and_in_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A legacy crash appears in the summary's events and in the printed outage table."""
+    out = tmp_path / "s.json"
+    fault = "faults=[{at: '10:30', kind: crash, node: 1}]"
+    main(["replay", str(CONFIGS / "smoke.yaml"), "--design", "legacy", "--set", fault])
+    printed = capsys.readouterr().out
+    assert "outages" in printed
+    assert "10:30:00" in printed
+    main(["replay", str(CONFIGS / "smoke.yaml"), "--design", "legacy", "--set", fault,
+          "--quiet", "--json", str(out)])  # fmt: skip
+    events = json.loads(out.read_text())["events"]
+    assert [(e["t"], e["node"], e["kind"], e["mechanism"]) for e in events] == [
+        (37800.0, "relay1", "crash", "injected_crash")
+    ]
+    assert 10 <= events[0]["outage_minutes"] <= 95  # detection 10-90 min, restart 5 min

@@ -22,8 +22,11 @@ from relay.config import ConfigError, load_scenario
 if TYPE_CHECKING:
     from relay.replay import Engine
 
+EXIT_CRASH = 1
 EXIT_BAD_INPUT = 2
+EXIT_HANG = 3
 EXIT_INVARIANT = 4
+EXIT_INCONCLUSIVE = 5
 
 
 class BadInput(click.ClickException):
@@ -105,6 +108,66 @@ def replay(
             click.echo(f"  {v}", err=True)
         click.echo(f"replay with: {command}", err=True)
         sys.exit(EXIT_INVARIANT)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--design", type=click.Choice(["fixed", "legacy"]), help="Design preset.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key.")
+@click.option("--examples", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the result.")
+def hunt(
+    config: Path,
+    design: str | None,
+    overrides: tuple[str, ...],
+    examples: int,
+    seed: int,
+    json_path: Path | None,
+) -> None:
+    """Search schedules and interleavings for a crash, a hang or a broken invariant.
+
+    Exit 0: none found and every race window reached; 5: none found but a window was
+    never reached (inconclusive); 1 crash, 3 hang, 4 invariant violation.
+    """
+    from relay.hunt import hunt as run_hunt  # deferred: hypothesis loads slowly
+
+    sets = [*overrides, *([f"design={design}"] if design else [])]
+    try:
+        scenario = load_scenario(config, sets)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise BadInput(f"--json {json_path}: directory {json_path.parent} does not exist")
+    parts = ["relaysim", "hunt", str(config), "--design", scenario.design]
+    for o in overrides:
+        parts += ["--set", o]
+    command = shlex.join([*parts, "--examples", str(examples), "--seed", str(seed)])
+    result = run_hunt(scenario, scenario.design, examples=examples, seed=seed)
+    missed = sorted(k for k in ("same_tick_reset", "probe_collision") if not result.reached[k])
+    doc = {
+        "schema": "relaysim.hunt/1",
+        "scenario": config.stem,
+        "design": scenario.design,
+        "seed": seed,
+        **result.document(),
+        "windows_missed": missed,
+        "replay": command,
+    }
+    if json_path is not None:
+        _write_json(json_path, doc)
+    reached = ", ".join(f"{k} in {v}" for k, v in sorted(result.reached.items()))
+    click.echo(f"{result.examples} worlds searched on {scenario.design}; windows: {reached}")
+    if result.failure is not None:
+        f = result.failure
+        click.echo(f"FOUND {f.kind}: {f.mechanism} ({f.detail})")
+        click.echo(f"shrunk world: {result.case}")
+        click.echo(f"replay with: {command}")
+        sys.exit({"crash": EXIT_CRASH, "hang": EXIT_HANG}.get(f.kind, EXIT_INVARIANT))
+    if missed:
+        click.echo(f"inconclusive: never reached {', '.join(missed)}")
+        sys.exit(EXIT_INCONCLUSIVE)
+    click.echo("nothing found, every race window reached")
 
 
 def _replay_command(

@@ -12,115 +12,29 @@ reached in a stated share of examples; the same properties fail on `legacy`.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings, target
-from hypothesis import strategies as st
 
-from relay import checkers, driver_trio
-from relay.rng import Streams
-from relay.tier import RelayTier
-from tests.conftest import scenario
-
-# The liveness bound: after the last arrival every request has its outcome within
-# its deadline (the step timer) plus this, or the run is cut and the request lost.
-DRAIN_S = 120.0
-MIN_SHARE = 0.25  # of examples that must reach each window
-
-
-@dataclass(frozen=True)
-class Case:
-    """One drawn world: load, timings, probes and the scheduler's seed."""
-
-    arrivals: list[tuple[float, int]]
-    timeout_s: float
-    hsm_ms: float
-    backend_ms: float
-    cores: int
-    period_s: float
-    handling_ms: float
-    phase_s: float
-    seed: int
-    monitor: bool = True
-
-    def overrides(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "relays": {"count": 2, "cores": self.cores, "timeout_s": self.timeout_s},
-            "dispatcher": {"policy": "round_robin"},
-            "hsm": {"service_ms": {"dist": "constant", "mean": self.hsm_ms}},
-            "backend": {"service_ms": {"dist": "constant", "mean": self.backend_ms}},
-            "monitor": {
-                "enabled": self.monitor,
-                "period_s": self.period_s,
-                "handling_ms": self.handling_ms,
-            },
-            "load": {"retry": {"max_retries": 1, "think_s": {"dist": "constant", "mean": 1}}},
-            "recovery": {"detection_min": {"dist": "constant", "mean": 1}, "restart_min": 0},
-            "run": {"drain_s": DRAIN_S},
-        }
-
-
-@st.composite
-def cases(draw: st.DrawFn, focus: str = "both") -> Case:
-    """Worlds near both windows; focus "timer" or "probe" keeps only that one open."""
-    timeout_s = draw(st.sampled_from([0.5, 1.0, 2.0]))
-    hsm_ms = draw(st.sampled_from([1.0, 5.0, 10.0]))
-    # End the step `slack` before the timer: within one 15.625 ms tick often, and
-    # exactly on the tick boundary sometimes (slack 0: reset and expiry coincide).
-    slack_ms = 200.0 if focus == "probe" else draw(st.floats(min_value=0.0, max_value=40.0))
-    backend_ms = max(0.1, timeout_s * 1000 - hsm_ms - slack_ms)
-    period_s = draw(st.sampled_from([0.005, 0.05, 0.5]))
-    handling_ms = draw(st.floats(min_value=0.5, max_value=period_s * 1000))
-    # Arrival grids that are not multiples of the tick, with a drawn offset, so
-    # expiries fall anywhere inside their tick (a tick-aligned expiry can never
-    # share its tick with an earlier reset).
-    grid = draw(st.sampled_from([0.005, 0.013, 0.37]))
-    offset = draw(st.floats(min_value=0.0, max_value=0.015625))
-    steps = draw(st.lists(st.integers(0, 40), min_size=1, max_size=25))
-    arrivals = sorted((10.0 + offset + grid * k, i % 4) for i, k in enumerate(steps))
-    return Case(
-        arrivals=arrivals,
-        timeout_s=timeout_s,
-        hsm_ms=hsm_ms,
-        backend_ms=backend_ms,
-        cores=draw(st.integers(1, 2)),
-        period_s=period_s,
-        handling_ms=handling_ms,
-        phase_s=draw(st.floats(min_value=0.0, max_value=period_s)),
-        seed=draw(st.integers(0, 2**32 - 1)),
-        monitor=focus != "timer",
-    )
-
-
-def run_case(case: Case, design: str) -> RelayTier:
-    s = scenario(**case.overrides(), design=design)
-    tier = RelayTier(s, cs_caps=[100] * 4, streams=Streams(s.seed))
-    for node in tier.nodes:
-        node.monitor.phase = case.phase_s
-    driver_trio.run(tier, case.arrivals, seed=case.seed)
-    return tier
+from relay import checkers
+from relay.hunt import MIN_SHARE, Case, cases, judge, run_case, windows
 
 
 def check_never_fails(case: Case, design: str, hits: Counter[str]) -> None:
     """The properties: no crash, no hang, every request ends in time, invariants hold."""
     tier = run_case(case, design)
     hits["examples"] += 1
-    timer = sum(n.timer.same_tick_resets for n in tier.nodes)
-    probes = sum(n.probe_collisions for n in tier.nodes)
-    hits["timer"] += timer > 0
-    hits["probe"] += probes > 0
-    target(float(min(timer, 3) + min(probes, 3)), label="race windows reached")
+    reached = windows(tier)
+    hits["timer"] += reached["same_tick_reset"] > 0
+    hits["probe"] += reached["probe_collision"] > 0
+    target(float(sum(min(c, 3) for c in reached.values())), label="race windows reached")
     outages = [(o.kind, o.mechanism) for n in tier.nodes for o in n.outages]
     assert outages == [], f"{design}: {outages}"
     assert checkers.check_run(tier.ledger, tier.nodes) == []
     # Liveness: every request (retries included) ended within its timer of the last
     # arrival plus the bound; none was cut by the run's end.
     assert not tier.ledger.still_open
-    last_arrival = case.arrivals[-1][0]
-    assert tier.ledger.last_outcome_at <= last_arrival + case.timeout_s + DRAIN_S
+    assert judge(tier, case) is None
 
 
 SETTINGS = settings(

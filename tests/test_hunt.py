@@ -1,0 +1,64 @@
+"""`relaysim hunt`: exit codes, the shrunk failure, and the replay command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from relay.cli import main
+from tests.conftest import CONFIGS
+
+SMOKE = str(CONFIGS / "smoke.yaml")
+
+
+def hunt(*args: str) -> int:
+    try:
+        main(["hunt", SMOKE, *args])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_fixed_survives_and_reaches_every_window(capsys: pytest.CaptureFixture[str]) -> None:
+    """On fixed nothing is found and both windows are reached: exit 0."""
+    assert hunt("--design", "fixed", "--examples", "120") == 0
+    assert "every race window reached" in capsys.readouterr().out
+
+
+def test_legacy_hang_is_found_shrunk_and_replayable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On legacy a hang is found (exit 3); the same command finds the same world again."""
+    out = tmp_path / "hunt.json"
+    assert hunt("--design", "legacy", "--examples", "150", "--json", str(out)) == 3
+    doc = json.loads(out.read_text())
+    assert doc["failure"]["kind"] == "hang"
+    assert doc["failure"]["mechanism"] == "core_contention"
+    assert len(doc["case"]["arrivals"]) == 1  # shrunk to a single request
+    printed = capsys.readouterr().out
+    assert f"replay with: {doc['replay']}" in printed
+    again = tmp_path / "again.json"
+    assert hunt("--design", "legacy", "--examples", "150", "--json", str(again)) == 3
+    assert json.loads(again.read_text())["case"] == doc["case"]
+
+
+def test_legacy_crash_is_found_with_the_monitor_off() -> None:
+    """With no probes, the only fault left on legacy is cause 2's crash: exit 1."""
+    assert hunt("--design", "legacy", "--set", "monitor.enabled=false") == 1
+
+
+def test_unreached_window_is_inconclusive(capsys: pytest.CaptureFixture[str]) -> None:
+    """Fixed with the monitor off never meets a probe: exit 5, naming the window."""
+    code = hunt("--design", "fixed", "--set", "monitor.enabled=false", "--examples", "40")
+    assert code == 5
+    assert "never reached probe_collision" in capsys.readouterr().out
+
+
+def test_bad_config_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad override is reported in one line with exit 2."""
+    assert hunt("--set", "relays.count=0") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "relays.count" in err

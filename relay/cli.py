@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 
 from relay import logs, render
-from relay.config import ConfigError, load_scenario
+from relay.config import ConfigError, Scenario, load_scenario
 
 if TYPE_CHECKING:
     from relay.replay import Engine
@@ -84,12 +84,7 @@ def replay(
         sets.append(f"design={design}")
     if seed is not None:
         sets.append(f"seed={seed}")
-    try:
-        scenario = load_scenario(config, sets)
-    except ConfigError as exc:
-        raise BadInput(str(exc)) from None
-    if json_path is not None and not json_path.parent.is_dir():
-        raise BadInput(f"--json {json_path}: directory {json_path.parent} does not exist")
+    scenario = _load(config, sets, json_path)
     command = _replay_command(config, overrides, scenario.design, scenario.seed, engine, json_path)
     log = logs.configure(log_format, log_level)
     log.info("replay.start", scenario=str(config), seed=scenario.seed, replay=command)
@@ -133,18 +128,13 @@ def hunt(
     from relay.hunt import hunt as run_hunt  # deferred: hypothesis loads slowly
 
     sets = [*overrides, *([f"design={design}"] if design else [])]
-    try:
-        scenario = load_scenario(config, sets)
-    except ConfigError as exc:
-        raise BadInput(str(exc)) from None
-    if json_path is not None and not json_path.parent.is_dir():
-        raise BadInput(f"--json {json_path}: directory {json_path.parent} does not exist")
+    scenario = _load(config, sets, json_path)
     parts = ["relaysim", "hunt", str(config), "--design", scenario.design]
     for o in overrides:
         parts += ["--set", o]
     command = shlex.join([*parts, "--examples", str(examples), "--seed", str(seed)])
     result = run_hunt(scenario, scenario.design, examples=examples, seed=seed)
-    missed = sorted(k for k in ("same_tick_reset", "probe_collision") if not result.reached[k])
+    missed = result.missed()
     doc = {
         "schema": "relaysim.hunt/1",
         "scenario": config.stem,
@@ -168,6 +158,17 @@ def hunt(
         click.echo(f"inconclusive: never reached {', '.join(missed)}")
         sys.exit(EXIT_INCONCLUSIVE)
     click.echo("nothing found, every race window reached")
+
+
+def _load(config: Path, sets: list[str], json_path: Path | None) -> Scenario:
+    """The scenario with its overrides, and a writable --json target, or BadInput."""
+    try:
+        scenario = load_scenario(config, sets)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise BadInput(f"--json {json_path}: directory {json_path.parent} does not exist")
+    return scenario
 
 
 def _replay_command(

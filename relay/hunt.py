@@ -115,14 +115,7 @@ def world(case: Case, design: str, base: Scenario | None = None) -> Scenario:
     doc: dict[str, Any] = {"name": "hunt", "load": {"requests": 0}}
     if base is not None:
         doc = base.model_dump(mode="json", exclude={"operators", "faults"})
-    for key, value in {**case.overrides(), "design": design, "switches": {}}.items():
-        if isinstance(value, dict) and isinstance(doc.get(key), dict) and key != "switches":
-            doc[key] = _merge(doc[key], value)
-        else:
-            doc[key] = value
-    if base is not None:
-        doc["switches"] = dict(base.switches)
-    return Scenario.model_validate(doc)
+    return Scenario.model_validate(_merge(doc, {**case.overrides(), "design": design}))
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -155,8 +148,11 @@ def judge(tier: RelayTier, case: Case) -> Verdict | None:
     return None
 
 
+WINDOWS = ("same_tick_reset", "probe_collision")
+
+
 def windows(tier: RelayTier) -> dict[str, int]:
-    """How often each race window was reached in a run."""
+    """How often each race window (named in WINDOWS) was reached in a run."""
     return {
         "same_tick_reset": sum(n.timer.same_tick_resets for n in tier.nodes),
         "probe_collision": sum(n.probe_collisions for n in tier.nodes),
@@ -178,6 +174,10 @@ class HuntResult:
     reached: Counter[str]
     failure: Verdict | None = None
     case: Case | None = None
+
+    def missed(self) -> list[str]:
+        """The race windows no world reached."""
+        return [name for name in WINDOWS if not self.reached[name]]
 
     def document(self) -> dict[str, Any]:
         """The result as a JSON-ready mapping."""

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from loadgen.calendar import Day
 from loadgen.municipalities import Municipality
 from loadgen.profile import slots
 
@@ -44,3 +45,14 @@ def first_attempts(
         # Inverse CDF over population: municipality i with probability pop_i / total.
         who = ids[np.searchsorted(cum, gen.random(k) * cum[-1], side="right")]
         yield from zip(times.tolist(), who.tolist(), strict=True)
+
+
+def over_days(
+    days: Sequence[Day], municipalities: Sequence[Municipality], rng: random.Random
+) -> Iterator[tuple[float, int]]:
+    """Yield `(t, municipality_id)` for every first attempt of `days`, in increasing `t`
+    (run time: seconds from the first day's midnight)."""
+    for day in days:
+        offset = day.offset
+        for t, who in first_attempts(day.requests, day.profile, day.hours, municipalities, rng):
+            yield offset + t, who

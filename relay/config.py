@@ -94,6 +94,31 @@ def _time_of_day(value: Any) -> Any:
 
 TimeOfDay = Annotated[float, BeforeValidator(_time_of_day), Field(ge=0, le=86400)]
 
+#: An instant of the run: seconds since midnight of the scenario's first day. Written
+#: as a time of day (the first day) or as "YYYY-MM-DD HH:MM" (any day of a calendar);
+#: `Scenario` turns the dated form into seconds before validation.
+Instant = Annotated[float, BeforeValidator(_time_of_day), Field(ge=0)]
+
+_DATED = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{1,2}:\d{2}(?::\d{2})?)$")
+
+
+def _instant(value: Any, first: dt.date) -> Any:
+    """A dated instant ("2016-01-24 07:30" or a YAML timestamp) as seconds since the
+    midnight of `first`; anything else is left for `Instant` to validate."""
+    if isinstance(value, dt.datetime):
+        day, clock = value.date(), float(value.hour * 3600 + value.minute * 60 + value.second)
+    elif isinstance(value, str) and (m := _DATED.match(value.strip())):
+        try:
+            day = dt.date.fromisoformat(m.group(1))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date") from None
+        clock = _time_of_day(m.group(2))
+    else:
+        return value
+    if day < first:
+        raise ValueError(f"{value!r} is before the scenario's first day {first}")
+    return (day - first).days * 86400.0 + clock
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -212,14 +237,16 @@ class LoadConfig(_Model):
 
 
 class OperatorEvent(_Model):
-    """An operator's action at a time of day on one relay node.
+    """An operator's action at an instant on one relay node.
 
     detach / attach: take it out of / back into the distributor; add: a new relay
-    joins; restart: restart its relay application (the by-hand recovery of January).
+    joins; restart: restart its relay application (the by-hand recovery of January);
+    stop_monitor / start_monitor: stop or resume the node's hardware-monitoring agent
+    (the interim fix of March 2016 stopped it).
     """
 
-    at: TimeOfDay
-    action: Literal["detach", "attach", "add", "restart"]
+    at: Instant
+    action: Literal["detach", "attach", "add", "restart", "stop_monitor", "start_monitor"]
     node: int = Field(ge=1, description="relay number, 1-based as in the incident (#1..#4)")
 
 
@@ -232,7 +259,7 @@ class FaultEvent(_Model):
     connections; it answers again once the lane is reset or the node restarted.
     """
 
-    at: TimeOfDay
+    at: Instant
     kind: Literal["crash", "hsm_stall"]
     node: int = Field(ge=1, description="relay number, 1-based")
 
@@ -249,6 +276,42 @@ class RecoveryConfig(_Model):
     restart_min: float = Field(
         default=5.0, ge=0, description="minutes from detaching a node to having it back"
     )
+    standby_from: Instant | None = Field(
+        default=None,
+        description="from then on staff stand by in the server room (22 Jan 2016): "
+        "failures are noticed after standby_detection_min instead",
+    )
+    standby_detection_min: Distribution = Distribution(dist="uniform", mean=3.0, spread=0.6)
+
+
+class CalendarConfig(_Model):
+    """A replay of several days, from the scenario's `date` to `until`.
+
+    Weekdays carry `load.requests` on the first day, growing linearly to
+    `last_requests` on the last day, with `load.profile` and `load.service_hours`;
+    weekends and Japan's national holidays (the jpholiday package) carry
+    `holiday_share` of the day's weekday volume over the shorter holiday hours;
+    `closed` days carry none. Without `until` the scenario is the one day `date`,
+    shaped by `load` alone.
+    """
+
+    until: dt.date | None = Field(default=None, description="last day replayed (inclusive)")
+    last_requests: int | None = Field(
+        default=None, ge=0, description="weekday volume on the last day (default: load.requests)"
+    )
+    holiday_share: float = Field(
+        default=0.15, ge=0, le=1, description="a weekend or holiday's share of the weekday volume"
+    )
+    holiday_profile: Literal["weekday", "weekend", "flat"] = "weekend"
+    holiday_hours: tuple[TimeOfDay, TimeOfDay] = (7.5 * 3600, 18.5 * 3600)
+    closed: tuple[dt.date, ...] = Field(default=(), description="days with no counter traffic")
+
+    @model_validator(mode="after")
+    def _hours_ordered(self) -> CalendarConfig:
+        if self.holiday_hours[0] >= self.holiday_hours[1]:
+            raise ValueError("holiday_hours must open before they close")
+        slots(self.holiday_profile, *self.holiday_hours)
+        return self
 
 
 class RunConfig(_Model):
@@ -267,6 +330,7 @@ class Scenario(_Model):
     seed: int = Field(default=1, ge=0)
     design: DesignName = "fixed"
     switches: dict[str, bool] = Field(default_factory=dict)
+    calendar: CalendarConfig = CalendarConfig()
     relays: RelaysConfig = RelaysConfig()
     dispatcher: DispatcherConfig = DispatcherConfig()
     hsm: HsmConfig = HsmConfig()
@@ -278,11 +342,48 @@ class Scenario(_Model):
     recovery: RecoveryConfig = RecoveryConfig()
     run: RunConfig = RunConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dated_instants(cls, data: Any) -> Any:
+        """Turn "YYYY-MM-DD HH:MM" instants into seconds since the first midnight."""
+        if not isinstance(data, dict):
+            return data
+        try:
+            raw = data.get("date", dt.date(2016, 3, 29))
+            start = raw if isinstance(raw, dt.date) else dt.date.fromisoformat(str(raw))
+        except ValueError:
+            return data  # `date` itself is invalid: its field reports it
+        data = dict(data)
+
+        def resolve(where: str, value: Any) -> Any:
+            try:
+                return _instant(value, start)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+
+        for key in ("operators", "faults"):
+            events = data.get(key)
+            if isinstance(events, list):
+                data[key] = [
+                    {**e, "at": resolve(f"{key}.{i}.at", e["at"])}
+                    if isinstance(e, dict) and "at" in e
+                    else e
+                    for i, e in enumerate(events)
+                ]
+        recovery = data.get("recovery")
+        if isinstance(recovery, dict) and "standby_from" in recovery:
+            at = resolve("recovery.standby_from", recovery["standby_from"])
+            data["recovery"] = {**recovery, "standby_from": at}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> Scenario:
         unknown = set(self.switches) - set(Design.switch_names())
         if unknown:
-            raise ValueError(f"unknown switch {sorted(unknown)[0]!r}")
+            raise ValueError(f"switches: unknown switch {sorted(unknown)[0]!r}")
+        last = self.calendar.until or self.date
+        if last < self.date:
+            raise ValueError(f"calendar.until: {last} is before the first day {self.date}")
         relays = self.relays.count
         for ev in self.scheduled():
             what = ev.action if isinstance(ev, OperatorEvent) else ev.kind
@@ -341,8 +442,11 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any, text: str)
 
 
 def _describe(error: ErrorDetails) -> str:
-    loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in error["loc"])
     kind = error["type"]
+    if not loc and kind == "value_error":  # a whole-scenario check names its own keys
+        return str(error["msg"]).removeprefix("Value error, ")
+    loc = loc or "(top level)"
     if kind == "extra_forbidden":
         return f"{loc}: unknown key"
     if kind == "missing":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from loadgen import calendar
 from relay.config import Scenario
 from relay.driver_trio import Progress as ProgressHook
 from relay.tier import RelayTier
@@ -26,11 +28,13 @@ def clock(t: float) -> str:
 def progress(
     scenario: Scenario, *, enabled: bool, console: Console
 ) -> Iterator[ProgressHook | None]:
-    """A progress bar over simulated time of day, or None when disabled."""
+    """A progress bar over simulated time (the service hours of all days), or None."""
     if not enabled:
         yield None
         return
-    open_s, close_s = scenario.load.service_hours
+    days = calendar.days(scenario)
+    open_s, close_s = days[0].opens, days[-1].closes
+    stamp = clock if len(days) == 1 else lambda t: calendar.when(scenario.date, t)[:16]
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -42,7 +46,7 @@ def progress(
     wall0 = time.perf_counter()
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(
-            scenario.name, total=close_s - open_s, clock=clock(open_s), done=0, rate=0.0
+            scenario.name, total=close_s - open_s, clock=stamp(open_s), done=0, rate=0.0
         )
 
         def hook(now: float, tier: RelayTier) -> None:
@@ -51,7 +55,7 @@ def progress(
             bar.update(
                 task,
                 completed=min(max(now - open_s, 0.0), close_s - open_s),
-                clock=clock(now),
+                clock=stamp(now),
                 done=done,
                 rate=done / elapsed,
             )
@@ -91,19 +95,52 @@ def summary_table(doc: dict[str, Any], console: Console) -> None:
     for n in doc["nodes"]:
         nodes.add_row(n["name"], *(f"{n[c]:,}" for c in cols))
     console.print(nodes)
+    if len(doc["days"]) > 1:
+        console.print(days_table(doc["days"]))
     if doc["events"]:
-        console.print(events_table(doc["events"]))
+        console.print(events_table(doc["events"], dt.date.fromisoformat(doc["date"])))
 
 
-def events_table(events: list[dict[str, Any]]) -> Table:
-    """The outage timeline: one row per crash or hang."""
+def days_table(days: list[dict[str, Any]]) -> Table:
+    """One row per calendar day of a multi-day run."""
+    table = Table(title="days")
+    table.add_column("date")
+    for title in ("requests", "overflow %", "timeouts", "errors", "crashes", "hangs"):
+        table.add_column(title, justify="right")
+    for d in days:
+        share = 100.0 * d["overflows"] / d["requests"] if d["requests"] else 0.0
+        weekday = dt.date.fromisoformat(d["date"]).strftime("%a")
+        table.add_row(
+            f"{d['date']} {weekday}",
+            f"{d['requests']:,}",
+            f"{share:.2f}",
+            f"{d['timeouts']:,}",
+            f"{d['errors']:,}",
+            str(d["crashes"] or ""),
+            str(d["hangs"] or ""),
+        )
+    return table
+
+
+def events_table(events: list[dict[str, Any]], first: dt.date | None = None) -> Table:
+    """The outage timeline: one row per crash or hang.
+
+    Times are clock times on a one-day run; with `first` (the run's first day) and
+    events after its midnight, "MM-DD HH:MM" (the days table has the year), so the
+    table fits 80 columns.
+    """
     table = Table(title="outages")
     for title in ("from", "until", "node", "kind", "mechanism", "minutes"):
         table.add_column(title, justify="right" if title == "minutes" else "left")
+    dated = first is not None and any((e["end"] or e["t"]) >= 86_400 for e in events)
+
+    def stamp(t: float) -> str:
+        return calendar.when(first, t)[5:16] if dated and first is not None else _clock(t)
+
     for e in events:
-        until = "(still out)" if e["end"] is None else _clock(e["end"])
+        until = "(still out)" if e["end"] is None else stamp(e["end"])
         table.add_row(
-            _clock(e["t"]),
+            stamp(e["t"]),
             until,
             e["node"],
             e["kind"],

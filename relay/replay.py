@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from loadgen import arrivals, municipalities
+from loadgen import arrivals, calendar, municipalities
 from relay import checkers, driver_fast, driver_trio, summary
 from relay.config import Scenario
 from relay.rng import Streams
@@ -38,9 +38,8 @@ def build_tier(scenario: Scenario, log: LogSink | None = None) -> tuple[RelayTie
     load = scenario.load
     munis = municipalities.build(load.population, load.cs_connections)
     tier = RelayTier(scenario, [m.cs_cap for m in munis], streams, log)
-    stream = arrivals.first_attempts(
-        load.requests, load.profile, load.service_hours, munis, streams.stream("arrivals")
-    )
+    days = calendar.days(scenario)
+    stream = arrivals.over_days(days, munis, streams.stream("arrivals"))
     return tier, stream
 
 
@@ -67,13 +66,14 @@ def replay(
     wall = time.perf_counter() - wall0
     doc = summary.build(
         scenario=name or scenario.name,
+        date=scenario.date,
         design=tier.design.name,
         switches=tier.design.switches(),
         engine=engine,
         seed=scenario.seed,
         ledger=tier.ledger,
         nodes=tier.nodes,
-        sim_start=scenario.load.service_hours[0],
+        sim_start=calendar.days(scenario)[0].opens,
         sim_end=end.end,
         wall_seconds=wall,
         violations=[str(v) for v in violations],

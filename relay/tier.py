@@ -17,6 +17,7 @@ model.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -129,7 +130,11 @@ class RelayTier:
         # Actions the model itself scheduled (operators reacting to a failure) since
         # the driver last looked; the driver runs each at its time.
         self.agenda: list[OperatorEvent] = []
-        self._detection = scenario.recovery.detection_min.sampler(streams.stream("operators"))
+        recovery = scenario.recovery
+        operators = streams.stream("operators")
+        self._detection = recovery.detection_min.sampler(operators)
+        self._standby_detection = recovery.standby_detection_min.sampler(operators)
+        self._standby_from = math.inf if recovery.standby_from is None else recovery.standby_from
 
     def _make_node(self, number: int) -> Node:
         s, r = self.scenario, self.scenario.relays
@@ -288,8 +293,10 @@ class RelayTier:
                 self.restart(node, now)
             elif event.action == "detach":
                 d.detach(node)
-            else:
+            elif event.action == "attach":
                 d.attach(node)
+            else:
+                node.monitor.enabled = event.action == "start_monitor"
         self.log.info(f"operator.{event.action}", t=now, node=f"relay{event.node}")
 
     def health_check(self, now: float) -> None:
@@ -356,11 +363,16 @@ class RelayTier:
 
     def _call_operators(self, node: Node, now: float) -> None:
         """Operators notice the failed node after a detection delay, detach it,
-        restart it and put it back `recovery.restart_min` later (January 2016)."""
+        restart it and put it back `recovery.restart_min` later (January 2016).
+
+        From `recovery.standby_from` on, staff waiting in the server room notice
+        within `standby_detection_min` instead (from 22 January 2016).
+        """
         rec = self.scenario.recovery
         if not rec.operators:
             return
-        noticed = now + 60.0 * self._detection()
+        standby = now >= self._standby_from
+        noticed = now + 60.0 * (self._standby_detection() if standby else self._detection())
         back = noticed + 60.0 * rec.restart_min
         for at, action in ((noticed, "detach"), (back, "restart"), (back, "attach")):
             self.agenda.append(OperatorEvent(at=at, action=action, node=node.number))

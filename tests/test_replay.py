@@ -16,7 +16,7 @@ from tests.conftest import CONFIGS
 SUMMARY_KEYS = {
     "schema", "scenario", "design", "engine", "seed", "requests", "completed", "overflows",
     "timeouts", "errors", "lost", "crashes", "hangs", "outage_minutes", "latency_ms",
-    "sim_seconds", "wall_seconds", "nodes", "timeline",
+    "sim_seconds", "wall_seconds", "nodes", "timeline", "date", "days", "events",
 }  # fmt: skip
 NODE_KEYS = {
     "name", "requests", "completed", "overflows", "timeouts", "errors", "crashes", "hangs",

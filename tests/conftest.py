@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from relay import driver_fast, driver_trio
 from relay.config import FaultEvent, OperatorEvent, Scenario
 from relay.driver_trio import RunEnd
 from relay.rng import Streams
 from relay.tier import RelayTier
+
+# Property-test profiles. `ci` (the default) runs the same 150 examples every time,
+# so a red CI is never a fluke; `nightly` runs 3,000 fresh ones. Choose with
+# RELAYSIM_HYPOTHESIS=nightly or pytest's --hypothesis-profile=nightly.
+settings.register_profile("ci", max_examples=150, derandomize=True, database=None)
+settings.register_profile("nightly", max_examples=3000, database=None)
+settings.load_profile(os.environ.get("RELAYSIM_HYPOTHESIS", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

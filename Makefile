@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PKGS   := relay hsm_adapter loadgen
 
-.PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period setup clean
+.PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm \
+	setup softhsm hsm-token clean
 
 setup: $(STAMP)
 
@@ -19,7 +20,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# SoftHSM2 from Debian, when missing: installed as root, else the one command to run.
+softhsm:
+	@ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "SoftHSM2 missing: installing Debian's softhsm2"; \
+	    apt-get update -qq && apt-get install -y -qq softhsm2 >/dev/null; \
+	  else echo "SoftHSM2 is missing: run  sudo apt-get install softhsm2  then make again"; exit 1; fi; }
+
+# The project's own token (state/softhsm, never /etc/softhsm) and its keys; idempotent.
+hsm-token: $(STAMP) softhsm
+	$(BIN)/relaysim hsm init
+
+demo: $(STAMP) hsm-token
 	$(BIN)/relaysim replay configs/2016-03-29.yaml --design fixed
 
 lint: $(STAMP)
@@ -29,10 +42,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKGS) tests
 
-pytest: $(STAMP)
+pytest: $(STAMP) softhsm
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+test: hsm-token lint typecheck pytest
 
 # The 29 March day on the fast engine, after the SimPy yardstick in ../shared.
 bench-replay: $(STAMP)
@@ -45,6 +58,10 @@ bench-replay-trio: $(STAMP)
 # 13 Jan to 19 Mar 2016 on legacy (issue 4: under 10 minutes), after the 29 March day.
 bench-period: $(STAMP)
 	$(BIN)/python bench/replay_period.py configs/jan-2016.yaml
+
+# ECDSA P-256 signs on the token: raw single thread, then through the trio lane.
+bench-hsm: $(STAMP) hsm-token
+	$(BIN)/python bench/hsm.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,10 +1,15 @@
-"""The relay's HSM interface and its implementations.
+"""The relay's HSM: one async interface, three implementations.
 
-The relay calls an HSM through one async interface (`Hsm`). In virtual-time replays
-the HSM is the core's simulated lane (`relay.hsm.HsmLane`, performed by
-`relay.driver_trio.SimulatedServices`); the PKCS#11 implementation over a real token
-(SoftHSM2), with one owning lane, per-call deadlines and a killable worker, is the
-subject of the HSM issue and lands here.
+- `hsm_adapter.lane.Pkcs11Hsm`: a real PKCS#11 token (SoftHSM2 by default) owned by
+  one worker process (`hsm_adapter.worker`), fed in batches from trio, with a
+  deadline on every call and a lane that is killed and replaced when a call passes
+  it; `hsm_adapter.token` sets the token up under the project's state folder.
+- `hsm_adapter.simulated.SimulatedHsm`: drawn service times, no real crypto.
+- `hsm_adapter.faults.FaultyHsm`: a wrapper around either that stalls, loses,
+  slows or fails calls on demand.
+
+Virtual-time replays do not use these: their HSM is the core's `relay.hsm.HsmLane`,
+whose finish times are computed, not awaited.
 """
 
 from __future__ import annotations
@@ -21,6 +26,14 @@ class Hsm(Protocol):
 
     async def verify(self, data: bytes, signature: bytes) -> bool:
         """Whether `signature` is valid for `data`."""
+        ...
+
+    async def encrypt(self, data: bytes) -> bytes:
+        """Encrypt `data` under the relay's key."""
+        ...
+
+    async def decrypt(self, blob: bytes) -> bytes:
+        """Decrypt what `encrypt` returned."""
         ...
 
     async def health(self) -> bool:

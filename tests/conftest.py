@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from hypothesis import settings
 
 from relay import driver_fast, driver_trio
@@ -25,6 +26,14 @@ settings.load_profile(os.environ.get("RELAYSIM_HYPOTHESIS", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Undo a CLI test's process-wide structlog set-up (its level filter would hide
+    the events a later test captures)."""
+    yield
+    structlog.reset_defaults()
 
 
 def scenario(**over: Any) -> Scenario:

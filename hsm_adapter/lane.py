@@ -1,0 +1,293 @@
+"""The PKCS#11 lane: one worker process owns the token; trio feeds it in batches.
+
+    async with open_pkcs11(TokenConfig(), deadline=2.0) as hsm:
+        signature = await hsm.sign(b"...")
+
+Calls from any number of trio tasks go into one queue. A sender task takes
+everything queued as one batch frame to the worker's stdin; a receiver task takes
+result frames from its stdout and wakes the callers. So the per-call cost on the
+trio side is a queue append and an event, and the pipe carries one frame per batch
+each way instead of a thread hop per call.
+
+Every call has a deadline. A call that passes it declares the lane **stuck**: every
+caller waiting on it fails at once with `HsmStuck`, new calls fail fast with
+`HsmUnavailable`, the worker is killed (a process can be; a thread in C cannot) and
+a new one re-opens the token and keys. `state` and `history` report each step
+(starting, ready, stuck, restarting, failed). This is cause 1 of January 2016 in
+the real world, and the design's answer to it: a silent HSM costs one deadline,
+not the relay.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from subprocess import PIPE
+from typing import Any
+
+import structlog
+import trio
+
+from hsm_adapter import wire
+from hsm_adapter.errors import (
+    HsmError,
+    HsmOperationError,
+    HsmSetupError,
+    HsmStuck,
+    HsmUnavailable,
+)
+from hsm_adapter.token import WORKER, TokenConfig, TokenError
+
+
+class LaneState(enum.Enum):
+    """Where the lane is in its life."""
+
+    STARTING = "starting"
+    READY = "ready"
+    STUCK = "stuck"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class _Call:
+    done: trio.Event = field(default_factory=trio.Event)
+    ok: bool = False
+    value: Any = None
+    error: HsmError | None = None
+
+
+class Pkcs11Hsm:
+    """The relay's HSM over a real PKCS#11 token (see the module doc)."""
+
+    def __init__(
+        self,
+        cfg: TokenConfig,
+        *,
+        deadline: float = 2.0,
+        start_timeout: float = 20.0,
+        restart_backoff: float = 1.0,
+        test_ops: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.deadline = deadline
+        self.start_timeout = start_timeout
+        self.restart_backoff = restart_backoff
+        self.state = LaneState.STARTING
+        self.history: list[tuple[float, str, str]] = []  # (time, state, why)
+        self.restarts = 0
+        self._test_ops = test_ops
+        self._why = ""
+        self._ids = itertools.count()
+        self._pending: dict[int, _Call] = {}
+        self._queue: list[tuple[int, str, tuple[Any, ...]]] = []
+        self._work = trio.Event()
+        self._broken = trio.Event()
+        self._ready = trio.Event()
+        self._proc: trio.Process | None = None
+        self._log = structlog.get_logger("relaysim.hsm")
+
+    # -- the relay's interface --------------------------------------------------------
+
+    async def sign(self, data: bytes) -> bytes:
+        """ECDSA P-256 signature over SHA-256 of `data`."""
+        value: bytes = await self.call("sign", data)
+        return value
+
+    async def verify(self, data: bytes, signature: bytes) -> bool:
+        """Whether `signature` is the relay key's signature of `data`."""
+        value: bool = await self.call("verify", data, signature)
+        return value
+
+    async def encrypt(self, data: bytes) -> bytes:
+        """AES-256-CBC under the relay's key (IV first)."""
+        value: bytes = await self.call("encrypt", data)
+        return value
+
+    async def decrypt(self, blob: bytes) -> bytes:
+        """The inverse of `encrypt`."""
+        value: bytes = await self.call("decrypt", blob)
+        return value
+
+    async def health(self) -> bool:
+        """Whether the lane is ready and a live sign/verify passes within the deadline."""
+        if self.state is not LaneState.READY:
+            return False
+        try:
+            return await self.verify(b"health", await self.sign(b"health"))
+        except HsmError:
+            return False
+
+    async def wait_ready(self) -> None:
+        """Return once the lane serves (at once if it does now)."""
+        await self._ready.wait()
+
+    def kill(self) -> None:
+        """Kill the worker process now (a fault to inject, or an operator's hand):
+        the lane sees it die, fails what was in flight and starts a new one."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+
+    async def call(self, op: str, *args: Any) -> Any:
+        """Run one operation on the token within the deadline."""
+        if self.state is not LaneState.READY:
+            raise HsmUnavailable(f"HSM lane {self.state.value}: {self._why}")
+        rid = next(self._ids)
+        call = self._pending[rid] = _Call()
+        self._queue.append((rid, op, args))
+        self._work.set()
+        with trio.move_on_after(self.deadline):
+            await call.done.wait()
+        if not call.done.is_set():
+            self._pending.pop(rid, None)
+            self._break(LaneState.STUCK, f"{op} passed its {self.deadline:g} s deadline")
+            raise HsmStuck(f"HSM {op}: no answer within {self.deadline:g} s; lane restarting")
+        if call.error is not None:
+            raise call.error
+        if not call.ok:
+            raise HsmOperationError(str(call.value))
+        return call.value
+
+    # -- the supervisor -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a worker serving until cancelled; `started` once the first is ready.
+
+        A setup failure of the first worker (wrong PIN, no token) raises
+        `HsmSetupError`; later ones leave the lane `failed` and retry after a pause.
+        """
+        first = True
+        while True:
+            try:
+                await self._serve_one(task_status if first else None)
+                first = False
+            except HsmSetupError as exc:
+                if first:
+                    raise
+                self._set(LaneState.FAILED, str(exc))
+                await trio.sleep(self.restart_backoff)
+            self.restarts += 1
+            self._set(LaneState.RESTARTING, self._why)
+
+    async def _serve_one(self, task_status: trio.TaskStatus[None] | None) -> None:
+        self._broken = trio.Event()
+        self._set(LaneState.STARTING, "opening the token")
+        try:
+            pin = self.cfg.pin()
+        except TokenError as exc:
+            raise HsmSetupError(str(exc)) from None
+        self.cfg.prepare()
+        proc = await trio.lowlevel.open_process(WORKER, stdin=PIPE, stdout=PIPE, env=self.cfg.env())
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        self._proc = proc
+        decoder = wire.Decoder()
+        try:
+            request = self.cfg.request("serve", pin, test_ops=self._test_ops)
+            await proc.stdin.send_all(wire.encode(request))
+            answer = None
+            with trio.move_on_after(self.start_timeout):
+                while answer is None:
+                    data = await proc.stdout.receive_some(65536)
+                    if not data:
+                        break
+                    frames = decoder.feed(data)
+                    answer = frames[0] if frames else None
+            if answer is None:
+                raise HsmSetupError(f"token {self.cfg.label!r}: worker did not start")
+            if not answer.get("ok"):
+                raise HsmSetupError(str(answer.get("error")))
+            self._set(LaneState.READY, f"token {self.cfg.label!r} open")
+            if task_status is not None:
+                task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender, proc.stdin)
+                nursery.start_soon(self._receiver, proc.stdout, decoder)
+                await self._broken.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                proc.kill()
+                await proc.wait()
+            self._fail_pending(self._why or "lane stopped")
+
+    async def _sender(self, stdin: trio.abc.SendStream) -> None:
+        while True:
+            await self._work.wait()
+            self._work = trio.Event()
+            batch, self._queue = self._queue, []
+            try:
+                await stdin.send_all(wire.encode(batch))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._break(LaneState.RESTARTING, "worker closed its input")
+                return
+
+    async def _receiver(self, stdout: trio.abc.ReceiveStream, decoder: wire.Decoder) -> None:
+        while True:
+            try:
+                data = await stdout.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self._break(LaneState.RESTARTING, "worker exited")
+                return
+            for batch in decoder.feed(data):
+                for rid, ok, value in batch:
+                    call = self._pending.pop(rid, None)
+                    if call is not None:  # None: its caller already gave up
+                        call.ok, call.value = ok, value
+                        call.done.set()
+
+    def _break(self, state: LaneState, why: str) -> None:
+        if self._broken.is_set():
+            return
+        self._set(state, why)
+        self._broken.set()
+        self._fail_pending(why)
+
+    def _fail_pending(self, why: str) -> None:
+        for call in self._pending.values():
+            call.error = HsmStuck(f"HSM lane {self.state.value}: {why}")
+            call.done.set()
+        self._pending.clear()
+        self._queue.clear()
+
+    def _set(self, state: LaneState, why: str) -> None:
+        self.state, self._why = state, why
+        self.history.append((trio.current_time(), state.value, why))
+        if state is LaneState.READY:
+            self._ready.set()
+        elif self._ready.is_set():
+            self._ready = trio.Event()
+        self._log.info("hsm.lane", state=state.value, why=why, token=self.cfg.label)
+
+
+@asynccontextmanager
+async def open_pkcs11(cfg: TokenConfig, **options: Any) -> AsyncIterator[Pkcs11Hsm]:
+    """A ready lane over `cfg`'s token for the duration of the block.
+
+    Raises `HsmSetupError` if the first worker cannot open the token. An exception
+    leaving the block (or the lane) comes out as itself, not wrapped in the
+    nursery's exception group.
+    """
+    hsm = Pkcs11Hsm(cfg, **options)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hsm.run)
+            try:
+                yield hsm
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _single(group) from None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested one-member groups, or the group itself."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+        inner = inner.exceptions[0]
+    return inner

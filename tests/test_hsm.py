@@ -1,0 +1,243 @@
+"""The real HSM: a SoftHSM2 token behind one owning worker process, and its faults.
+
+These tests talk to a real token (Debian's softhsm2, which `make test` installs),
+each module in its own state folder. The lane's own tests run on trio's real clock:
+they wait for a real process, so a virtual clock would jump past its deadlines
+while the worker computes (trio issue 456). Nothing sleeps; deadlines are short.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import structlog
+import trio
+import trio.testing
+
+from hsm_adapter.errors import HsmOperationError, HsmSetupError, HsmStuck, HsmUnavailable
+from hsm_adapter.faults import FaultyHsm
+from hsm_adapter.lane import LaneState, open_pkcs11
+from hsm_adapter.simulated import SimulatedHsm
+from hsm_adapter.token import TokenConfig, ensure, status
+from relay.cli import main
+
+PIN = "pin-7f3a9c51"  # distinctive, so a leak is found by searching for it
+WRONG_PIN = "wrong-9b2e1d"
+
+
+@pytest.fixture(scope="module")
+def token(tmp_path_factory: pytest.TempPathFactory) -> TokenConfig:
+    """A token initialised in this module's own state folder, PIN from the environment."""
+    state = tmp_path_factory.mktemp("state")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RELAYSIM_HSM_PIN", PIN)
+        cfg = TokenConfig(state=state)
+        ensure(cfg)
+    return cfg
+
+
+@pytest.fixture
+def pin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token's PIN in the environment, as an SRE would provide it."""
+    monkeypatch.setenv("RELAYSIM_HSM_PIN", PIN)
+
+
+@pytest.mark.usefixtures("pin")
+def test_init_is_idempotent_and_status_checks_the_keys_live(token: TokenConfig) -> None:
+    """A second init creates nothing; status lists both keys and passes a live check."""
+    assert ensure(token)["created"] == []
+    doc = status(token)
+    assert doc["token"] == "relaysim"
+    assert doc["objects"] == [
+        "relay-enc (secret_key)",
+        "relay-sign (private_key)",
+        "relay-sign (public_key)",
+    ]
+    assert doc["sign_verify"] is True
+    assert doc["encrypt_decrypt"] is True
+    # The token lives in the project's state folder, not under /etc or /var/lib.
+    assert any((token.folder / "tokens").iterdir())
+
+
+@pytest.mark.usefixtures("pin")
+async def test_round_trips_through_the_lane(token: TokenConfig) -> None:
+    """Sign/verify and encrypt/decrypt round trips; tampered input is refused."""
+    async with open_pkcs11(token, deadline=5.0) as hsm:
+        signature = await hsm.sign(b"card 1234")
+        assert await hsm.verify(b"card 1234", signature)
+        assert not await hsm.verify(b"card 1235", signature)
+        blob = await hsm.encrypt(b"resident record")
+        assert blob != b"resident record"
+        assert await hsm.decrypt(blob) == b"resident record"
+        with pytest.raises(HsmOperationError, match="decrypt"):
+            await hsm.decrypt(blob[:16] + b"\x00" * 5)
+        assert await hsm.health()
+
+
+@pytest.mark.usefixtures("pin")
+async def test_hundreds_of_tasks_share_one_token_without_a_crash(token: TokenConfig) -> None:
+    """300 concurrent trio tasks sign and verify through the one lane; the worker never
+    dies (two threads inside SoftHSM at once would crash it)."""
+    results: list[bool] = []
+
+    async with open_pkcs11(token, deadline=10.0) as hsm:
+
+        async def client(i: int) -> None:
+            data = f"request {i}".encode()
+            results.append(await hsm.verify(data, await hsm.sign(data)))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(300):
+                nursery.start_soon(client, i)
+        assert hsm.restarts == 0
+        assert hsm.state is LaneState.READY
+    assert results == [True] * 300
+
+
+@pytest.mark.usefixtures("pin")
+async def test_a_hung_worker_fails_within_the_deadline_and_the_lane_recovers(
+    token: TokenConfig,
+) -> None:
+    """A call that never returns fails at its deadline, fails the calls queued behind
+    it, and the lane kills the worker and serves again from a new one."""
+    async with open_pkcs11(token, deadline=0.5, test_ops=True) as hsm:
+        start = trio.current_time()
+        outcomes: list[tuple[str, str]] = []
+
+        async def call(op: str, *args: bytes) -> None:
+            try:
+                await hsm.call(op, *args)
+                outcomes.append((op, "answered"))
+            except HsmStuck:
+                outcomes.append((op, "stuck"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "hang")
+            nursery.start_soon(call, "sign", b"queued with the hang")
+        assert trio.current_time() - start < 0.5 + 0.5
+        assert sorted(outcomes) == [("hang", "stuck"), ("sign", "stuck")]
+        with pytest.raises(HsmUnavailable, match="HSM lane stuck"):
+            await hsm.sign(b"while the worker is replaced")
+        with trio.fail_after(30):
+            await hsm.wait_ready()
+        assert await hsm.verify(b"again", await hsm.sign(b"again"))
+        states = [state for _, state, _ in hsm.history]
+        assert states == ["starting", "ready", "stuck", "restarting", "starting", "ready"]
+        assert hsm.restarts == 1
+
+
+@pytest.mark.usefixtures("pin")
+async def test_a_killed_worker_is_reported_unhealthy_then_replaced(token: TokenConfig) -> None:
+    """Killing the worker fails calls with a clear error instead of crashing the caller;
+    health is false until the new worker serves."""
+    async with open_pkcs11(token, deadline=5.0) as hsm:
+        hsm.kill()
+        with pytest.raises((HsmStuck, HsmUnavailable), match="HSM"):
+            await hsm.sign(b"during the kill")
+        assert not await hsm.health()
+        with trio.fail_after(30):
+            await hsm.wait_ready()
+        assert await hsm.health()
+        assert ("restarting", "worker exited") in [(s, why) for _, s, why in hsm.history]
+
+
+async def test_the_pin_never_reaches_logs_or_errors(
+    token: TokenConfig, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Neither the right PIN nor a wrong one appears in log events, output, errors or
+    the lane's history, through a good session and a failed login."""
+    monkeypatch.setenv("RELAYSIM_HSM_PIN", PIN)
+    texts: list[str] = [repr(token.pin()), str(token.pin())]
+    with structlog.testing.capture_logs() as logs:
+        async with open_pkcs11(token, deadline=5.0) as hsm:
+            await hsm.sign(b"x")
+            texts += [str(h) for h in hsm.history]
+        monkeypatch.setenv("RELAYSIM_HSM_PIN", WRONG_PIN)
+        with pytest.raises(HsmSetupError) as failed:
+            async with open_pkcs11(token, deadline=5.0):
+                pass
+    texts += [str(failed.value), repr(failed.value), *map(str, logs)]
+    out, err = capfd.readouterr()
+    texts += [out, err]
+    assert "wrong PIN" in str(failed.value)
+    assert logs  # the lane did report its steps
+    for text in texts:
+        assert PIN not in text
+        assert WRONG_PIN not in text
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "expected"),
+    [
+        ({"RELAYSIM_HSM_PIN": WRONG_PIN}, [], "relaysim: token 'relaysim': login: wrong PIN"),
+        ({}, ["--label", "missing"], "relaysim: token 'missing': no such token"),
+        ({}, ["--module", "/nonexistent/libsofthsm2.so"], "PKCS#11 library /nonexistent/"),
+        ({}, ["--mechanism", "ECDSA_SHA256"], "sign with ECDSA_SHA256: mechanism not supported"),
+        ({}, ["--mechanism", "NO_SUCH"], "mechanism 'NO_SUCH': unknown PKCS#11 mechanism name"),
+    ],
+)
+def test_bad_hsm_input_gets_one_line_and_exit_2(
+    token: TokenConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    args: list[str],
+    expected: str,
+) -> None:
+    """Wrong PIN, missing token, missing library, unsupported mechanism: one line, exit 2."""
+    monkeypatch.setenv("RELAYSIM_HSM_PIN", PIN)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as exc:
+        main(["hsm", "status", "--state", str(token.state), *args])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2
+    assert err.count("\n") == 1
+    assert expected in err
+    assert PIN not in err + out
+    assert WRONG_PIN not in err + out
+
+
+def test_hsm_cli_init_then_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`relaysim hsm init` creates token, keys and a private PIN file; `status` reports
+    them with a passing live check."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYSIM_HSM")}
+    with pytest.MonkeyPatch.context() as mp:
+        for key in set(os.environ) - set(env):
+            mp.delenv(key)
+        main(["hsm", "init", "--state", str(tmp_path)])
+        first = capsys.readouterr().out
+        main(["hsm", "status", "--state", str(tmp_path)])
+        second = capsys.readouterr().out
+    assert "created token relaysim" in first
+    assert "live sign/verify and encrypt/decrypt: ok" in second
+    assert (tmp_path / "softhsm" / "user.pin").stat().st_mode & 0o777 == 0o600
+
+
+async def test_fault_wrapper_stall_fails_at_the_deadline_and_recovers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Under virtual time: a stalled call fails at exactly its deadline; once the one-shot
+    stall is spent the next call is served; lose, fail and slow do what they say."""
+    hsm = FaultyHsm(SimulatedHsm(lambda: 0.008), deadline=2.0)
+    hsm.inject("stall", count=1)
+    start = trio.current_time()
+    with pytest.raises(HsmStuck):
+        await hsm.sign(b"a")
+    assert trio.current_time() - start == pytest.approx(2.0)
+    assert await hsm.verify(b"a", await hsm.sign(b"a"))
+    hsm.inject("lose", count=1)
+    with pytest.raises(HsmStuck):
+        await hsm.encrypt(b"b")
+    hsm.inject("fail", count=1)
+    with pytest.raises(HsmOperationError, match="injected"):
+        await hsm.sign(b"c")
+    hsm.inject("slow", delay=lambda: 0.5)
+    start = trio.current_time()
+    assert await hsm.decrypt(await hsm.encrypt(b"d")) == b"d"
+    assert trio.current_time() - start == pytest.approx(2 * (0.5 + 0.008))
+    hsm.clear()
+    assert await hsm.health()
+    assert hsm.injected == {"stall": 1, "lose": 1, "fail": 1, "slow": 2}

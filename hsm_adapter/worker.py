@@ -39,6 +39,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 from hsm_adapter import wire
 
 CURVE = "secp256r1"  # ECDSA P-256
+FLUSH_EVERY = 16  # results per frame back to the lane (docs/performance.md)
 AES_BITS = 256
 
 
@@ -172,7 +173,14 @@ def serve(init: dict[str, Any]) -> None:
                 results.append((rid, True, fn(*args)))
             except px.PKCS11Error as exc:
                 results.append((rid, False, describe(exc, f"token {label!r}: {op}")))
-        wire.write(out, results)
+            if len(results) >= FLUSH_EVERY:
+                # Hand results back while the rest of the batch is worked on, so
+                # their callers queue their next calls before this batch ends and
+                # the token never waits for the relay.
+                wire.write(out, results)
+                results = []
+        if results:
+            wire.write(out, results)
 
 
 def _init_token(lib: Any, module: str, label: str, so_pin: str, pin: str) -> bool:

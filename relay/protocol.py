@@ -1,0 +1,152 @@
+"""The wire protocol between CSs, the dispatcher and relay nodes: a sans-IO codec.
+
+Every message is one frame: a 4-byte big-endian length, then a 36-byte header,
+then the body (docs/protocol.md has it byte by byte):
+
+    length  u32   bytes after this field (header + body), at most max_frame
+    version u8    1
+    type    u8    1 request, 2 reply, 3 error
+    status  u8    reply: the outcome; error: the error code; request: 0
+    flags   u8    0 (reserved)
+    id      u64   request id, chosen by the client, echoed in the reply
+    key     16 B  idempotency key: the same operation re-sent carries the same key
+    muni    u32   municipality (CS) id
+    spare   u32   0 (reserved)
+    body    ...   request: the operation's data; reply: the answer; error: UTF-8 text
+
+`Decoder` turns bytes, in whatever pieces the network delivers them, into
+`Frame`s, and raises `ProtocolError` with the code to answer with at the first
+thing that is not a valid frame: after one, a connection is closed (there is no
+way to find the next frame boundary in garbage). It never buffers more than one
+frame of `max_frame` bytes, so a hostile length prefix cannot make it allocate.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+VERSION = 1
+MAX_FRAME = 64 * 1024  # default bound on length: header plus body
+_LENGTH = struct.Struct(">I")
+_HEADER = struct.Struct(">BBBBQ16sII")
+HEADER_SIZE = _HEADER.size  # 36
+
+
+class Type(enum.IntEnum):
+    """What a frame is."""
+
+    REQUEST = 1
+    REPLY = 2
+    ERROR = 3
+
+
+class Status(enum.IntEnum):
+    """A reply's outcome: the four outcomes of a request (relay.request.Outcome)."""
+
+    COMPLETED = 0
+    OVERFLOW = 1
+    TIMEOUT = 2
+    ERROR = 3
+
+
+class ErrorCode(enum.IntEnum):
+    """Why a peer's input was rejected (an error frame's status)."""
+
+    MALFORMED = 1  # a field that cannot be what the protocol says
+    UNSUPPORTED_VERSION = 2
+    UNKNOWN_TYPE = 3
+    TOO_LARGE = 4  # length prefix above the receiver's max_frame
+    TOO_SLOW = 5  # a frame took longer than the receiver allows to arrive
+    BUSY = 6  # the receiver is at its connection limit
+
+
+class ProtocolError(Exception):
+    """Input that is not a valid frame; `code` is what to answer with before closing."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One message. `status` means the outcome (reply) or error code (error)."""
+
+    type: Type
+    id: int
+    key: bytes = b"\x00" * 16
+    muni: int = 0
+    status: int = 0
+    body: bytes = b""
+
+    def encode(self) -> bytes:
+        """The frame's bytes on the wire."""
+        if len(self.key) != 16:
+            raise ValueError("idempotency key must be 16 bytes")
+        header = _HEADER.pack(VERSION, self.type, self.status, 0, self.id, self.key, self.muni, 0)
+        return _LENGTH.pack(HEADER_SIZE + len(self.body)) + header + self.body
+
+
+def error_frame(code: ErrorCode, message: str, id: int = 0) -> Frame:
+    """An error frame carrying `code` and a one-line UTF-8 message."""
+    return Frame(Type.ERROR, id, status=code, body=message.encode()[:1024])
+
+
+class Decoder:
+    """Bytes in, frames out, for one connection (see the module doc)."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        if max_frame < HEADER_SIZE:
+            raise ValueError(f"max_frame must be at least the header, {HEADER_SIZE} bytes")
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._need: int | None = None  # length of the frame being read, once known
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not form a whole frame yet (a partial frame)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray) -> list[Frame]:
+        """Add bytes from the peer; return the whole frames they complete, in order."""
+        self._buf += data
+        frames: list[Frame] = []
+        while True:
+            if self._need is None:
+                if len(self._buf) < _LENGTH.size:
+                    return frames
+                (need,) = _LENGTH.unpack_from(self._buf)
+                if need > self.max_frame:
+                    raise ProtocolError(
+                        ErrorCode.TOO_LARGE, f"frame of {need} bytes exceeds {self.max_frame}"
+                    )
+                if need < HEADER_SIZE:
+                    raise ProtocolError(
+                        ErrorCode.MALFORMED, f"frame of {need} bytes is shorter than its header"
+                    )
+                self._need = need
+            end = _LENGTH.size + self._need
+            if len(self._buf) < end:
+                return frames
+            frames.append(_parse(bytes(self._buf[_LENGTH.size : end])))
+            del self._buf[:end]
+            self._need = None
+
+
+def _parse(raw: bytes) -> Frame:
+    version, kind, status, flags, rid, key, muni, spare = _HEADER.unpack_from(raw)
+    if version != VERSION:
+        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"protocol version {version}")
+    try:
+        ftype = Type(kind)
+    except ValueError:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"message type {kind}") from None
+    if flags or spare:
+        raise ProtocolError(ErrorCode.MALFORMED, "reserved header fields must be 0")
+    if ftype is Type.REQUEST and status:
+        raise ProtocolError(ErrorCode.MALFORMED, "a request carries no status")
+    if ftype is Type.REPLY and status not in Status._value2member_map_:
+        raise ProtocolError(ErrorCode.MALFORMED, f"reply status {status}")
+    return Frame(ftype, rid, key, muni, status, raw[HEADER_SIZE:])

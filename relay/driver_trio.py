@@ -2,7 +2,8 @@
 
 One task per request performs its flow's effects; deadlines are trio cancel scopes
 (`move_on_at`), so the timing semantics are trio's own. The simulated HSM and backend
-are `sleep_until` the finishing time the core computed. Under
+are `sleep_until` the finishing time the core computed (`SimulatedServices`); under a
+real clock `DeviceServices` calls a real HSM instead. Under
 `trio.testing.MockClock(autojump_threshold=0)` the clock jumps to the next deadline
 whenever every task is blocked, so a day runs in wall seconds, not hours.
 
@@ -17,10 +18,13 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 import trio.testing
 
+from hsm_adapter import Hsm
+from hsm_adapter.errors import HsmError
 from relay.config import FaultEvent, OperatorEvent
 from relay.tier import CallBackend, CallHsm, Effect, Flow, RelayTier, Result, Retry
 
@@ -37,13 +41,20 @@ class RunEnd:
     cut_short: bool
 
 
+class Services(Protocol):
+    """Performs a flow's effects: returns DONE when the reply or answer arrived, or
+    DEADLINE when the service failed it early (the flow then ends it as an error)."""
+
+    async def perform(self, effect: Effect) -> Result: ...
+
+
 class SimulatedServices:
     """Performs effects against the core's simulated HSM lanes and backend."""
 
     def __init__(self, tier: RelayTier) -> None:
         self._backend = tier.backend
 
-    async def perform(self, effect: Effect) -> None:
+    async def perform(self, effect: Effect) -> Result:
         """Wait until the simulated reply or answer arrives."""
         now = trio.current_time()
         if type(effect) is CallHsm:
@@ -52,6 +63,39 @@ class SimulatedServices:
             await trio.sleep_until(self._backend.submit(now))
         else:  # LostReply: nothing will answer; the caller's deadline ends the wait
             await trio.sleep_forever()
+        return Result.DONE
+
+
+class DeviceServices:
+    """Performs HSM calls on a real device (`hsm_adapter`: a PKCS#11 lane, the
+    simulated device, or either behind the fault wrapper); the backend stays the
+    core's simulated one.
+
+    A device that fails a call (stuck lane, lane restarting, refused operation)
+    fails that request's HSM step at once with a clear error in the log, instead of
+    letting it wait for its deadline or taking the relay down.
+    """
+
+    def __init__(self, tier: RelayTier, hsm: Hsm) -> None:
+        self._backend = tier.backend
+        self._hsm = hsm
+        self._log = tier.log
+        self.failures = 0
+
+    async def perform(self, effect: Effect) -> Result:
+        """Sign on the device for an HSM step; wait out the simulated backend."""
+        if type(effect) is CallBackend:
+            await trio.sleep_until(self._backend.submit(trio.current_time()))
+            return Result.DONE
+        if type(effect) is not CallHsm:  # LostReply: the core lost it; nothing answers
+            await trio.sleep_forever()
+        try:
+            await self._hsm.sign(b"relay step on " + effect.node.name.encode())
+        except HsmError as exc:
+            self.failures += 1
+            self._log.info("hsm.failed", node=effect.node.name, error=str(exc))
+            return Result.DEADLINE
+        return Result.DONE
 
 
 @contextlib.contextmanager
@@ -83,7 +127,7 @@ class TrioDriver:
         self,
         tier: RelayTier,
         *,
-        services: SimulatedServices | None = None,
+        services: Services | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.tier = tier
@@ -141,10 +185,9 @@ class TrioDriver:
                 with trio.move_on_at(effect.deadline) as scope:
                     scopes.add(scope)
                     try:
-                        await perform(effect)
+                        result = await perform(effect)
                     finally:
                         scopes.discard(scope)
-                    result = Result.DONE
                 effect = flow.send((result, trio.current_time()))
                 if tier.crashed or tier.agenda:
                     self._notice()

@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import pytest
 import structlog
 import trio
 import trio.testing
 
+from hsm_adapter import Hsm
 from hsm_adapter.errors import HsmOperationError, HsmSetupError, HsmStuck, HsmUnavailable
 from hsm_adapter.faults import FaultyHsm
-from hsm_adapter.lane import LaneState, open_pkcs11
+from hsm_adapter.lane import LaneState, Pkcs11Hsm, open_pkcs11
 from hsm_adapter.simulated import SimulatedHsm
 from hsm_adapter.token import TokenConfig, ensure, status
+from relay import checkers
 from relay.cli import main
+from relay.driver_trio import DeviceServices, TrioDriver
+from relay.request import Outcome
+from tests.conftest import tier_for
 
 PIN = "pin-7f3a9c51"  # distinctive, so a leak is found by searching for it
 WRONG_PIN = "wrong-9b2e1d"
@@ -241,3 +247,58 @@ async def test_fault_wrapper_stall_fails_at_the_deadline_and_recovers(
     hsm.clear()
     assert await hsm.health()
     assert hsm.injected == {"stall": 1, "lose": 1, "fail": 1, "slow": 2}
+
+
+class KillAfter:
+    """A lane that an operator kills at its `n`-th sign, the way cause 1 struck: the
+    device stops answering in the middle of the day's traffic."""
+
+    def __init__(self, lane: Pkcs11Hsm, n: int) -> None:
+        self.lane, self.n, self.calls = lane, n, 0
+
+    async def sign(self, data: bytes) -> bytes:
+        self.calls += 1
+        if self.calls == self.n:
+            self.lane.kill()
+        return await self.lane.sign(data)
+
+
+@pytest.mark.usefixtures("pin")
+async def test_a_running_relay_survives_its_hsm_dying(token: TokenConfig) -> None:
+    """The relay's flows on trio with the real token: when the worker dies under load,
+    the requests caught in it end as errors with a clear log line, none is lost, no
+    node crashes; after the lane is replaced the relay completes every request."""
+    arrivals = [(i % 7, 0) for i in range(40)]  # CS ids, all at once
+    scenario_over = {
+        "relays": {"count": 2, "timeout_s": 10},
+        "backend": {"service_ms": {"dist": "constant", "mean": 1}},
+        "monitor": {"enabled": False},
+        "load": {"retry": {"max_retries": 0}},
+        "design": "fixed",
+    }
+    async with open_pkcs11(token, deadline=2.0) as lane:
+        with structlog.testing.capture_logs() as logs:
+            tier = tier_for(**scenario_over)
+            tier.log = structlog.get_logger("relay")
+            services = DeviceServices(tier, cast(Hsm, KillAfter(lane, 10)))
+            now = trio.current_time()
+            await TrioDriver(tier, services=services).run([(now, cs) for _, cs in arrivals])
+        total = tier.ledger.total
+        assert total.requests == 40
+        assert total.closed == 40  # every request has its one outcome
+        assert total.count(Outcome.ERROR) == services.failures > 0
+        assert total.count(Outcome.COMPLETED) == 40 - services.failures
+        assert checkers.check_run(tier.ledger, tier.nodes) == []
+        assert all(node.up for node in tier.nodes)
+        failed = [e for e in logs if e["event"] == "hsm.failed"]
+        assert len(failed) == services.failures
+        assert all("HSM" in e["error"] for e in failed)
+
+        with trio.fail_after(30):
+            await lane.wait_ready()
+        again = tier_for(**scenario_over)
+        now = trio.current_time()
+        await TrioDriver(again, services=DeviceServices(again, lane)).run(
+            [(now, cs) for _, cs in arrivals]
+        )
+        assert again.ledger.total.count(Outcome.COMPLETED) == 40

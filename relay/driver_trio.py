@@ -176,7 +176,19 @@ class TrioDriver:
         self._load_done.set()
 
     async def _serve(self, work: trio.Nursery, flow: Flow) -> None:
+        retry = await self.perform(flow)
+        if retry is not None:
+            self._horizon = max(self._horizon, retry.at)
+            work.start_soon(self._retry, work, retry)
+
+    async def perform(self, flow: Flow) -> Retry | None:
+        """Perform `flow`'s effects until it ends; the counter user's retry, if any.
+
+        Requires `run` (or `serve`) to be running: operator actions the model
+        decides on are scheduled in its nursery.
+        """
         perform, tier, waiting = self.services.perform, self.tier, self._waiting
+        retry: Retry | None = None
         try:
             effect = next(flow)
             while True:
@@ -192,12 +204,19 @@ class TrioDriver:
                 if tier.crashed or tier.agenda:
                     self._notice()
         except StopIteration as stop:
-            retry: Retry | None = stop.value
-            if retry is not None:
-                self._horizon = max(self._horizon, retry.at)
-                work.start_soon(self._retry, work, retry)
+            retry = stop.value
         if tier.crashed or tier.agenda:
             self._notice()
+        return retry
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the tier's periodic work (health checks, operators' reactions) going
+        until cancelled, for requests performed one by one (`perform`): serve mode."""
+        async with trio.open_nursery() as outer:
+            self._outer = outer
+            outer.start_soon(self._health_checks, self.tier.scenario.dispatcher.health_check_s)
+            task_status.started()
+            await trio.sleep_forever()
 
     def _notice(self) -> None:
         """Act on what the model reported: wake flows on crashed nodes, and schedule

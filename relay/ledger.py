@@ -87,6 +87,7 @@ class Ledger:
         if self._open.pop(req.id, None) is None:
             self.violations.append(f"request {req.id}: second outcome {outcome.value} at {now}")
             return
+        req.outcome = outcome
         i = _SLOT[outcome]
         self.total.counts[i] += 1
         b = int(req.arrived // BUCKET_S)

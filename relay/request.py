@@ -67,6 +67,7 @@ class Request:
     node: int = -1  # index of the relay node serving it, -1 before routing
     phase: Phase = Phase.RECEIVED
     area: int | None = None  # work-area handle once allocated
+    outcome: Outcome | None = None  # set by the ledger when the request ends
 
     def advance(self, to: Phase) -> None:
         """Move to phase `to`, or raise LifecycleError if the table forbids it."""

@@ -168,6 +168,12 @@ class RelayTier:
         """A request from CS `cs` reaches the distributor at `now`; its flow."""
         return self._relay(self.ledger.open(cs, attempt, now), now)
 
+    def admit(self, cs: int, attempt: int, now: float) -> tuple[Request, Flow]:
+        """As `arrive`, and the request, whose `outcome` is set when its flow ends
+        (serve mode answers the client with it)."""
+        req = self.ledger.open(cs, attempt, now)
+        return req, self._relay(req, now)
+
     def _relay(self, req: Request, now: float) -> Flow:
         ledger, design = self.ledger, self.design
         node = self.dispatcher.route(req.cs)

@@ -1,0 +1,208 @@
+"""Serve mode: the relay tier behind a TCP port on loopback, under the real clock.
+
+The dispatcher's port takes protocol frames (`relay.protocol`) from any number of
+CS connections. Each request frame becomes one request of the core (`RelayTier`),
+performed by the trio driver's `perform` under the real clock with real or
+simulated services, and is answered with one reply frame carrying its outcome:
+the same model, designs and checkers as the replays. Retrying is the client's
+business here (the counter user presses "resend"); the reply says what happened.
+
+Hostile input never reaches the model and never stalls other clients:
+- bytes that are not a frame (garbage, an unknown version or type, an oversized or
+  undersized length) get one error frame with the code and the connection closes;
+- a frame that takes longer than `frame_timeout` to arrive (a client sending a
+  byte a minute) gets `TOO_SLOW` and a close; an idle connection between frames is
+  left alone;
+- beyond `max_connections` open connections a new one gets `BUSY` and a close;
+- a client that disconnects mid-frame or mid-request costs only its own tasks: its
+  requests still end with their outcome in the ledger (nothing accepted is lost),
+  the reply is simply not delivered.
+Every such event is counted in `ServerStats`.
+
+Stopping (`RelayServer.stop`): the listener closes first, requests in flight get
+`drain` seconds to end and be answered, then remaining connections are closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import trio
+
+from relay.driver_trio import TrioDriver
+from relay.protocol import (
+    MAX_FRAME,
+    Decoder,
+    ErrorCode,
+    Frame,
+    ProtocolError,
+    Status,
+    Type,
+    error_frame,
+)
+from relay.request import Outcome
+from relay.tier import RelayTier
+
+_STATUS = {
+    Outcome.COMPLETED: Status.COMPLETED,
+    Outcome.OVERFLOW: Status.OVERFLOW,
+    Outcome.TIMEOUT: Status.TIMEOUT,
+    Outcome.ERROR: Status.ERROR,
+}
+
+
+@dataclass
+class ServerStats:
+    """What the server has seen: connections, frames, and rejected input by code."""
+
+    connections: int = 0
+    open: int = 0
+    requests: int = 0
+    replies: int = 0
+    undelivered: int = 0  # replies whose client had gone
+    rejected: Counter[str] = field(default_factory=Counter)  # by ErrorCode name
+
+
+class RelayServer:
+    """The dispatcher's TCP front of one relay tier (see the module doc)."""
+
+    def __init__(
+        self,
+        tier: RelayTier,
+        driver: TrioDriver,
+        *,
+        max_frame: int = MAX_FRAME,
+        frame_timeout: float = 5.0,
+        max_connections: int = 1024,
+        drain: float = 10.0,
+    ) -> None:
+        self.tier = tier
+        self.driver = driver
+        self.max_frame = max_frame
+        self.frame_timeout = frame_timeout
+        self.max_connections = max_connections
+        self.drain = drain
+        self.stats = ServerStats()
+        self._in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self._stop = trio.Event()
+
+    async def serve(
+        self,
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on 127.0.0.1:`port` (0: any free port, reported by `started`) until
+        `stop`, then drain and return."""
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+        bound = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.driver.serve)
+            async with trio.open_nursery() as conns:
+                conns.start_soon(self._accept, listeners, conns)
+                task_status.started(bound)
+                await self._stop.wait()
+                for listener in listeners:
+                    await listener.aclose()
+                with trio.move_on_after(self.drain):
+                    await self._idle.wait()
+                conns.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+
+    def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (up to `drain`), and return."""
+        self._stop.set()
+
+    async def _accept(self, listeners: list[trio.SocketListener], conns: trio.Nursery) -> None:
+        async def one(listener: trio.SocketListener) -> None:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except (trio.ClosedResourceError, OSError):
+                    return
+                conns.start_soon(self._connection, stream)
+
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(one, listener)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        stats = self.stats
+        stats.connections += 1
+        if stats.open >= self.max_connections:
+            await self._reject(stream, ErrorCode.BUSY, "connection limit reached")
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            return
+        stats.open += 1
+        send_lock = trio.Lock()
+        try:
+            async with trio.open_nursery() as requests:
+                await self._read(stream, requests, send_lock)
+        finally:
+            stats.open -= 1
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _read(
+        self, stream: trio.SocketStream, requests: trio.Nursery, send_lock: trio.Lock
+    ) -> None:
+        decoder = Decoder(self.max_frame)
+        while True:
+            # Between frames a connection may idle; inside one it must keep coming.
+            limit = self.frame_timeout if decoder.pending else None
+            with trio.move_on_after(limit if limit is not None else float("inf")) as scope:
+                try:
+                    data = await stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            if scope.cancelled_caught:
+                await self._reject(stream, ErrorCode.TOO_SLOW, "frame took too long to arrive")
+                return
+            if not data:
+                return  # the client closed; its requests still end in the ledger
+            try:
+                frames = decoder.feed(data)
+            except ProtocolError as exc:
+                await self._reject(stream, exc.code, str(exc))
+                return
+            for frame in frames:
+                if frame.type is not Type.REQUEST:
+                    await self._reject(stream, ErrorCode.UNKNOWN_TYPE, "clients send requests")
+                    return
+                self.stats.requests += 1
+                self._in_flight += 1
+                self._idle = trio.Event() if self._in_flight == 1 else self._idle
+                requests.start_soon(self._request, stream, frame, send_lock)
+
+    async def _request(self, stream: trio.SocketStream, frame: Frame, send_lock: trio.Lock) -> None:
+        try:
+            # Shielded: a client that goes away must not cancel its request half way;
+            # the model finishes it and records its outcome (nothing accepted is lost).
+            with trio.CancelScope(shield=True):
+                req, flow = self.tier.admit(frame.muni, 0, trio.current_time())
+                await self.driver.perform(flow)
+            assert req.outcome is not None  # every flow ends with its outcome
+            reply = Frame(Type.REPLY, frame.id, frame.key, frame.muni, _STATUS[req.outcome])
+            try:
+                async with send_lock:
+                    await stream.send_all(reply.encode())
+                self.stats.replies += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.stats.undelivered += 1
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _reject(self, stream: trio.SocketStream, code: ErrorCode, message: str) -> None:
+        self.stats.rejected[code.name] += 1
+        with (
+            trio.move_on_after(1.0),  # a client that does not read cannot hold us
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            await stream.send_all(error_frame(code, message).encode())

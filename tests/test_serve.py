@@ -1,0 +1,156 @@
+"""Serve mode on loopback: requests answered with their outcomes, hostile input refused.
+
+These run on trio's real clock, because they use real sockets; the model's service
+times are a few milliseconds and every wait is bounded by `fail_after`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from relay import checkers
+from relay.driver_trio import TrioDriver
+from relay.protocol import Decoder, ErrorCode, Frame, Status, Type
+from relay.serve import RelayServer
+from relay.tier import RelayTier
+from tests.conftest import tier_for
+
+FAST = {
+    "relays": {"count": 2, "timeout_s": 5, "max_connections": 256},
+    "hsm": {"service_ms": {"dist": "constant", "mean": 1}},
+    "backend": {"service_ms": {"dist": "constant", "mean": 2}},
+    "monitor": {"enabled": False},
+    "load": {"retry": {"max_retries": 0}},
+}
+
+
+@asynccontextmanager
+async def running(**options: float) -> AsyncIterator[tuple[RelayServer, int]]:
+    """A server on a free loopback port for the block; stopped and drained after it."""
+    tier: RelayTier = tier_for(**FAST)
+    server = RelayServer(tier, TrioDriver(tier), **options)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        yield server, port
+        server.stop()
+
+
+def request(rid: int, muni: int = 0) -> Frame:
+    return Frame(Type.REQUEST, rid, os.urandom(16), muni, 0, b"card operation")
+
+
+async def frames_until_close(stream: trio.SocketStream) -> list[Frame]:
+    """Every frame the server sends until it closes the connection (then ours too)."""
+    decoder, out = Decoder(), []
+    async with stream:
+        while data := await stream.receive_some(65536):
+            out += decoder.feed(data)
+    return out
+
+
+async def test_every_request_gets_one_reply_with_its_outcome() -> None:
+    """200 pipelined requests over 4 connections each get exactly one reply, with
+    their ids; the model's ledger balances and its checkers pass."""
+    async with running() as (server, port):
+        replies: dict[int, Frame] = {}
+
+        async def client(c: int) -> None:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            ids = range(c * 50, c * 50 + 50)
+            await stream.send_all(b"".join(request(i, muni=c).encode() for i in ids))
+            decoder, got = Decoder(), 0
+            while got < 50:
+                for frame in decoder.feed(await stream.receive_some(65536)):
+                    replies[frame.id] = frame
+                    got += 1
+            await stream.aclose()
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for c in range(4):
+                    nursery.start_soon(client, c)
+    assert sorted(replies) == list(range(200))
+    assert {f.type for f in replies.values()} == {Type.REPLY}
+    assert all(f.status == Status.COMPLETED for f in replies.values())
+    ledger = server.tier.ledger
+    assert (ledger.total.requests, ledger.closed) == (200, 200)
+    assert checkers.check_run(ledger, server.tier.nodes) == []
+    assert server.stats.replies == 200
+
+
+@pytest.mark.parametrize(
+    ("junk", "code"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", ErrorCode.TOO_LARGE),  # "GET " read as a length
+        (b"\xff\xff\xff\xff", ErrorCode.TOO_LARGE),
+        (b"\x00\x00\x00\x05hello", ErrorCode.MALFORMED),
+        (Frame(Type.REPLY, 1).encode(), ErrorCode.UNKNOWN_TYPE),  # clients send requests
+        (b"\x00\x00\x00\x24\x09" + b"\x00" * 35, ErrorCode.UNSUPPORTED_VERSION),
+    ],
+)
+async def test_hostile_bytes_get_an_error_frame_and_a_close(junk: bytes, code: ErrorCode) -> None:
+    """Garbage, oversized prefixes, malformed frames, unknown versions and types each
+    get one error frame naming the problem, then the server closes; a well-behaved
+    client on another connection is served all the while."""
+    async with running() as (server, port):
+        with trio.fail_after(10):
+            good = await trio.open_tcp_stream("127.0.0.1", port)
+            bad = await trio.open_tcp_stream("127.0.0.1", port)
+            await bad.send_all(junk)
+            [error] = await frames_until_close(bad)
+            await good.send_all(request(1).encode())
+            [reply] = Decoder().feed(await good.receive_some(65536))
+            await good.aclose()
+    assert (error.type, error.status) == (Type.ERROR, code)
+    assert error.body  # a message saying what was wrong
+    assert reply.status == Status.COMPLETED
+    assert server.stats.rejected[code.name] == 1
+
+
+async def test_a_client_too_slow_inside_a_frame_is_cut_off() -> None:
+    """Half a frame and then silence: TOO_SLOW after the frame timeout, not a stall."""
+    async with running(frame_timeout=0.2) as (server, port):
+        with trio.fail_after(10):
+            slow = await trio.open_tcp_stream("127.0.0.1", port)
+            await slow.send_all(request(1).encode()[:10])
+            [error] = await frames_until_close(slow)
+    assert error.status == ErrorCode.TOO_SLOW
+    assert server.tier.ledger.total.requests == 0  # nothing half-read reached the model
+
+
+async def test_connections_beyond_the_limit_are_refused_busy() -> None:
+    """With room for 3 connections, the 4th and 5th get BUSY; the 3 are served."""
+    async with running(max_connections=3) as (server, port):
+        with trio.fail_after(10):
+            kept = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]
+            await trio.testing.wait_all_tasks_blocked()
+            while server.stats.open < 3:  # noqa: ASYNC110 - accept runs in its own task
+                await trio.sleep(0.01)
+            refused = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+            errors = [await frames_until_close(s) for s in refused]
+            for s in kept:
+                await s.send_all(request(1).encode())
+                [reply] = Decoder().feed(await s.receive_some(65536))
+                assert reply.status == Status.COMPLETED
+                await s.aclose()
+    assert [[e.status for e in errs] for errs in errors] == [[ErrorCode.BUSY]] * 2
+
+
+async def test_a_client_gone_mid_request_loses_nothing() -> None:
+    """A client that sends requests and hangs up at once: the requests still end
+    with their outcomes in the ledger; the replies are counted as undelivered."""
+    async with running() as (server, port):
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"".join(request(i).encode() for i in range(5)))
+            await stream.aclose()
+            while server.tier.ledger.closed < 5:  # noqa: ASYNC110 - the model runs on
+                await trio.sleep(0.01)
+    ledger = server.tier.ledger
+    assert (ledger.total.requests, ledger.closed) == (5, 5)
+    assert server.stats.replies + server.stats.undelivered == 5

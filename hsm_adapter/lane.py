@@ -282,11 +282,12 @@ async def open_pkcs11(cfg: TokenConfig, **options: Any) -> AsyncIterator[Pkcs11H
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _single(group) from None
+        raise unwrap_group(group) from None
 
 
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside nested one-member groups, or the group itself."""
+def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested one-member groups (what a nursery makes of a
+    single failure), or the group itself when several things failed."""
     inner: BaseException = group
     while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
         inner = inner.exceptions[0]

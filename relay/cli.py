@@ -7,11 +7,12 @@ replays it are printed).
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 from rich.console import Console
@@ -158,6 +159,73 @@ def hunt(
         click.echo(f"inconclusive: never reached {', '.join(missed)}")
         sys.exit(EXIT_INCONCLUSIVE)
     click.echo("nothing found, every race window reached")
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--design", type=click.Choice(["fixed", "legacy"]), help="Design preset.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key.")
+@click.option(
+    "--hsm",
+    "hsm_kind",
+    type=click.Choice(["simulated", "softhsm"]),
+    default="simulated",
+    show_default=True,
+    help="simulated: drawn service times; softhsm: the project's SoftHSM2 token.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Dispatcher port (0: any).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, help="/metrics port.")
+@click.option("--drain", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
+@click.option(
+    "--log-file", type=click.Path(path_type=Path, dir_okay=False), help="Default: stdout."
+)
+def serve(
+    config: Path,
+    design: str | None,
+    overrides: tuple[str, ...],
+    hsm_kind: Literal["simulated", "softhsm"],
+    port: int,
+    metrics_port: int,
+    drain: float,
+    log_format: logs.LogFormat,
+    log_file: Path | None,
+) -> None:
+    """Serve the scenario's relay tier on 127.0.0.1 until SIGINT or SIGTERM."""
+    import trio
+
+    from hsm_adapter.errors import HsmSetupError
+    from relay import serve as serving
+
+    sets = [*overrides, *([f"design={design}"] if design else [])]
+    scenario = _load(config, sets, None)
+    try:
+        stream = log_file.open("a", encoding="utf-8") if log_file else sys.stdout
+    except OSError as exc:
+        raise BadInput(f"--log-file {log_file}: cannot open: {exc.strerror}") from None
+    log = logs.configure(log_format, "info", stream)
+
+    def announce(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        stats = trio.run(
+            functools.partial(
+                serving.run,
+                scenario,
+                hsm=hsm_kind,
+                port=port,
+                metrics_port=metrics_port,
+                drain=drain,
+                log=log,
+                announce=announce,
+            )
+        )
+    except HsmSetupError as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+    click.echo(f"stopped: {stats.requests} requests, {stats.replies} replies", err=True)
 
 
 @cli.group()

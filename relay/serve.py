@@ -26,12 +26,18 @@ Stopping (`RelayServer.stop`): the listener closes first, requests in flight get
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import trio
 
-from relay.driver_trio import TrioDriver
+from hsm_adapter.lane import Pkcs11Hsm, open_pkcs11, unwrap_group
+from hsm_adapter.token import TokenConfig
+from relay.config import Scenario
+from relay.driver_trio import DeviceServices, Services, SimulatedServices, TrioDriver
 from relay.protocol import (
     MAX_FRAME,
     Decoder,
@@ -43,7 +49,7 @@ from relay.protocol import (
     error_frame,
 )
 from relay.request import Outcome
-from relay.tier import RelayTier
+from relay.tier import LogSink, RelayTier
 
 _STATUS = {
     Outcome.COMPLETED: Status.COMPLETED,
@@ -89,6 +95,7 @@ class RelayServer:
         self._idle = trio.Event()
         self._idle.set()
         self._stop = trio.Event()
+        self.stopped = trio.Event()  # set once stopped and drained
 
     async def serve(
         self,
@@ -112,6 +119,7 @@ class RelayServer:
                     await self._idle.wait()
                 conns.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
+        self.stopped.set()
 
     def stop(self) -> None:
         """Stop accepting, let requests in flight finish (up to `drain`), and return."""
@@ -206,3 +214,75 @@ class RelayServer:
             contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
         ):
             await stream.send_all(error_frame(code, message).encode())
+
+
+async def run(
+    scenario: Scenario,
+    *,
+    hsm: Literal["simulated", "softhsm"] = "simulated",
+    port: int = 0,
+    metrics_port: int = 0,
+    drain: float = 10.0,
+    log: LogSink,
+    announce: Callable[[str], None],
+    token: TokenConfig | None = None,
+) -> ServerStats:
+    """`relaysim serve`: the scenario's tier on loopback until SIGINT or SIGTERM.
+
+    `announce` gets one line per address (dispatcher, metrics). Returns the server's
+    statistics once it has stopped accepting and drained.
+    """
+    try:
+        return await _run(scenario, hsm, port, metrics_port, drain, log, announce, token)
+    except BaseExceptionGroup as group:
+        raise unwrap_group(group) from None
+
+
+async def _run(
+    scenario: Scenario,
+    hsm: Literal["simulated", "softhsm"],
+    port: int,
+    metrics_port: int,
+    drain: float,
+    log: LogSink,
+    announce: Callable[[str], None],
+    token: TokenConfig | None,
+) -> ServerStats:
+    from relay.metrics import registry_for, serve_metrics
+    from relay.replay import build_tier
+
+    tier, _ = build_tier(scenario, log)
+    async with contextlib.AsyncExitStack() as stack:
+        lane: Pkcs11Hsm | None = None
+        services: Services
+        if hsm == "softhsm":
+            deadline = scenario.hsm.deadline_ms / 1000.0
+            lane = await stack.enter_async_context(
+                open_pkcs11(token or TokenConfig(), deadline=deadline)
+            )
+            services = DeviceServices(tier, lane)
+        else:
+            services = SimulatedServices(tier)
+        server = RelayServer(tier, TrioDriver(tier, services=services), drain=drain)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                bound = await nursery.start(server.serve, port)
+                scrape = await nursery.start(
+                    serve_metrics, registry_for(server, lane), metrics_port
+                )
+                announce(f"dispatcher 127.0.0.1:{bound} (design {tier.design.name}, hsm {hsm})")
+                announce(f"metrics    http://127.0.0.1:{scrape}/metrics")
+                log.info("serve.started", port=bound, metrics_port=scrape)
+                async for signum in signals:
+                    log.info("serve.stopping", signal=signal.Signals(signum).name)
+                    server.stop()
+                    break
+                await server.stopped.wait()
+                nursery.cancel_scope.cancel()
+        log.info(
+            "serve.stopped",
+            requests=server.stats.requests,
+            replies=server.stats.replies,
+            in_flight=len(tier.ledger.still_open),
+        )
+    return server.stats

@@ -1,0 +1,186 @@
+"""Prometheus metrics of a serving relay tier, and the `/metrics` endpoint.
+
+Nothing is counted twice: a custom collector reads the model's own records (the
+ledger, the dispatcher, the nodes, the server's stats, the HSM lane) at scrape
+time, so the request path pays nothing for metrics and the figures always agree
+with the summary a replay would print. The text format is prometheus_client's;
+the HTTP/1.1 parsing is h11's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import h11
+import numpy as np
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from hsm_adapter.lane import LaneState, Pkcs11Hsm
+from relay.ledger import OUTCOMES
+from relay.serve import RelayServer
+
+#: Latency histogram bounds, seconds: the HSM's milliseconds to the 19 s timer.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class TierCollector(Collector):
+    """Metric families of one server's tier, computed when scraped."""
+
+    def __init__(self, server: RelayServer, lane: Pkcs11Hsm | None = None) -> None:
+        self.server = server
+        self.lane = lane  # when serving a real token
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family, from the model's records as they are now."""
+        tier, stats = self.server.tier, self.server.stats
+        ledger = tier.ledger
+        yield CounterMetricFamily(
+            "relaysim_requests", "Requests received", value=ledger.total.requests
+        )
+        outcomes = CounterMetricFamily(
+            "relaysim_outcomes", "Requests ended, by outcome", labels=["outcome"]
+        )
+        for outcome in OUTCOMES:
+            outcomes.add_metric([outcome.value], ledger.total.count(outcome))
+        yield outcomes
+        refusals = CounterMetricFamily(
+            "relaysim_overflows", "Connection overflows, by reason", labels=["reason"]
+        )
+        for reason in ("cs_limit", "node_limit", "no_node"):
+            refusals.add_metric([reason], ledger.refusals.get(reason, 0))
+        yield refusals
+        yield GaugeMetricFamily(
+            "relaysim_in_flight", "Requests without an outcome yet", value=len(ledger.still_open)
+        )
+        up = GaugeMetricFamily("relaysim_node_up", "Relay application running", labels=["node"])
+        attached = GaugeMetricFamily(
+            "relaysim_node_attached", "Node attached to the distributor", labels=["node"]
+        )
+        conns = GaugeMetricFamily(
+            "relaysim_node_connections", "CS connections open on the node", labels=["node"]
+        )
+        stuck = GaugeMetricFamily(
+            "relaysim_node_hsm_stuck", "Node's HSM lane not answering", labels=["node"]
+        )
+        outages = CounterMetricFamily(
+            "relaysim_node_outages", "Crashes and hangs", labels=["node", "kind"]
+        )
+        for node, on in zip(tier.nodes, tier.dispatcher.attached, strict=True):
+            up.add_metric([node.name], float(node.up))
+            attached.add_metric([node.name], float(on))
+            conns.add_metric([node.name], node.active)
+            stuck.add_metric([node.name], float(node.hsm.stuck))
+            for kind in ("crash", "hang"):
+                count = sum(1 for o in node.outages if o.kind == kind)
+                outages.add_metric([node.name, kind], count)
+        yield from (up, attached, conns, stuck, outages)
+        yield self._latency()
+        yield GaugeMetricFamily(
+            "relaysim_connections_open", "Client connections open", value=stats.open
+        )
+        rejected = CounterMetricFamily(
+            "relaysim_rejected_input", "Connections refused for bad input", labels=["code"]
+        )
+        for code, count in sorted(stats.rejected.items()):
+            rejected.add_metric([code], count)
+        yield rejected
+        lane = self.lane
+        if lane is not None:
+            state = GaugeMetricFamily(
+                "relaysim_hsm_lane_state",
+                "Real HSM lane: 1 for its current state",
+                labels=["state"],
+            )
+            for each in LaneState:
+                state.add_metric([each.value], float(lane.state is each))
+            yield state
+            yield CounterMetricFamily(
+                "relaysim_hsm_lane_restarts", "Real HSM worker replacements", value=lane.restarts
+            )
+
+    def _latency(self) -> HistogramMetricFamily:
+        arrays = [
+            np.frombuffer(a, dtype=np.float64) for a in self.server.tier.ledger.latencies.values()
+        ]
+        values = np.concatenate(arrays) if arrays else np.empty(0)
+        counts = np.searchsorted(np.sort(values), BUCKETS, side="right")
+        buckets = [(str(b), int(c)) for b, c in zip(BUCKETS, counts, strict=True)]
+        buckets.append(("+Inf", len(values)))
+        return HistogramMetricFamily(
+            "relaysim_latency_seconds",
+            "Time from arrival to answer of completed requests",
+            buckets=buckets,
+            sum_value=float(values.sum()),
+        )
+
+
+def registry_for(server: RelayServer, lane: Pkcs11Hsm | None = None) -> CollectorRegistry:
+    """A registry holding only this server's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TierCollector(server, lane))
+    return registry
+
+
+async def serve_metrics(
+    registry: CollectorRegistry,
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """HTTP on 127.0.0.1:`port`: `GET /metrics` answers the registry's text; anything
+    else 404. One request per connection; a slow or silent client is cut off."""
+    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await _http(stream, registry)
+
+    await trio.serve_listeners(handler, listeners)
+
+
+async def _http(stream: trio.abc.Stream, registry: CollectorRegistry) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=8192)
+    async with stream:
+        with trio.move_on_after(5.0):
+            try:
+                request = await _request(stream, conn)
+            except (h11.RemoteProtocolError, trio.BrokenResourceError):
+                return
+            if request is None:
+                return
+            if request.method == b"GET" and request.target.split(b"?")[0] == b"/metrics":
+                status, body, kind = 200, generate_latest(registry), CONTENT_TYPE
+            else:
+                status, body, kind = 404, b"not found: try /metrics\n", "text/plain"
+            headers = [
+                ("content-type", kind),
+                ("content-length", str(len(body))),
+                ("connection", "close"),
+            ]
+            data = conn.send(h11.Response(status_code=status, headers=headers))
+            data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
+            data += conn.send(h11.EndOfMessage()) or b""
+            await stream.send_all(data)
+
+
+async def _request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = bytes(await stream.receive_some(4096))
+            conn.receive_data(data)
+            if not data:
+                return None
+            continue
+        if isinstance(event, h11.Request):
+            return event
+        return None

@@ -228,6 +228,70 @@ def serve(
     click.echo(f"stopped: {stats.requests} requests, {stats.replies} replies", err=True)
 
 
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--target", required=True, metavar="HOST:PORT", help="A relaysim serve dispatcher.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0.001), help="Requests per second (Poisson).")
+@click.option(
+    "--speed", type=click.FloatRange(min=0.001), help="The scenario's day, X times faster."
+)
+@click.option("--connections", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the summary.")
+@click.option("--quiet", is_flag=True, help="No progress line, no table.")
+def load(
+    config: Path,
+    target: str,
+    duration: float,
+    rate: float | None,
+    speed: float | None,
+    connections: int,
+    overrides: tuple[str, ...],
+    json_path: Path | None,
+    quiet: bool,
+) -> None:
+    """Send an open-model load to a serving tier; print the replay's summary (engine tcp)."""
+    import trio
+
+    from relay import load as loading
+
+    if rate is not None and speed is not None:
+        raise BadInput("--rate and --speed: choose one")
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise BadInput(f"--target {target!r}: expected HOST:PORT, for example 127.0.0.1:7000")
+    scenario = _load(config, list(overrides), json_path)
+    console = Console()
+    with render.load_progress(
+        scenario.name, duration, enabled=not quiet and console.is_terminal, console=console
+    ) as hook:
+        try:
+            doc, _ = trio.run(
+                functools.partial(
+                    loading.run,
+                    scenario,
+                    host,
+                    int(port_text),
+                    duration=duration,
+                    rate=rate,
+                    speed=speed if rate is None else None,
+                    connections=connections,
+                    progress=hook,
+                )
+            )
+        except loading.LoadError as exc:
+            raise BadInput(str(exc)) from None
+    doc["scenario"] = config.stem
+    if json_path is not None:
+        _write_json(json_path, doc)
+    if not quiet:
+        render.summary_table(doc, console)
+    if doc["lost"]:
+        click.echo(f"relaysim: {doc['lost']} requests had no reply", err=True)
+        sys.exit(EXIT_INVARIANT)
+
+
 @cli.group()
 def hsm() -> None:
     """The real HSM: a SoftHSM2 token under the project's state folder.

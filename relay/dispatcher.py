@@ -50,6 +50,7 @@ class Dispatcher:
         self.policy: Policy = policy
         self._caps = list(cs_caps)
         self._cs_open = [0] * len(self._caps)
+        self.cs_count = len(self._caps)  # CS ids are 0 .. cs_count - 1
         self._turn = 0
         # Nodes the health check took out; only these does a passing check put back,
         # so an operator's detach is never undone by the distributor.

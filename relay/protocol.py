@@ -60,6 +60,7 @@ class ErrorCode(enum.IntEnum):
     TOO_LARGE = 4  # length prefix above the receiver's max_frame
     TOO_SLOW = 5  # a frame took longer than the receiver allows to arrive
     BUSY = 6  # the receiver is at its connection limit
+    UNKNOWN_MUNICIPALITY = 7  # a request from a CS the tier does not serve (per request)
 
 
 class ProtocolError(Exception):

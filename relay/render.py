@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -63,6 +63,38 @@ def progress(
         yield hook
 
 
+@contextlib.contextmanager
+def load_progress(
+    name: str, duration: float, *, enabled: bool, console: Console
+) -> Iterator[Callable[[Any, float], None] | None]:
+    """A live line for `relaysim load`: elapsed of duration, sent, answered, rate."""
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[sent]:>9,} sent"),
+        TextColumn("{task.fields[answered]:>9,} answered"),
+        TextColumn("{task.fields[rate]:>8,.0f} req/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(name, total=duration, sent=0, answered=0, rate=0.0)
+
+        def hook(state: Any, elapsed: float) -> None:
+            rate = state.answered / elapsed if elapsed > 0 else 0.0
+            bar.update(
+                task,
+                completed=min(elapsed, duration),
+                sent=state.sent,
+                answered=state.answered,
+                rate=rate,
+            )
+
+        yield hook
+
+
 def summary_table(doc: dict[str, Any], console: Console) -> None:
     """Print the run's summary (one row per figure) and the per-node table."""
     lat = doc["latency_ms"]
@@ -86,19 +118,25 @@ def summary_table(doc: dict[str, Any], console: Console) -> None:
         f"{doc['sim_seconds'] / 3600:.1f} h / {doc['wall_seconds']:.1f} s ({doc['engine']})",
     )
     console.print(head)
+    if doc["nodes"]:
+        console.print(nodes_table(doc["nodes"]))
+    if len(doc["days"]) > 1:
+        console.print(days_table(doc["days"]))
+    if doc["events"]:
+        console.print(events_table(doc["events"], dt.date.fromisoformat(doc["date"])))
+
+
+def nodes_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per relay node: its requests, outcomes, crashes and hangs."""
     cols = ("requests", "completed", "overflows", "timeouts", "errors", "crashes", "hangs")
     titles = ("requests", "done", "overflow", "timeout", "error", "crash", "hang")
     nodes = Table(title="relay nodes")
     nodes.add_column("node")
     for title in titles:
         nodes.add_column(title, justify="right")
-    for n in doc["nodes"]:
+    for n in rows:
         nodes.add_row(n["name"], *(f"{n[c]:,}" for c in cols))
-    console.print(nodes)
-    if len(doc["days"]) > 1:
-        console.print(days_table(doc["days"]))
-    if doc["events"]:
-        console.print(events_table(doc["events"], dt.date.fromisoformat(doc["date"])))
+    return nodes
 
 
 def days_table(days: list[dict[str, Any]]) -> Table:

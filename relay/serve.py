@@ -14,6 +14,8 @@ Hostile input never reaches the model and never stalls other clients:
   byte a minute) gets `TOO_SLOW` and a close; an idle connection between frames is
   left alone;
 - beyond `max_connections` open connections a new one gets `BUSY` and a close;
+- a request from a municipality the tier does not serve gets an error frame with
+  its id (`UNKNOWN_MUNICIPALITY`); the connection stays open;
 - a client that disconnects mid-frame or mid-request costs only its own tasks: its
   requests still end with their outcome in the ledger (nothing accepted is lost),
   the reply is simply not delivered.
@@ -182,6 +184,15 @@ class RelayServer:
                 if frame.type is not Type.REQUEST:
                     await self._reject(stream, ErrorCode.UNKNOWN_TYPE, "clients send requests")
                     return
+                if frame.muni >= self.tier.dispatcher.cs_count:
+                    # A well-formed frame for a CS this tier does not serve: refuse
+                    # that request only; the connection stays.
+                    code = ErrorCode.UNKNOWN_MUNICIPALITY
+                    self.stats.rejected[code.name] += 1
+                    message = f"municipality {frame.muni} is not served here"
+                    async with send_lock:
+                        await self._send(stream, error_frame(code, message, frame.id))
+                    continue
                 self.stats.requests += 1
                 self._in_flight += 1
                 self._idle = trio.Event() if self._in_flight == 1 else self._idle
@@ -209,11 +220,15 @@ class RelayServer:
 
     async def _reject(self, stream: trio.SocketStream, code: ErrorCode, message: str) -> None:
         self.stats.rejected[code.name] += 1
+        await self._send(stream, error_frame(code, message))
+
+    @staticmethod
+    async def _send(stream: trio.SocketStream, frame: Frame) -> None:
         with (
             trio.move_on_after(1.0),  # a client that does not read cannot hold us
             contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
         ):
-            await stream.send_all(error_frame(code, message).encode())
+            await stream.send_all(frame.encode())
 
 
 async def run(

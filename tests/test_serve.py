@@ -154,3 +154,20 @@ async def test_a_client_gone_mid_request_loses_nothing() -> None:
     ledger = server.tier.ledger
     assert (ledger.total.requests, ledger.closed) == (5, 5)
     assert server.stats.replies + server.stats.undelivered == 5
+
+
+async def test_an_unknown_municipality_is_refused_per_request() -> None:
+    """A request from a CS the tier does not serve gets an error frame with its id; the
+    same connection goes on to be served."""
+    async with running() as (server, port):
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(request(1, muni=10_000).encode() + request(2).encode())
+            decoder, got = Decoder(), list[Frame]()
+            while len(got) < 2:
+                got += decoder.feed(await stream.receive_some(65536))
+            await stream.aclose()
+    by_id = {f.id: f for f in got}
+    assert (by_id[1].type, by_id[1].status) == (Type.ERROR, ErrorCode.UNKNOWN_MUNICIPALITY)
+    assert (by_id[2].type, by_id[2].status) == (Type.REPLY, Status.COMPLETED)
+    assert server.tier.ledger.total.requests == 1

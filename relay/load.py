@@ -1,0 +1,197 @@
+"""`relaysim load`: an open-model load of municipal counters against a serving tier.
+
+Open model: each request is sent at its scheduled instant whether or not earlier
+ones have been answered (arrivals do not wait on responses), spread round robin
+over `connections` pipelined TCP connections. Latency runs from the *scheduled*
+instant, not the moment the bytes left, so a server that stalls the sender is
+charged for it (no coordinated omission). The schedule is either a fixed `rate`
+(Poisson, seeded from the scenario) or the scenario's own day, compressed `speed`
+times, from the opening of its service hours; both stop at `duration` seconds.
+
+Each request is recorded in a client-side `Ledger` (opened when due, closed by its
+reply), so the summary is the replay's document (`relaysim.summary/1`, engine
+`tcp`): requests without a reply when the run ends are `lost`. Latency percentiles
+come from an HDR histogram (microseconds, 3 significant digits).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from hdrh.histogram import HdrHistogram
+
+from loadgen import arrivals, calendar, municipalities
+from relay import summary
+from relay.config import Scenario
+from relay.ledger import Ledger
+from relay.protocol import Decoder, Frame, ProtocolError, Status, Type
+from relay.request import Outcome, Request
+from relay.rng import Streams
+
+_OUTCOME = {
+    Status.COMPLETED: Outcome.COMPLETED,
+    Status.OVERFLOW: Outcome.OVERFLOW,
+    Status.TIMEOUT: Outcome.TIMEOUT,
+    Status.ERROR: Outcome.ERROR,
+}
+
+
+class LoadError(Exception):
+    """The load cannot run (no server there, bad target); one line for the user."""
+
+
+@dataclass
+class LoadRun:
+    """What a load run did, live: the progress line reads it."""
+
+    sent: int = 0
+    answered: int = 0
+    errors: int = 0  # error frames and connections the server closed on us
+    histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 3_600_000_000, 3))
+    ledger: Ledger = field(default_factory=Ledger)
+    pending: dict[int, Request] = field(default_factory=dict)  # sent, not answered
+    sending_done: bool = False
+    all_answered: trio.Event = field(default_factory=trio.Event)
+
+
+def schedule(
+    scenario: Scenario, *, duration: float, rate: float | None, speed: float | None
+) -> Iterator[tuple[float, int]]:
+    """(seconds from the start, municipality) of each request, in time order."""
+    streams = Streams(scenario.seed)
+    load = scenario.load
+    munis = municipalities.build(load.population, load.cs_connections)
+    if rate is not None:
+        rng = streams.stream("load-rate")
+        weights = [m.population for m in munis]
+        t = rng.expovariate(rate)
+        while t < duration:
+            yield t, rng.choices(range(len(munis)), weights)[0]
+            t += rng.expovariate(rate)
+        return
+    factor = speed or 1.0
+    days = calendar.days(scenario)
+    opens = days[0].opens
+    for t, cs in arrivals.over_days(days, munis, streams.stream("arrivals")):
+        start = (t - opens) / factor
+        if start >= duration:
+            return
+        yield start, cs
+
+
+async def run(
+    scenario: Scenario,
+    host: str,
+    port: int,
+    *,
+    duration: float,
+    rate: float | None = None,
+    speed: float | None = None,
+    connections: int = 50,
+    drain: float = 30.0,
+    progress: Callable[[LoadRun, float], None] | None = None,
+) -> tuple[dict[str, Any], LoadRun]:
+    """Run the load; the summary document and the live record."""
+    wall0 = time.perf_counter()
+    state = LoadRun()
+    try:
+        streams = [await trio.open_tcp_stream(host, port) for _ in range(connections)]
+    except OSError as exc:
+        raise LoadError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    pending = state.pending
+    ids = itertools.count()
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for stream in streams:
+            nursery.start_soon(_receive, stream, state, start)
+        if progress is not None:
+            nursery.start_soon(_report, progress, state, start)
+        rr = itertools.cycle(streams)
+        for t, cs in schedule(scenario, duration=duration, rate=rate, speed=speed):
+            await trio.sleep_until(start + t)
+            rid = next(ids)
+            pending[rid] = state.ledger.open(cs, 0, t)
+            frame = Frame(Type.REQUEST, rid, os.urandom(16), cs, 0, b"counter operation")
+            try:
+                await next(rr).send_all(frame.encode())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                state.errors += 1
+            state.sent += 1
+        # Load has stopped: wait for the answers still due, up to `drain`.
+        state.sending_done = True
+        if not pending:
+            state.all_answered.set()
+        with trio.move_on_after(drain):
+            await state.all_answered.wait()
+        nursery.cancel_scope.cancel()
+    for stream in streams:
+        await stream.aclose()
+    end = trio.current_time() - start
+    doc = summary.build(
+        scenario=scenario.name,
+        date=scenario.date,
+        design="(server's)",
+        switches={},
+        engine="tcp",
+        seed=scenario.seed,
+        ledger=state.ledger,
+        nodes=[],
+        sim_start=0.0,
+        sim_end=end,
+        wall_seconds=time.perf_counter() - wall0,
+    )
+    h = state.histogram
+    if h.get_total_count():
+        doc["latency_ms"] = {
+            "p50": h.get_value_at_percentile(50) / 1000.0,
+            "p90": h.get_value_at_percentile(90) / 1000.0,
+            "p99": h.get_value_at_percentile(99) / 1000.0,
+            "max": h.get_max_value() / 1000.0,
+        }
+    return doc, state
+
+
+async def _receive(stream: trio.SocketStream, state: LoadRun, start: float) -> None:
+    pending = state.pending
+    decoder = Decoder()
+    while True:
+        try:
+            data = await stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        if not data:
+            state.errors += 1  # the server closed on us
+            return
+        try:
+            frames = decoder.feed(data)
+        except ProtocolError:
+            state.errors += 1
+            return
+        now = trio.current_time() - start
+        for frame in frames:
+            req = pending.pop(frame.id, None)
+            if req is None:
+                continue
+            if frame.type is Type.REPLY:
+                outcome = _OUTCOME[Status(frame.status)]
+            else:  # an error frame about this request
+                state.errors += 1
+                outcome = Outcome.ERROR
+            state.ledger.close(req, outcome, now)
+            state.answered += 1
+            if outcome is Outcome.COMPLETED:
+                state.histogram.record_value(max(1, round((now - req.arrived) * 1e6)))
+        if state.sending_done and not pending:
+            state.all_answered.set()
+
+
+async def _report(progress: Callable[[LoadRun, float], None], state: LoadRun, start: float) -> None:
+    while True:
+        await trio.sleep(0.5)
+        progress(state, trio.current_time() - start)

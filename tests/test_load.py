@@ -1,0 +1,98 @@
+"""`relaysim load` against a serving tier on loopback: open model, every request counted.
+
+Real sockets, so trio's real clock; runs last a second or two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from relay import load
+from relay.cli import main
+from relay.config import Scenario
+from relay.driver_trio import TrioDriver
+from relay.request import Outcome
+from relay.rng import Streams
+from relay.serve import RelayServer
+from relay.tier import RelayTier
+from tests.conftest import scenario
+from tests.test_serve import FAST
+
+
+def small(**over: object) -> Scenario:
+    return scenario(load={"requests": 600, "population": {"count": 50}}, **over)
+
+
+async def against_server(
+    s: Scenario, **options: float | None
+) -> tuple[dict[str, Any], RelayServer]:
+    """Run `load.run` for `s` against a fast tier serving its 50 municipalities."""
+    tier = RelayTier(scenario(**FAST), cs_caps=[100] * 50, streams=Streams(1))
+    server = RelayServer(tier, TrioDriver(tier))
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        doc, _ = await load.run(s, "127.0.0.1", port, connections=8, **options)  # type: ignore[arg-type]
+        server.stop()
+    return doc, server
+
+
+async def test_a_fixed_rate_is_sent_answered_and_counted_on_both_sides() -> None:
+    """A Poisson rate for one second: every request gets its reply, the client's counts
+    equal the server's, and latencies come from the histogram."""
+    with trio.fail_after(20):
+        doc, server = await against_server(small(), duration=1.0, rate=300.0)
+    assert 200 < doc["requests"] < 400  # about 300 in one second
+    assert doc["lost"] == 0
+    assert doc["engine"] == "tcp"
+    served = server.tier.ledger.total
+    assert served.requests == doc["requests"]
+    assert doc["completed"] + doc["overflows"] + doc["timeouts"] + doc["errors"] == doc["requests"]
+    assert doc["completed"] == served.count(Outcome.COMPLETED)
+    assert 0 < doc["latency_ms"]["p50"] <= doc["latency_ms"]["p99"] <= doc["latency_ms"]["max"]
+
+
+async def test_the_compressed_day_sends_the_scenarios_requests() -> None:
+    """--speed compresses the scenario's day: all its first attempts are sent, in order
+    of the day, within the duration."""
+    s = small()
+    day = 14 * 3600
+    with trio.fail_after(30):
+        doc, _ = await against_server(s, duration=2.0, speed=day / 1.5)
+    assert doc["requests"] == s.load.requests
+    assert doc["lost"] == 0
+
+
+def test_schedule_is_open_and_seeded() -> None:
+    """The schedule is a pure function of the scenario (seed) and ignores responses;
+    a rate gives about rate x duration requests, in increasing time."""
+    s = small()
+    a = list(load.schedule(s, duration=10.0, rate=100.0, speed=None))
+    assert a == list(load.schedule(s, duration=10.0, rate=100.0, speed=None))
+    assert [t for t, _ in a] == sorted(t for t, _ in a)
+    assert 800 < len(a) < 1200
+    assert all(0 <= cs < 50 for _, cs in a)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--target", "nohost"], "--target 'nohost': expected HOST:PORT"),
+        (["--target", "127.0.0.1:1", "--rate", "5", "--speed", "2"], "choose one"),
+        (["--target", "127.0.0.1:1", "--duration", "0.2"], "cannot connect to 127.0.0.1:1"),
+    ],
+)
+def test_bad_load_input_gets_one_line(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A malformed target, both schedules at once, or no server there: one line, exit 2."""
+    from tests.conftest import CONFIGS
+
+    with pytest.raises(SystemExit) as exc:
+        main(["load", str(CONFIGS / "smoke.yaml"), "--quiet", *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.count("\n") == 1
+    assert expected in err

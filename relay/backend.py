@@ -12,13 +12,14 @@ from relay.distributions import Sampler
 class Backend:
     """The simulated backend, shared by every relay node."""
 
-    __slots__ = ("_service", "calls")
+    __slots__ = ("_service", "calls", "slowdown")
 
     def __init__(self, service: Sampler) -> None:
         self._service = service
         self.calls = 0
+        self.slowdown = 1.0  # service times are multiplied by it (an injected fault)
 
     def submit(self, now: float) -> float:
         """Forward a request at `now`; returns when the answer arrives."""
         self.calls += 1
-        return now + self._service()
+        return now + self._service() * self.slowdown

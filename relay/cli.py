@@ -175,6 +175,7 @@ def hunt(
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="Dispatcher port (0: any).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, help="/metrics port.")
+@click.option("--admin-port", type=click.IntRange(0, 65535), default=0, help="/faults port.")
 @click.option("--drain", type=click.FloatRange(min=0), default=10.0, show_default=True)
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 @click.option(
@@ -187,6 +188,7 @@ def serve(
     hsm_kind: Literal["simulated", "softhsm"],
     port: int,
     metrics_port: int,
+    admin_port: int,
     drain: float,
     log_format: logs.LogFormat,
     log_file: Path | None,
@@ -216,6 +218,7 @@ def serve(
                 hsm=hsm_kind,
                 port=port,
                 metrics_port=metrics_port,
+                admin_port=admin_port,
                 drain=drain,
                 log=log,
                 announce=announce,
@@ -290,6 +293,47 @@ def load(
     if doc["lost"]:
         click.echo(f"relaysim: {doc['lost']} requests had no reply", err=True)
         sys.exit(EXIT_INVARIANT)
+
+
+@cli.command()
+@click.option("--admin", required=True, metavar="HOST:PORT", help="A serve's admin endpoint.")
+@click.argument("action", type=click.Choice(["inject", "clear", "show"]))
+@click.argument("kind", required=False)
+@click.option("--node", type=int, help="Relay number (1-based).")
+@click.option("--factor", type=float, help="slow_backend: how many times slower.")
+def fault(
+    admin: str, action: str, kind: str | None, node: int | None, factor: float | None
+) -> None:
+    """Inject a fault into a running `relaysim serve`, clear them, or show the tier.
+
+    KIND: hsm_stall, crash, timer_race, slow_backend, detach, attach.
+    """
+    import urllib.error
+    import urllib.request
+
+    method = {"inject": "POST", "clear": "DELETE", "show": "GET"}[action]
+    body = None
+    if action == "inject":
+        if not kind:
+            raise BadInput("inject: name the fault KIND, for example `inject crash --node 1`")
+        payload: dict[str, Any] = {"kind": kind}
+        if node is not None:
+            payload["node"] = node
+        if factor is not None:
+            payload["factor"] = factor
+        body = json.dumps(payload).encode()
+    url = f"http://{admin}/faults"
+    request = urllib.request.Request(url, data=body, method=method)
+    request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            click.echo(response.read().decode().strip())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        raise BadInput(f"fault {action}: {detail}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BadInput(f"cannot reach the admin endpoint {url}: {reason}") from None
 
 
 @cli.group()

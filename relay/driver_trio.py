@@ -87,7 +87,9 @@ class DeviceServices:
         if type(effect) is CallBackend:
             await trio.sleep_until(self._backend.submit(trio.current_time()))
             return Result.DONE
-        if type(effect) is not CallHsm:  # LostReply: the core lost it; nothing answers
+        if type(effect) is not CallHsm or effect.node.hsm.stuck:
+            # LostReply, or the node's lane is stalled (cause 1, or an injected
+            # stall): nothing answers; the step's deadline ends the wait.
             await trio.sleep_forever()
         try:
             await self._hsm.sign(b"relay step on " + effect.node.name.encode())
@@ -259,6 +261,11 @@ class TrioDriver:
 
     async def _at(self, event: OperatorEvent | FaultEvent) -> None:
         await trio.sleep_until(event.at)
+        self.apply(event)
+
+    def apply(self, event: OperatorEvent | FaultEvent) -> None:
+        """Carry out an operator action or a fault now, and act on its consequences
+        (wake flows on a crashed node, schedule operators' reactions)."""
         self.tier.handle(event, trio.current_time())
         self._notice()
 

@@ -4,14 +4,13 @@ Nothing is counted twice: a custom collector reads the model's own records (the
 ledger, the dispatcher, the nodes, the server's stats, the HSM lane) at scrape
 time, so the request path pays nothing for metrics and the figures always agree
 with the summary a replay would print. The text format is prometheus_client's;
-the HTTP/1.1 parsing is h11's.
+the HTTP is `relay.http`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import h11
 import numpy as np
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
@@ -24,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from hsm_adapter.lane import LaneState, Pkcs11Hsm
+from relay.http import Answer, serve_http
 from relay.ledger import OUTCOMES
 from relay.serve import RelayServer
 
@@ -136,51 +136,11 @@ async def serve_metrics(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """HTTP on 127.0.0.1:`port`: `GET /metrics` answers the registry's text; anything
-    else 404. One request per connection; a slow or silent client is cut off."""
-    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
-    task_status.started(listeners[0].socket.getsockname()[1])
+    """HTTP on 127.0.0.1:`port`: `GET /metrics` answers the registry's text; else 404."""
 
-    async def handler(stream: trio.SocketStream) -> None:
-        await _http(stream, registry)
+    async def handler(method: str, path: str, body: bytes) -> Answer:
+        if method == "GET" and path == "/metrics":
+            return Answer(200, CONTENT_TYPE, generate_latest(registry))
+        return Answer(404, "text/plain", b"not found: try /metrics\n")
 
-    await trio.serve_listeners(handler, listeners)
-
-
-async def _http(stream: trio.abc.Stream, registry: CollectorRegistry) -> None:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=8192)
-    async with stream:
-        with trio.move_on_after(5.0):
-            try:
-                request = await _request(stream, conn)
-            except (h11.RemoteProtocolError, trio.BrokenResourceError):
-                return
-            if request is None:
-                return
-            if request.method == b"GET" and request.target.split(b"?")[0] == b"/metrics":
-                status, body, kind = 200, generate_latest(registry), CONTENT_TYPE
-            else:
-                status, body, kind = 404, b"not found: try /metrics\n", "text/plain"
-            headers = [
-                ("content-type", kind),
-                ("content-length", str(len(body))),
-                ("connection", "close"),
-            ]
-            data = conn.send(h11.Response(status_code=status, headers=headers))
-            data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
-            data += conn.send(h11.EndOfMessage()) or b""
-            await stream.send_all(data)
-
-
-async def _request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = bytes(await stream.receive_some(4096))
-            conn.receive_data(data)
-            if not data:
-                return None
-            continue
-        if isinstance(event, h11.Request):
-            return event
-        return None
+    await serve_http(handler, port, task_status=task_status)

@@ -237,6 +237,7 @@ async def run(
     hsm: Literal["simulated", "softhsm"] = "simulated",
     port: int = 0,
     metrics_port: int = 0,
+    admin_port: int = 0,
     drain: float = 10.0,
     log: LogSink,
     announce: Callable[[str], None],
@@ -244,11 +245,12 @@ async def run(
 ) -> ServerStats:
     """`relaysim serve`: the scenario's tier on loopback until SIGINT or SIGTERM.
 
-    `announce` gets one line per address (dispatcher, metrics). Returns the server's
+    `announce` gets one line per address (dispatcher, metrics, admin). Returns the server's
     statistics once it has stopped accepting and drained.
     """
     try:
-        return await _run(scenario, hsm, port, metrics_port, drain, log, announce, token)
+        ports = (port, metrics_port, admin_port)
+        return await _run(scenario, hsm, ports, drain, log, announce, token)
     except BaseExceptionGroup as group:
         raise unwrap_group(group) from None
 
@@ -256,16 +258,17 @@ async def run(
 async def _run(
     scenario: Scenario,
     hsm: Literal["simulated", "softhsm"],
-    port: int,
-    metrics_port: int,
+    ports: tuple[int, int, int],
     drain: float,
     log: LogSink,
     announce: Callable[[str], None],
     token: TokenConfig | None,
 ) -> ServerStats:
+    from relay.admin import Admin, serve_admin
     from relay.metrics import registry_for, serve_metrics
     from relay.replay import build_tier
 
+    port, metrics_port, admin_port = ports
     tier, _ = build_tier(scenario, log)
     async with contextlib.AsyncExitStack() as stack:
         lane: Pkcs11Hsm | None = None
@@ -278,16 +281,19 @@ async def _run(
             services = DeviceServices(tier, lane)
         else:
             services = SimulatedServices(tier)
-        server = RelayServer(tier, TrioDriver(tier, services=services), drain=drain)
+        driver = TrioDriver(tier, services=services)
+        server = RelayServer(tier, driver, drain=drain)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(server.serve, port)
                 scrape = await nursery.start(
                     serve_metrics, registry_for(server, lane), metrics_port
                 )
+                admin = await nursery.start(serve_admin, Admin(driver), admin_port)
                 announce(f"dispatcher 127.0.0.1:{bound} (design {tier.design.name}, hsm {hsm})")
                 announce(f"metrics    http://127.0.0.1:{scrape}/metrics")
-                log.info("serve.started", port=bound, metrics_port=scrape)
+                announce(f"admin      http://127.0.0.1:{admin}/faults")
+                log.info("serve.started", port=bound, metrics_port=scrape, admin_port=admin)
                 async for signum in signals:
                     log.info("serve.stopping", signal=signal.Signals(signum).name)
                     server.stop()

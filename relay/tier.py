@@ -318,6 +318,11 @@ class RelayTier:
             change = d.health(node, ok)
             if change is not None:
                 self.log.info(f"health.{change}", t=now, node=node.name)
+            if deep and node.up and node.hsm.stuck and self.design.hsm_call_deadline:
+                # The check's own HSM call met the silent lane; with per-call deadlines
+                # that resets it, so a detached node is not left stalled for want of
+                # traffic, and the next check can pass and re-attach it.
+                self._reset_lane(node, now)
 
     # -- failures and recovery --------------------------------------------------------
 

@@ -24,6 +24,8 @@ from tests.conftest import CONFIGS
 
 # Fast services, and room for everything: smoke.yaml caps each of its 200 CSs at one
 # connection and each relay at 8, so a burst would be mostly overflows.
+admin_ports: list[int] = []  # the admin port of the server `serving` started last
+
 FAST = [
     "--set",
     "backend.service_ms={dist: constant, mean: 5}",
@@ -43,16 +45,18 @@ async def serving(
     assert proc.stderr is not None
     assert proc.stdout is not None
     logs: list[str] = []
+    admin_ports.clear()
     try:
         text = b""
         with trio.fail_after(30):
-            while text.count(b"\n") < 2:
+            while text.count(b"\n") < 3:
                 chunk = await proc.stderr.receive_some(4096)
                 assert chunk, f"serve exited early: {text.decode()}"
                 text += chunk
         lines = text.decode().splitlines()
         port = int(lines[0].split()[1].split(":")[1])
         metrics = int(lines[1].rsplit(":", 1)[1].split("/")[0])
+        admin_ports.append(int(lines[2].rsplit(":", 1)[1].split("/")[0]))
         yield proc, port, metrics, logs
     finally:
         if proc.returncode is None:
@@ -178,3 +182,37 @@ async def test_serve_with_a_wrong_pin_says_so_in_one_line(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert err.strip().splitlines() == ["relaysim: token 'relaysim': login: wrong PIN"]
     assert "wrong-77aa" not in err + result.stdout.decode()
+
+
+async def relaysim(*args: str) -> tuple[int, str, str]:
+    """Run the relaysim CLI as a child process: exit code, stdout, stderr."""
+    cmd = [sys.executable, "-m", "relay", *args]
+    result = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def test_relaysim_fault_injects_into_a_running_server() -> None:
+    """`relaysim fault` crashes a node of a running fixed server (the supervisor restarts
+    it at once: the outage shows in the metrics), and refuses an unknown kind in one
+    line with exit 2."""
+    async with serving(*FAST) as (proc, port, metrics, _):
+        admin = f"127.0.0.1:{admin_ports[0]}"
+        with trio.fail_after(30):
+            code, out, _ = await relaysim(
+                "fault", "--admin", admin, "inject", "crash", "--node", "1"
+            )
+            samples = await scrape(metrics)
+            bad = await relaysim("fault", "--admin", admin, "inject", "meteor", "--node", "1")
+            replies = await send_requests(port, 20)
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+    assert code == 0
+    assert json.loads(out)["nodes"][0]["outages"] == 1
+    assert samples["relaysim_node_outages_total{kind=crash,node=relay1}"] == 1
+    assert samples["relaysim_node_up{node=relay1}"] == 1  # fixed: restarted at once
+    assert bad[0] == 2
+    assert bad[2].strip().splitlines() == [
+        "relaysim: fault inject: kind: expected one of hsm_stall, crash, timer_race, "
+        "slow_backend, detach, attach, got 'meteor'"
+    ]
+    assert all(r.status == Status.COMPLETED for r in replies)

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PKGS   := relay hsm_adapter loadgen
 
-.PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm \
+.PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm bench-net \
 	setup softhsm hsm-token clean
 
 setup: $(STAMP)
@@ -62,6 +62,10 @@ bench-period: $(STAMP)
 # ECDSA P-256 signs on the token: raw single thread, then through the trio lane.
 bench-hsm: $(STAMP) hsm-token
 	$(BIN)/python bench/hsm.py
+
+# Serve mode over loopback against a bare trio echo server, then with SoftHSM2 signing.
+bench-net: $(STAMP) hsm-token
+	$(BIN)/python bench/net.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

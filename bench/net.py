@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Benchmark: serve mode over loopback TCP, against a bare trio echo server's ceiling.
+
+One run, one machine, each server in its own child process and the client in this
+one (2 cores: one each), every phase `--seconds` (default 10) with `--connections`
+(default 50) client connections, each sending a request frame and waiting for its
+reply in a loop:
+
+1. **echo**: a bare trio server with the same framing (`relay.protocol`) that
+   answers each request at once: the ceiling of this stack on this machine;
+2. **relay**: `relaysim serve` (dispatcher, relay step, simulated HSM and backend,
+   ledger) with service times of a microsecond and caps that never bite, so what is
+   measured is the serving stack, not the model's waits;
+3. **raw sign**: the token's single-thread ECDSA P-256 sign rate (bench/hsm.py's);
+4. **relay + softhsm**: the same serve with `--hsm softhsm`, every request signed on
+   the real token through the lane.
+
+Last line JSON: bench, echo_rps, relay_rps, ratio (relay / echo; target 0.4),
+p50_ms, p99_ms (relay), raw_sign_ops_s, relay_hsm_rps, hsm_ratio (relay_hsm /
+raw sign; target 0.6), hsm_p50_ms, hsm_p99_ms.
+
+    python bench/net.py [--seconds 10] [--connections 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+from hsm import raw_rate
+
+from hsm_adapter.token import TokenConfig
+from relay.protocol import Decoder, Frame, Status, Type
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = [
+    "--set",
+    "hsm.service_ms={dist: constant, mean: 0.001}",
+    "--set",
+    "backend.service_ms={dist: constant, mean: 0.001}",
+    "--set",
+    "relays.max_connections=100000",
+    "--set",
+    "load.cs_connections={base: 100000, per_100k: 0, maximum: 100000}",
+]
+
+
+async def echo_server(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Answer every request frame at once with a completed reply (same framing)."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        decoder = Decoder()
+        try:
+            while data := await stream.receive_some(65536):
+                out = b"".join(
+                    Frame(Type.REPLY, f.id, f.key, f.muni, Status.COMPLETED).encode()
+                    for f in decoder.feed(data)
+                )
+                await stream.send_all(out)
+        except trio.BrokenResourceError:
+            return
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handle, listeners)
+
+
+async def closed_loop(port: int, connections: int, seconds: float) -> tuple[float, list[float]]:
+    """Requests answered per second over `seconds`, and each one's latency."""
+    latencies: list[float] = []
+    stop = trio.current_time() + seconds
+
+    async def client(c: int) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        decoder, rid, key = Decoder(), c << 32, os.urandom(16)
+        async with stream:
+            while (start := trio.current_time()) < stop:
+                rid += 1
+                await stream.send_all(Frame(Type.REQUEST, rid, key, c % 200).encode())
+                got: list[Frame] = []
+                while not got:
+                    got = decoder.feed(await stream.receive_some(65536))
+                if got[0].status != Status.COMPLETED:
+                    raise SystemExit(f"request {rid}: status {got[0].status}, expected completed")
+                latencies.append(trio.current_time() - start)
+
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for c in range(connections):
+            nursery.start_soon(client, c)
+    return len(latencies) / (trio.current_time() - t0), latencies
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile, in milliseconds."""
+    ordered = sorted(values)
+    return round(ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1] * 1000, 3)
+
+
+def start_server(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
+    """Start a server child that prints its port first on stderr; (process, port)."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    if not line:
+        raise SystemExit(f"{' '.join(cmd)}: exited before listening")
+    return proc, int(line.split()[1].split(":")[1])
+
+
+def measure(
+    cmd: list[str], connections: int, seconds: float, label: str
+) -> tuple[float, list[float]]:
+    """Start the server `cmd`, load it, stop it."""
+    proc, port = start_server(cmd)
+    try:
+        rate, latencies = trio.run(closed_loop, port, connections, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    print(f"{label}: {rate:,.0f} req/s, p50 {percentile(latencies, 50)} ms", file=sys.stderr)
+    return rate, latencies
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.echo_server:  # the child of phase 1
+
+        async def serve() -> None:
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(echo_server)
+                print(f"echo 127.0.0.1:{port}", file=sys.stderr, flush=True)
+
+        trio.run(serve)
+        return
+    n, secs = args.connections, args.seconds
+    echo, _ = measure([sys.executable, __file__, "--echo-server"], n, secs, "echo")
+    serve = [sys.executable, "-m", "relay", "serve", str(ROOT / "configs" / "smoke.yaml"), *QUICK]
+    relay, lat = measure([*serve, "--log-format", "json"], n, secs, "relay")
+    cfg = TokenConfig()
+    raw = raw_rate(cfg, min(secs, 5.0))
+    print(f"raw sign: {raw:,.0f} ops/s", file=sys.stderr)
+    hsm, hsm_lat = measure([*serve, "--hsm", "softhsm"], n, secs, "relay + softhsm")
+    print(
+        json.dumps(
+            {
+                "bench": "net",
+                "connections": n,
+                "seconds": secs,
+                "echo_rps": round(echo),
+                "relay_rps": round(relay),
+                "ratio": round(relay / echo, 3),
+                "p50_ms": percentile(lat, 50),
+                "p99_ms": percentile(lat, 99),
+                "raw_sign_ops_s": round(raw),
+                "relay_hsm_rps": round(hsm),
+                "hsm_ratio": round(hsm / raw, 3),
+                "hsm_p50_ms": percentile(hsm_lat, 50),
+                "hsm_p99_ms": percentile(hsm_lat, 99),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

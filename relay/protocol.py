@@ -61,6 +61,7 @@ class ErrorCode(enum.IntEnum):
     TOO_SLOW = 5  # a frame took longer than the receiver allows to arrive
     BUSY = 6  # the receiver is at its connection limit
     UNKNOWN_MUNICIPALITY = 7  # a request from a CS the tier does not serve (per request)
+    INTERNAL = 8  # the server failed this request (a bug); it goes on serving
 
 
 class ProtocolError(Exception):

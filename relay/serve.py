@@ -200,13 +200,23 @@ class RelayServer:
 
     async def _request(self, stream: trio.SocketStream, frame: Frame, send_lock: trio.Lock) -> None:
         try:
-            # Shielded: a client that goes away must not cancel its request half way;
-            # the model finishes it and records its outcome (nothing accepted is lost).
-            with trio.CancelScope(shield=True):
-                req, flow = self.tier.admit(frame.muni, 0, trio.current_time())
-                await self.driver.perform(flow)
-            assert req.outcome is not None  # every flow ends with its outcome
-            reply = Frame(Type.REPLY, frame.id, frame.key, frame.muni, _STATUS[req.outcome])
+            try:
+                # Shielded: a client that goes away must not cancel its request half
+                # way; the model finishes it and records its outcome (nothing
+                # accepted is lost).
+                with trio.CancelScope(shield=True):
+                    req, flow = self.tier.admit(frame.muni, 0, trio.current_time())
+                    await self.driver.perform(flow)
+                if req.outcome is None:
+                    raise RuntimeError(f"request {req.id} ended without an outcome")
+                reply = Frame(Type.REPLY, frame.id, frame.key, frame.muni, _STATUS[req.outcome])
+            except Exception as exc:
+                # The request stays open in the ledger (the accounting checker and
+                # relaysim_in_flight show it); this client gets an error, the others
+                # go on being served.
+                self.stats.rejected[ErrorCode.INTERNAL.name] += 1
+                self.tier.log.info("serve.request_failed", id=frame.id, error=repr(exc))
+                reply = error_frame(ErrorCode.INTERNAL, "internal error", frame.id)
             try:
                 async with send_lock:
                     await stream.send_all(reply.encode())

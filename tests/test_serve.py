@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -171,3 +172,30 @@ async def test_an_unknown_municipality_is_refused_per_request() -> None:
     assert (by_id[1].type, by_id[1].status) == (Type.ERROR, ErrorCode.UNKNOWN_MUNICIPALITY)
     assert (by_id[2].type, by_id[2].status) == (Type.REPLY, Status.COMPLETED)
     assert server.tier.ledger.total.requests == 1
+
+
+async def test_a_failing_request_does_not_take_the_server_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If the model fails on one request (a bug), that client gets an INTERNAL error
+    frame for it and everyone, that client included, goes on being served."""
+    async with running() as (server, port):
+        admit = server.tier.admit
+
+        def flaky(cs: int, attempt: int, now: float) -> Any:
+            if cs == 3:
+                raise ZeroDivisionError("a bug in the model")
+            return admit(cs, attempt, now)
+
+        monkeypatch.setattr(server.tier, "admit", flaky)
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(request(1, muni=3).encode() + request(2, muni=1).encode())
+            decoder, got = Decoder(), list[Frame]()
+            while len(got) < 2:
+                got += decoder.feed(await stream.receive_some(65536))
+            await stream.aclose()
+    by_id = {f.id: f for f in got}
+    assert (by_id[1].type, by_id[1].status) == (Type.ERROR, ErrorCode.INTERNAL)
+    assert by_id[2].status == Status.COMPLETED
+    assert server.stats.rejected["INTERNAL"] == 1

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from relay import checkers
 from relay.driver_trio import TrioDriver
@@ -199,3 +201,35 @@ async def test_a_failing_request_does_not_take_the_server_down(
     assert (by_id[1].type, by_id[1].status) == (Type.ERROR, ErrorCode.INTERNAL)
     assert by_id[2].status == Status.COMPLETED
     assert server.stats.rejected["INTERNAL"] == 1
+
+
+junk_streams = st.one_of(
+    st.binary(max_size=400),
+    # Valid frames with garbage spliced in: the decoder must stay in step or refuse.
+    st.tuples(
+        st.lists(st.integers(0, 2**32), max_size=3), st.binary(max_size=80), st.binary(max_size=80)
+    ).map(lambda t: b"".join(request(i % 4).encode() for i in t[0]) + t[1] + t[2]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(junk_streams)
+def test_any_byte_stream_leaves_the_server_serving(junk: bytes) -> None:
+    """Whatever bytes a client sends, then hangs up: the server answers only with well-
+    formed frames, never crashes, and a well-behaved client is served right after."""
+
+    async def exchange() -> None:
+        with trio.fail_after(10):
+            async with running() as (_, port):
+                bad = await trio.open_tcp_stream("127.0.0.1", port)
+                await bad.send_all(junk)
+                await bad.send_eof()
+                answers = await frames_until_close(bad)  # decodes: so all well-formed
+                assert all(f.type in (Type.REPLY, Type.ERROR) for f in answers)
+                good = await trio.open_tcp_stream("127.0.0.1", port)
+                await good.send_all(request(99).encode())
+                [reply] = Decoder().feed(await good.receive_some(65536))
+                await good.aclose()
+                assert (reply.id, reply.status) == (99, Status.COMPLETED)
+
+    trio.run(exchange)

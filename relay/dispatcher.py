@@ -73,6 +73,19 @@ class Dispatcher:
         node.active += 1
         return node
 
+    def place(self, cs: int, node: Node) -> Node | Refused:
+        """Open a connection from CS `cs` directly on `node`, bypassing the choice of
+        node (a client of the node's own port). The CS's cap and the node's limit
+        still apply; attachment does not: that is the distributor's business.
+        """
+        if self._cs_open[cs] >= self._caps[cs]:
+            return _CS_LIMIT
+        if not node.has_room():
+            return Refused("node_limit", node)
+        self._cs_open[cs] += 1
+        node.active += 1
+        return node
+
     def release(self, node: Node, cs: int) -> None:
         """The connection from `cs` on `node` closed."""
         self._cs_open[cs] -= 1

@@ -1,8 +1,11 @@
-"""Serve mode: the relay tier behind a TCP port on loopback, under the real clock.
+"""Serve mode: the relay tier behind TCP ports on loopback, under the real clock.
 
 The dispatcher's port takes protocol frames (`relay.protocol`) from any number of
-CS connections. Each request frame becomes one request of the core (`RelayTier`),
-performed by the trio driver's `perform` under the real clock with real or
+CS connections and places each request on the node the distributor chooses; each
+relay node also has its own port, whose requests go to that node directly (as a CS
+connection the distributor has already placed there, or an SRE testing one node).
+Each request frame becomes one request of the core (`RelayTier`), performed by
+the trio driver's `perform` under the real clock with real or
 simulated services, and is answered with one reply frame carrying its outcome:
 the same model, designs and checkers as the replays. Retrying is the client's
 business here (the counter user presses "resend"); the reply says what happened.
@@ -40,6 +43,7 @@ from hsm_adapter.lane import Pkcs11Hsm, open_pkcs11, unwrap_group
 from hsm_adapter.token import TokenConfig
 from relay.config import Scenario
 from relay.driver_trio import DeviceServices, Services, SimulatedServices, TrioDriver
+from relay.node import Node
 from relay.protocol import (
     MAX_FRAME,
     Decoder,
@@ -98,6 +102,7 @@ class RelayServer:
         self._idle.set()
         self._stop = trio.Event()
         self.stopped = trio.Event()  # set once stopped and drained
+        self.node_ports: dict[str, int] = {}  # each relay node's own port, by name
 
     async def serve(
         self,
@@ -105,17 +110,25 @@ class RelayServer:
         *,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen on 127.0.0.1:`port` (0: any free port, reported by `started`) until
-        `stop`, then drain and return."""
-        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
-        bound = listeners[0].socket.getsockname()[1]
+        """Listen on 127.0.0.1:`port` for the dispatcher and on one port per relay node
+        (`port` + 1, + 2, ... when `port` is given; any free ones for 0, in
+        `node_ports`) until `stop`, then drain and return. `started` reports the
+        dispatcher's port."""
+        front = await trio.open_tcp_listeners(port, host="127.0.0.1")
+        listeners: list[tuple[trio.SocketListener, Node | None]] = [(front[0], None)]
+        for i, node in enumerate(self.tier.nodes, 1):
+            [own] = await trio.open_tcp_listeners(port + i if port else 0, host="127.0.0.1")
+            listeners.append((own, node))
+            self.node_ports[node.name] = own.socket.getsockname()[1]
+        bound = front[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             await nursery.start(self.driver.serve)
             async with trio.open_nursery() as conns:
-                conns.start_soon(self._accept, listeners, conns)
+                for listener, at in listeners:
+                    conns.start_soon(self._accept, listener, at, conns)
                 task_status.started(bound)
                 await self._stop.wait()
-                for listener in listeners:
+                for listener, _ in listeners:
                     await listener.aclose()
                 with trio.move_on_after(self.drain):
                     await self._idle.wait()
@@ -127,20 +140,17 @@ class RelayServer:
         """Stop accepting, let requests in flight finish (up to `drain`), and return."""
         self._stop.set()
 
-    async def _accept(self, listeners: list[trio.SocketListener], conns: trio.Nursery) -> None:
-        async def one(listener: trio.SocketListener) -> None:
-            while True:
-                try:
-                    stream = await listener.accept()
-                except (trio.ClosedResourceError, OSError):
-                    return
-                conns.start_soon(self._connection, stream)
+    async def _accept(
+        self, listener: trio.SocketListener, at: Node | None, conns: trio.Nursery
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except (trio.ClosedResourceError, OSError):
+                return
+            conns.start_soon(self._connection, stream, at)
 
-        async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(one, listener)
-
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, stream: trio.SocketStream, at: Node | None) -> None:
         stats = self.stats
         stats.connections += 1
         if stats.open >= self.max_connections:
@@ -152,14 +162,18 @@ class RelayServer:
         send_lock = trio.Lock()
         try:
             async with trio.open_nursery() as requests:
-                await self._read(stream, requests, send_lock)
+                await self._read(stream, requests, send_lock, at)
         finally:
             stats.open -= 1
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
     async def _read(
-        self, stream: trio.SocketStream, requests: trio.Nursery, send_lock: trio.Lock
+        self,
+        stream: trio.SocketStream,
+        requests: trio.Nursery,
+        send_lock: trio.Lock,
+        at: Node | None,
     ) -> None:
         decoder = Decoder(self.max_frame)
         while True:
@@ -196,16 +210,18 @@ class RelayServer:
                 self.stats.requests += 1
                 self._in_flight += 1
                 self._idle = trio.Event() if self._in_flight == 1 else self._idle
-                requests.start_soon(self._request, stream, frame, send_lock)
+                requests.start_soon(self._request, stream, frame, send_lock, at)
 
-    async def _request(self, stream: trio.SocketStream, frame: Frame, send_lock: trio.Lock) -> None:
+    async def _request(
+        self, stream: trio.SocketStream, frame: Frame, send_lock: trio.Lock, at: Node | None
+    ) -> None:
         try:
             try:
                 # Shielded: a client that goes away must not cancel its request half
                 # way; the model finishes it and records its outcome (nothing
                 # accepted is lost).
                 with trio.CancelScope(shield=True):
-                    req, flow = self.tier.admit(frame.muni, 0, trio.current_time())
+                    req, flow = self.tier.admit(frame.muni, 0, trio.current_time(), at)
                     await self.driver.perform(flow)
                 if req.outcome is None:
                     raise RuntimeError(f"request {req.id} ended without an outcome")
@@ -301,6 +317,8 @@ async def _run(
                 )
                 admin = await nursery.start(serve_admin, Admin(driver), admin_port)
                 announce(f"dispatcher 127.0.0.1:{bound} (design {tier.design.name}, hsm {hsm})")
+                for name, node_port in server.node_ports.items():
+                    announce(f"{name:<10} 127.0.0.1:{node_port}")
                 announce(f"metrics    http://127.0.0.1:{scrape}/metrics")
                 announce(f"admin      http://127.0.0.1:{admin}/faults")
                 log.info("serve.started", port=bound, metrics_port=scrape, admin_port=admin)

@@ -168,15 +168,18 @@ class RelayTier:
         """A request from CS `cs` reaches the distributor at `now`; its flow."""
         return self._relay(self.ledger.open(cs, attempt, now), now)
 
-    def admit(self, cs: int, attempt: int, now: float) -> tuple[Request, Flow]:
+    def admit(
+        self, cs: int, attempt: int, now: float, at: Node | None = None
+    ) -> tuple[Request, Flow]:
         """As `arrive`, and the request, whose `outcome` is set when its flow ends
-        (serve mode answers the client with it)."""
+        (serve mode answers the client with it). With `at`, the request came in on
+        that node's own port: the distributor's choice is bypassed."""
         req = self.ledger.open(cs, attempt, now)
-        return req, self._relay(req, now)
+        return req, self._relay(req, now, at)
 
-    def _relay(self, req: Request, now: float) -> Flow:
+    def _relay(self, req: Request, now: float, at: Node | None = None) -> Flow:
         ledger, design = self.ledger, self.design
-        node = self.dispatcher.route(req.cs)
+        node = self.dispatcher.route(req.cs) if at is None else self.dispatcher.place(req.cs, at)
         if isinstance(node, Refused):
             if node.node is not None:
                 ledger.at_node(req, node.node.number)

@@ -184,10 +184,10 @@ async def test_a_failing_request_does_not_take_the_server_down(
     async with running() as (server, port):
         admit = server.tier.admit
 
-        def flaky(cs: int, attempt: int, now: float) -> Any:
+        def flaky(cs: int, attempt: int, now: float, at: Any = None) -> Any:
             if cs == 3:
                 raise ZeroDivisionError("a bug in the model")
-            return admit(cs, attempt, now)
+            return admit(cs, attempt, now, at)
 
         monkeypatch.setattr(server.tier, "admit", flaky)
         with trio.fail_after(10):
@@ -233,3 +233,23 @@ def test_any_byte_stream_leaves_the_server_serving(junk: bytes) -> None:
                 assert (reply.id, reply.status) == (99, Status.COMPLETED)
 
     trio.run(exchange)
+
+
+async def test_each_relay_node_has_its_own_port() -> None:
+    """A request on a node's own port is served by that node, bypassing the
+    distributor's choice (even while the distributor has it detached)."""
+    async with running() as (server, port):
+        node2 = server.node_ports["relay2"]
+        server.tier.dispatcher.detach(server.tier.nodes[1])
+        with trio.fail_after(10):
+            direct = await trio.open_tcp_stream("127.0.0.1", node2)
+            await direct.send_all(b"".join(request(i).encode() for i in range(3)))
+            decoder, got = Decoder(), list[Frame]()
+            while len(got) < 3:
+                got += decoder.feed(await direct.receive_some(65536))
+            await direct.aclose()
+    assert {f.status for f in got} == {Status.COMPLETED}
+    assert server.tier.ledger.nodes[2].requests == 3
+    assert 1 not in server.tier.ledger.nodes  # relay1 saw none of them
+    assert sorted(server.node_ports) == ["relay1", "relay2"]
+    assert port not in server.node_ports.values()

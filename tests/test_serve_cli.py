@@ -49,15 +49,17 @@ async def serving(
     try:
         text = b""
         with trio.fail_after(30):
-            while text.count(b"\n") < 3:
+            while b"/faults\n" not in text:  # the admin line comes last
                 chunk = await proc.stderr.receive_some(4096)
                 assert chunk, f"serve exited early: {text.decode()}"
                 text += chunk
-        lines = text.decode().splitlines()
-        port = int(lines[0].split()[1].split(":")[1])
-        metrics = int(lines[1].rsplit(":", 1)[1].split("/")[0])
-        admin_ports.append(int(lines[2].rsplit(":", 1)[1].split("/")[0]))
-        yield proc, port, metrics, logs
+        # "dispatcher 127.0.0.1:P (...)", "relay1 127.0.0.1:P", "metrics http://...:P/metrics"
+        ports = {
+            line.split()[0]: int(line.split()[1].rsplit(":", 1)[1].split("/")[0])
+            for line in text.decode().splitlines()
+        }
+        admin_ports.append(ports["admin"])
+        yield proc, ports["dispatcher"], ports["metrics"], logs
     finally:
         if proc.returncode is None:
             proc.kill()

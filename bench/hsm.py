@@ -21,15 +21,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import sys
 import time
 
+import numpy as np
 import trio
 
 from hsm_adapter.lane import open_pkcs11
 from hsm_adapter.token import TokenConfig
 from hsm_adapter.worker import Keys, _load, _open, _token
+from relay.summary import percentiles
 
 
 def raw_rate(cfg: TokenConfig, seconds: float) -> float:
@@ -76,11 +77,6 @@ async def adapter_rate(cfg: TokenConfig, seconds: float, tasks: int) -> tuple[fl
     return count / elapsed, latencies
 
 
-def percentile(ordered: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -90,7 +86,7 @@ def main() -> None:
     raw = raw_rate(cfg, args.seconds)
     print(f"raw: {raw:,.0f} signs/s from one thread", file=sys.stderr)
     rate, latencies = trio.run(adapter_rate, cfg, args.seconds, args.tasks)
-    latencies.sort()
+    p50, p99 = percentiles(np.array(latencies), (50, 99))
     print(f"adapter: {rate:,.0f} signs/s from {args.tasks} tasks", file=sys.stderr)
     print(
         json.dumps(
@@ -99,8 +95,8 @@ def main() -> None:
                 "raw_ops_s": round(raw),
                 "adapter_ops_s": round(rate),
                 "ratio": round(rate / raw, 3),
-                "p50_ms": round(percentile(latencies, 50) * 1000, 3),
-                "p99_ms": round(percentile(latencies, 99) * 1000, 3),
+                "p50_ms": round(p50 * 1000, 3),
+                "p99_ms": round(p99 * 1000, 3),
                 "tasks": args.tasks,
             }
         )

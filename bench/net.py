@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import trio
 from hsm import raw_rate
 
 from hsm_adapter.token import TokenConfig
 from relay.protocol import Decoder, Frame, Status, Type
+from relay.summary import percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = [
@@ -97,10 +98,9 @@ async def closed_loop(port: int, connections: int, seconds: float) -> tuple[floa
     return len(latencies) / (trio.current_time() - t0), latencies
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile, in milliseconds."""
-    ordered = sorted(values)
-    return round(ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1] * 1000, 3)
+def ms(latencies: list[float], *ps: float) -> list[float]:
+    """Nearest-rank percentiles `ps` of `latencies` (seconds), in milliseconds."""
+    return [round(v * 1000, 3) for v in percentiles(np.array(latencies), ps)]
 
 
 def start_server(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
@@ -123,7 +123,7 @@ def measure(
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    print(f"{label}: {rate:,.0f} req/s, p50 {percentile(latencies, 50)} ms", file=sys.stderr)
+    print(f"{label}: {rate:,.0f} req/s, p50 {ms(latencies, 50)[0]} ms", file=sys.stderr)
     return rate, latencies
 
 
@@ -150,6 +150,8 @@ def main() -> None:
     raw = raw_rate(cfg, min(secs, 5.0))
     print(f"raw sign: {raw:,.0f} ops/s", file=sys.stderr)
     hsm, hsm_lat = measure([*serve, "--hsm", "softhsm"], n, secs, "relay + softhsm")
+    p50, p99 = ms(lat, 50, 99)
+    hsm_p50, hsm_p99 = ms(hsm_lat, 50, 99)
     print(
         json.dumps(
             {
@@ -159,13 +161,13 @@ def main() -> None:
                 "echo_rps": round(echo),
                 "relay_rps": round(relay),
                 "ratio": round(relay / echo, 3),
-                "p50_ms": percentile(lat, 50),
-                "p99_ms": percentile(lat, 99),
+                "p50_ms": p50,
+                "p99_ms": p99,
                 "raw_sign_ops_s": round(raw),
                 "relay_hsm_rps": round(hsm),
                 "hsm_ratio": round(hsm / raw, 3),
-                "hsm_p50_ms": percentile(hsm_lat, 50),
-                "hsm_p99_ms": percentile(hsm_lat, 99),
+                "hsm_p50_ms": hsm_p50,
+                "hsm_p99_ms": hsm_p99,
             }
         )
     )

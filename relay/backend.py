@@ -12,14 +12,26 @@ from relay.distributions import Sampler
 class Backend:
     """The simulated backend, shared by every relay node."""
 
-    __slots__ = ("_service", "calls", "slowdown")
+    __slots__ = ("_base", "_service", "_slowdown", "calls")
 
     def __init__(self, service: Sampler) -> None:
-        self._service = service
+        self._base = self._service = service
+        self._slowdown = 1.0
         self.calls = 0
-        self.slowdown = 1.0  # service times are multiplied by it (an injected fault)
+
+    @property
+    def slowdown(self) -> float:
+        """How many times slower than the scenario's service times (an injected fault)."""
+        return self._slowdown
+
+    @slowdown.setter
+    def slowdown(self, factor: float) -> None:
+        # Swap the sampler rather than multiply on every request: replays never pay.
+        base = self._base
+        self._slowdown = factor
+        self._service = base if factor == 1.0 else (lambda: base() * factor)
 
     def submit(self, now: float) -> float:
         """Forward a request at `now`; returns when the answer arrives."""
         self.calls += 1
-        return now + self._service() * self.slowdown
+        return now + self._service()

@@ -77,6 +77,9 @@ class Dispatcher:
         """Open a connection from CS `cs` directly on `node`, bypassing the choice of
         node (a client of the node's own port). The CS's cap and the node's limit
         still apply; attachment does not: that is the distributor's business.
+
+        The same checks as `route` makes around its choice, written out again
+        because `route` is on every request of a whole-day replay.
         """
         if self._cs_open[cs] >= self._caps[cs]:
             return _CS_LIMIT

@@ -77,19 +77,18 @@ class DeviceServices:
     """
 
     def __init__(self, tier: RelayTier, hsm: Hsm) -> None:
-        self._backend = tier.backend
+        self._simulated = SimulatedServices(tier)  # the backend, and lost replies
         self._hsm = hsm
         self._log = tier.log
         self.failures = 0
 
     async def perform(self, effect: Effect) -> Result:
         """Sign on the device for an HSM step; wait out the simulated backend."""
-        if type(effect) is CallBackend:
-            await trio.sleep_until(self._backend.submit(trio.current_time()))
-            return Result.DONE
-        if type(effect) is not CallHsm or effect.node.hsm.stuck:
-            # LostReply, or the node's lane is stalled (cause 1, or an injected
-            # stall): nothing answers; the step's deadline ends the wait.
+        if type(effect) is not CallHsm:
+            return await self._simulated.perform(effect)
+        if effect.node.hsm.stuck:
+            # The node's lane is stalled (cause 1, or an injected stall): nothing
+            # answers; the step's deadline ends the wait.
             await trio.sleep_forever()
         try:
             await self._hsm.sign(b"relay step on " + effect.node.name.encode())

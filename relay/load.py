@@ -30,16 +30,9 @@ from loadgen import arrivals, calendar, municipalities
 from relay import summary
 from relay.config import Scenario
 from relay.ledger import Ledger
-from relay.protocol import Decoder, Frame, ProtocolError, Status, Type
+from relay.protocol import OUTCOME_OF, Decoder, Frame, ProtocolError, Status, Type
 from relay.request import Outcome, Request
 from relay.rng import Streams
-
-_OUTCOME = {
-    Status.COMPLETED: Outcome.COMPLETED,
-    Status.OVERFLOW: Outcome.OVERFLOW,
-    Status.TIMEOUT: Outcome.TIMEOUT,
-    Status.ERROR: Outcome.ERROR,
-}
 
 
 class LoadError(Exception):
@@ -179,7 +172,7 @@ async def _receive(stream: trio.SocketStream, state: LoadRun, start: float) -> N
             if req is None:
                 continue
             if frame.type is Type.REPLY:
-                outcome = _OUTCOME[Status(frame.status)]
+                outcome = OUTCOME_OF[Status(frame.status)]
             else:  # an error frame about this request
                 state.errors += 1
                 outcome = Outcome.ERROR

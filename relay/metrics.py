@@ -112,8 +112,7 @@ class TierCollector(Collector):
             np.frombuffer(a, dtype=np.float64) for a in self.server.tier.ledger.latencies.values()
         ]
         values = np.concatenate(arrays) if arrays else np.empty(0)
-        counts = np.searchsorted(np.sort(values), BUCKETS, side="right")
-        buckets = [(str(b), int(c)) for b, c in zip(BUCKETS, counts, strict=True)]
+        buckets = [(str(b), int(np.count_nonzero(values <= b))) for b in BUCKETS]
         buckets.append(("+Inf", len(values)))
         return HistogramMetricFamily(
             "relaysim_latency_seconds",

@@ -27,6 +27,8 @@ import enum
 import struct
 from dataclasses import dataclass
 
+from relay.request import Outcome
+
 VERSION = 1
 MAX_FRAME = 64 * 1024  # default bound on length: header plus body
 _LENGTH = struct.Struct(">I")
@@ -49,6 +51,16 @@ class Status(enum.IntEnum):
     OVERFLOW = 1
     TIMEOUT = 2
     ERROR = 3
+
+
+#: The reply status that carries each outcome of a request, and back.
+STATUS_OF: dict[Outcome, Status] = {
+    Outcome.COMPLETED: Status.COMPLETED,
+    Outcome.OVERFLOW: Status.OVERFLOW,
+    Outcome.TIMEOUT: Status.TIMEOUT,
+    Outcome.ERROR: Status.ERROR,
+}
+OUTCOME_OF: dict[Status, Outcome] = {status: outcome for outcome, status in STATUS_OF.items()}
 
 
 class ErrorCode(enum.IntEnum):

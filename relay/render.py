@@ -160,20 +160,19 @@ def days_table(days: list[dict[str, Any]]) -> Table:
     return table
 
 
-def events_table(events: list[dict[str, Any]], first: dt.date | None = None) -> Table:
+def events_table(events: list[dict[str, Any]], first: dt.date) -> Table:
     """The outage timeline: one row per crash or hang.
 
-    Times are clock times on a one-day run; with `first` (the run's first day) and
-    events after its midnight, "MM-DD HH:MM" (the days table has the year), so the
-    table fits 80 columns.
+    Times are clock times when every event is on the run's first day, otherwise
+    "MM-DD HH:MM" (the days table has the year), so the table fits 80 columns.
     """
     table = Table(title="outages")
     for title in ("from", "until", "node", "kind", "mechanism", "minutes"):
         table.add_column(title, justify="right" if title == "minutes" else "left")
-    dated = first is not None and any((e["end"] or e["t"]) >= 86_400 for e in events)
+    dated = any((e["end"] or e["t"]) >= 86_400 for e in events)
 
     def stamp(t: float) -> str:
-        return calendar.when(first, t)[5:16] if dated and first is not None else _clock(t)
+        return calendar.when(first, t)[5:16] if dated else _clock(t)
 
     for e in events:
         until = "(still out)" if e["end"] is None else stamp(e["end"])
@@ -189,11 +188,9 @@ def events_table(events: list[dict[str, Any]], first: dt.date | None = None) -> 
 
 
 def _clock(t: float) -> str:
-    """Seconds since midnight as HH:MM:SS (days beyond the first as +Nd)."""
-    days, rest = divmod(int(t), 86_400)
-    h, rest = divmod(rest, 3600)
-    clock = f"{h:02d}:{rest // 60:02d}:{rest % 60:02d}"
-    return clock if not days else f"{clock} +{days}d"
+    """Seconds since the first midnight as HH:MM:SS (the first day's events only)."""
+    h, rest = divmod(int(t), 3600)
+    return f"{h:02d}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _num(x: float | None) -> str:

@@ -46,23 +46,15 @@ from relay.driver_trio import DeviceServices, Services, SimulatedServices, TrioD
 from relay.node import Node
 from relay.protocol import (
     MAX_FRAME,
+    STATUS_OF,
     Decoder,
     ErrorCode,
     Frame,
     ProtocolError,
-    Status,
     Type,
     error_frame,
 )
-from relay.request import Outcome
 from relay.tier import LogSink, RelayTier
-
-_STATUS = {
-    Outcome.COMPLETED: Status.COMPLETED,
-    Outcome.OVERFLOW: Status.OVERFLOW,
-    Outcome.TIMEOUT: Status.TIMEOUT,
-    Outcome.ERROR: Status.ERROR,
-}
 
 
 @dataclass
@@ -209,7 +201,8 @@ class RelayServer:
                     continue
                 self.stats.requests += 1
                 self._in_flight += 1
-                self._idle = trio.Event() if self._in_flight == 1 else self._idle
+                if self._in_flight == 1:
+                    self._idle = trio.Event()
                 requests.start_soon(self._request, stream, frame, send_lock, at)
 
     async def _request(
@@ -225,7 +218,7 @@ class RelayServer:
                     await self.driver.perform(flow)
                 if req.outcome is None:
                     raise RuntimeError(f"request {req.id} ended without an outcome")
-                reply = Frame(Type.REPLY, frame.id, frame.key, frame.muni, _STATUS[req.outcome])
+                reply = Frame(Type.REPLY, frame.id, frame.key, frame.muni, STATUS_OF[req.outcome])
             except Exception as exc:
                 # The request stays open in the ledger (the accounting checker and
                 # relaysim_in_flight show it); this client gets an error, the others
@@ -275,8 +268,9 @@ async def run(
     statistics once it has stopped accepting and drained.
     """
     try:
-        ports = (port, metrics_port, admin_port)
-        return await _run(scenario, hsm, ports, drain, log, announce, token)
+        return await _run(
+            scenario, hsm, port, metrics_port, admin_port, drain, log, announce, token
+        )
     except BaseExceptionGroup as group:
         raise unwrap_group(group) from None
 
@@ -284,7 +278,9 @@ async def run(
 async def _run(
     scenario: Scenario,
     hsm: Literal["simulated", "softhsm"],
-    ports: tuple[int, int, int],
+    port: int,
+    metrics_port: int,
+    admin_port: int,
     drain: float,
     log: LogSink,
     announce: Callable[[str], None],
@@ -294,7 +290,6 @@ async def _run(
     from relay.metrics import registry_for, serve_metrics
     from relay.replay import build_tier
 
-    port, metrics_port, admin_port = ports
     tier, _ = build_tier(scenario, log)
     async with contextlib.AsyncExitStack() as stack:
         lane: Pkcs11Hsm | None = None

@@ -16,7 +16,6 @@ import numpy.typing as npt
 
 from relay.ledger import BUCKET_S, Ledger, Tally
 from relay.node import Node
-from relay.request import Outcome
 
 SCHEMA = "relaysim.summary/1"
 
@@ -46,14 +45,13 @@ def _ms(seconds: float) -> float | None:
     return None if math.isnan(seconds) else round(seconds * 1000.0, 3)
 
 
+#: The summary's name for the request count, then for each outcome's, in the order
+#: of a Tally's counts (relay.ledger.OUTCOMES).
+_OUTCOME_KEYS = ("requests", "completed", "overflows", "timeouts", "errors")
+
+
 def _outcomes(t: Tally) -> dict[str, int]:
-    return {
-        "requests": t.requests,
-        "completed": t.count(Outcome.COMPLETED),
-        "overflows": t.count(Outcome.OVERFLOW),
-        "timeouts": t.count(Outcome.TIMEOUT),
-        "errors": t.count(Outcome.ERROR),
-    }
+    return dict(zip(_OUTCOME_KEYS, t.counts, strict=True))
 
 
 def events(nodes: Sequence[Node], end: float) -> list[dict[str, Any]]:
@@ -93,9 +91,6 @@ def _days(
     for e in rows:
         day(int(e["t"] // 86_400))["crashes" if e["kind"] == "crash" else "hangs"] += 1
     return [out[i] for i in sorted(out)]
-
-
-_OUTCOME_KEYS = ("requests", "completed", "overflows", "timeouts", "errors")
 
 
 def build(

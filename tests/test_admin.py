@@ -8,6 +8,8 @@ take no real time.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -34,6 +36,16 @@ BASE: dict[str, Any] = {
 }
 
 
+@asynccontextmanager
+async def serving(design: str) -> AsyncIterator[Admin]:
+    """An admin over a tier of `design` whose periodic work runs for the block."""
+    driver = TrioDriver(tier_for(**BASE, design=design))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.serve)
+        yield Admin(driver)
+        nursery.cancel_scope.cancel()
+
+
 async def post(admin: Admin, **fault: Any) -> tuple[int, dict[str, Any]]:
     answer = await admin.handle("POST", "/faults", json.dumps(fault).encode())
     return answer.status, json.loads(answer.body)
@@ -50,18 +62,13 @@ async def test_a_stall_on_fixed_is_detached_reset_and_reattached(
 ) -> None:
     """fixed: the deep health check detaches the stalled node, its lane is reset at the
     check's call deadline, and the next check puts it back."""
-    tier = tier_for(**BASE, design="fixed")
-    tier.log = structlog.get_logger("relay")
-    driver = TrioDriver(tier)
-    admin = Admin(driver)
     with structlog.testing.capture_logs() as logs:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(driver.serve)
+        async with serving("fixed") as admin:
+            admin.tier.log = structlog.get_logger("relay")
             status, state = await post(admin, kind="hsm_stall", node=1)
             assert status == 200
             assert state["nodes"][0]["hsm_stuck"] is True
             await trio.sleep(2.5)
-            nursery.cancel_scope.cancel()
     health = [(e["event"], e["node"]) for e in logs if e["event"].startswith("health.")]
     assert health == [("health.detach", "relay1"), ("health.attach", "relay1")]
     assert admin.state()["nodes"][0] == {
@@ -79,19 +86,14 @@ async def test_a_crash_on_legacy_waits_for_the_operators(
 ) -> None:
     """legacy: a crashed node stays down (and attached: the 2016 distributor) until the
     operators notice after their delay and restart it."""
-    tier = tier_for(**BASE, design="legacy")
-    driver = TrioDriver(tier)
-    admin = Admin(driver)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(driver.serve)
+    async with serving("legacy") as admin:
         await post(admin, kind="crash", node=1)
         assert admin.state()["nodes"][0]["up"] is False
-        assert await one_request(driver) is Outcome.ERROR  # round robin: relay1 first
+        assert await one_request(admin.driver) is Outcome.ERROR  # round robin: relay1 first
         await trio.sleep(2 * 60 + 30)  # detected after 2 min, detached, back 1 min later
         assert admin.state()["nodes"][0]["up"] is False
         await trio.sleep(60)
         assert admin.state()["nodes"][0]["up"] is True
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize(
@@ -103,36 +105,26 @@ async def test_the_timer_race_meets_the_next_request(
 ) -> None:
     """A pending timeout notification reaches the node's next request before it
     allocates: legacy crashes freeing nothing (cause 2), fixed reports a timeout."""
-    tier = tier_for(**BASE, design=design)
-    driver = TrioDriver(tier)
-    admin = Admin(driver)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(driver.serve)
+    async with serving(design) as admin:
         await post(admin, kind="timer_race", node=1)
-        assert await one_request(driver) is outcome
-        nursery.cancel_scope.cancel()
-    mechanisms = [o.mechanism for o in tier.nodes[0].outages]
+        assert await one_request(admin.driver) is outcome
+    mechanisms = [o.mechanism for o in admin.tier.nodes[0].outages]
     assert mechanisms == (["unallocated_free"] if crashed else [])
 
 
 async def test_a_slow_backend_and_clearing_it(autojump_clock: trio.testing.MockClock) -> None:
     """slow_backend multiplies the backend's time; clear puts everything back."""
-    tier = tier_for(**BASE, design="fixed")
-    driver = TrioDriver(tier)
-    admin = Admin(driver)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(driver.serve)
+    async with serving("fixed") as admin:
         await post(admin, kind="slow_backend", factor=10)
         start = trio.current_time()
-        await one_request(driver)
+        await one_request(admin.driver)
         assert trio.current_time() - start == pytest.approx(0.005 + 1.0)
         await post(admin, kind="detach", node=2)
         answer = await admin.handle("DELETE", "/faults", b"")
         state = json.loads(answer.body)
         start = trio.current_time()
-        await one_request(driver)
+        await one_request(admin.driver)
         assert trio.current_time() - start == pytest.approx(0.005 + 0.1)
-        nursery.cancel_scope.cancel()
     assert state["backend_slowdown"] == 1.0
     assert [n["attached"] for n in state["nodes"]] == [True, True]
 

@@ -47,6 +47,14 @@ def request(rid: int, muni: int = 0) -> Frame:
     return Frame(Type.REQUEST, rid, os.urandom(16), muni, 0, b"card operation")
 
 
+async def frames(stream: trio.SocketStream, n: int) -> list[Frame]:
+    """The next `n` frames the server sends on `stream`."""
+    decoder, got = Decoder(), list[Frame]()
+    while len(got) < n:
+        got += decoder.feed(await stream.receive_some(65536))
+    return got
+
+
 async def frames_until_close(stream: trio.SocketStream) -> list[Frame]:
     """Every frame the server sends until it closes the connection (then ours too)."""
     decoder, out = Decoder(), []
@@ -166,9 +174,7 @@ async def test_an_unknown_municipality_is_refused_per_request() -> None:
         with trio.fail_after(10):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(request(1, muni=10_000).encode() + request(2).encode())
-            decoder, got = Decoder(), list[Frame]()
-            while len(got) < 2:
-                got += decoder.feed(await stream.receive_some(65536))
+            got = await frames(stream, 2)
             await stream.aclose()
     by_id = {f.id: f for f in got}
     assert (by_id[1].type, by_id[1].status) == (Type.ERROR, ErrorCode.UNKNOWN_MUNICIPALITY)
@@ -193,9 +199,7 @@ async def test_a_failing_request_does_not_take_the_server_down(
         with trio.fail_after(10):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(request(1, muni=3).encode() + request(2, muni=1).encode())
-            decoder, got = Decoder(), list[Frame]()
-            while len(got) < 2:
-                got += decoder.feed(await stream.receive_some(65536))
+            got = await frames(stream, 2)
             await stream.aclose()
     by_id = {f.id: f for f in got}
     assert (by_id[1].type, by_id[1].status) == (Type.ERROR, ErrorCode.INTERNAL)
@@ -244,9 +248,7 @@ async def test_each_relay_node_has_its_own_port() -> None:
         with trio.fail_after(10):
             direct = await trio.open_tcp_stream("127.0.0.1", node2)
             await direct.send_all(b"".join(request(i).encode() for i in range(3)))
-            decoder, got = Decoder(), list[Frame]()
-            while len(got) < 3:
-                got += decoder.feed(await direct.receive_some(65536))
+            got = await frames(direct, 3)
             await direct.aclose()
     assert {f.status for f in got} == {Status.COMPLETED}
     assert server.tier.ledger.nodes[2].requests == 3

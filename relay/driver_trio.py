@@ -1,9 +1,10 @@
 """The trio driver: runs the relay tier's flows as trio tasks under a virtual clock.
 
-One task per request performs its flow's effects; deadlines are trio cancel scopes
-(`move_on_at`), so the timing semantics are trio's own. The simulated HSM and backend
-are `sleep_until` the finishing time the core computed (`SimulatedServices`); under a
-real clock `DeviceServices` calls a real HSM instead. Under
+One task per request performs its flow's effects; deadlines are trio cancel scopes,
+so the timing semantics are trio's own. The simulated HSM and backend say when they
+finish (`SimulatedServices`), and the flow sleeps in one cancel scope until that
+instant or the deadline, whichever comes first; under a real clock `DeviceServices`
+calls a real HSM instead and the deadline is a scope around the call. Under
 `trio.testing.MockClock(autojump_threshold=0)` the clock jumps to the next deadline
 whenever every task is blocked, so a day runs in wall seconds, not hours.
 
@@ -15,6 +16,7 @@ then are lost, and the accounting checker fails the run.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -42,27 +44,36 @@ class RunEnd:
 
 
 class Services(Protocol):
-    """Performs a flow's effects: returns DONE when the reply or answer arrived, or
-    DEADLINE when the service failed it early (the flow then ends it as an error)."""
+    """Performs a flow's effects.
+
+    `finish` says when the reply or answer arrives if that is known the moment the
+    effect starts (the core's simulated services; math.inf for never), or None: the
+    driver then awaits `perform`, which returns DONE when it arrived, or DEADLINE
+    when the service failed it early (the flow then ends it as an error).
+    """
+
+    def finish(self, effect: Effect, now: float) -> float | None: ...
 
     async def perform(self, effect: Effect) -> Result: ...
 
 
 class SimulatedServices:
-    """Performs effects against the core's simulated HSM lanes and backend."""
+    """The core's simulated HSM lanes and backend: every finishing time is known."""
 
     def __init__(self, tier: RelayTier) -> None:
         self._backend = tier.backend
 
+    def finish(self, effect: Effect, now: float) -> float:
+        """When the simulated reply or answer arrives (math.inf: a lost reply)."""
+        if type(effect) is CallHsm:
+            return effect.node.hsm.submit(now)
+        if type(effect) is CallBackend:
+            return self._backend.submit(now)
+        return math.inf  # LostReply: nothing will answer; the caller's deadline ends it
+
     async def perform(self, effect: Effect) -> Result:
         """Wait until the simulated reply or answer arrives."""
-        now = trio.current_time()
-        if type(effect) is CallHsm:
-            await trio.sleep_until(effect.node.hsm.submit(now))
-        elif type(effect) is CallBackend:
-            await trio.sleep_until(self._backend.submit(now))
-        else:  # LostReply: nothing will answer; the caller's deadline ends the wait
-            await trio.sleep_forever()
+        await trio.sleep_until(self.finish(effect, trio.current_time()))
         return Result.DONE
 
 
@@ -82,14 +93,20 @@ class DeviceServices:
         self._log = tier.log
         self.failures = 0
 
-    async def perform(self, effect: Effect) -> Result:
-        """Sign on the device for an HSM step; wait out the simulated backend."""
+    def finish(self, effect: Effect, now: float) -> float | None:
+        """None for an HSM step on the device (`perform` it); else as simulated."""
         if type(effect) is not CallHsm:
-            return await self._simulated.perform(effect)
+            return self._simulated.finish(effect, now)
         if effect.node.hsm.stuck:
             # The node's lane is stalled (cause 1, or an injected stall): nothing
             # answers; the step's deadline ends the wait.
-            await trio.sleep_forever()
+            return math.inf
+        return None
+
+    async def perform(self, effect: Effect) -> Result:
+        """Sign on the device for an HSM step; wait out the simulated backend."""
+        if self.finish(effect, trio.current_time()) is not None:
+            return await self._simulated.perform(effect)
         try:
             await self._hsm.sign(b"relay step on " + effect.node.name.encode())
         except HsmError as exc:
@@ -97,6 +114,67 @@ class DeviceServices:
             self._log.info("hsm.failed", node=effect.node.name, error=str(exc))
             return Result.DEADLINE
         return Result.DONE
+
+
+class Parked:
+    """A flow's task asleep until an instant (see `Alarms`)."""
+
+    __slots__ = ("early", "task")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task: trio.lowlevel.Task | None = task
+        self.early = False  # woken before its instant (its node crashed)
+
+    def cancel(self) -> None:
+        """Wake the task now, before its instant (named like CancelScope.cancel, so
+        the driver wakes parked flows and scoped calls alike)."""
+        if self.task is not None:
+            self.early = True
+            trio.lowlevel.reschedule(self.task)
+            self.task = None
+
+    def abort(self, raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        """The task was cancelled from outside (the run's liveness bound): forget it."""
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+class Alarms:
+    """Wakes parked tasks at their instants, with one trio timer for all of them.
+
+    A task sleeping on a cancel scope's deadline costs a scope and a Cancelled
+    exception raised and caught; parked here, it costs a heap entry and a
+    reschedule, and one timer wake-up serves every task due by then. Ties wake in
+    the order they were parked.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Parked]] = []
+        self._seq = 0
+        self._timer: trio.CancelScope | None = None
+
+    async def park(self, parked: Parked, when: float) -> None:
+        """Sleep until `when`, or until `parked.cancel()` wakes the task early."""
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, parked))
+        timer = self._timer
+        if timer is not None and when < timer.deadline:
+            timer.deadline = when
+        await trio.lowlevel.wait_task_rescheduled(parked.abort)
+
+    async def run(self) -> None:
+        """The timer: reschedule every task whose instant has come; until cancelled."""
+        heap, pop, reschedule = self._heap, heapq.heappop, trio.lowlevel.reschedule
+        while True:
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                parked = pop(heap)[2]
+                if parked.task is not None:
+                    reschedule(parked.task)
+                    parked.task = None
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._timer:
+                await trio.sleep_forever()
+            self._timer = None
 
 
 @contextlib.contextmanager
@@ -141,7 +219,8 @@ class TrioDriver:
         self._cut_short = False
         # Cancel scopes of the waits in progress, by node number, so a crash can
         # wake every flow on the crashed node at the crash instant.
-        self._waiting: dict[int, set[trio.CancelScope]] = {}
+        self._waiting: dict[int, set[trio.CancelScope | Parked]] = {}
+        self._alarms = Alarms()
         self._outer: trio.Nursery | None = None
 
     async def run(
@@ -154,6 +233,7 @@ class TrioDriver:
         start = trio.current_time()
         async with trio.open_nursery() as outer:
             self._outer = outer
+            outer.start_soon(self._alarms.run)
             outer.start_soon(self._scheduled, list(events))
             outer.start_soon(self._health_checks, self.tier.scenario.dispatcher.health_check_s)
             async with trio.open_nursery() as work:
@@ -188,20 +268,39 @@ class TrioDriver:
         Requires `run` (or `serve`) to be running: operator actions the model
         decides on are scheduled in its nursery.
         """
-        perform, tier, waiting = self.services.perform, self.tier, self._waiting
+        services, tier, waiting = self.services, self.tier, self._waiting
+        finish_of, perform, now_ = services.finish, services.perform, trio.current_time
+        park, current_task = self._alarms.park, trio.lowlevel.current_task
         retry: Retry | None = None
         try:
             effect = next(flow)
             while True:
-                result = Result.DEADLINE
                 scopes = waiting.setdefault(effect.node.number, set())
-                with trio.move_on_at(effect.deadline) as scope:
-                    scopes.add(scope)
+                deadline = effect.deadline
+                finish = finish_of(effect, now_())
+                if finish is not None:
+                    # Known finishing time: parked until the reply or the deadline,
+                    # whichever comes first (a reply landing on the deadline is in
+                    # time, as in the fast engine), or earlier by a crash (`_notice`).
+                    parked = Parked(current_task())
+                    scopes.add(parked)
                     try:
-                        result = await perform(effect)
+                        await park(parked, finish if finish < deadline else deadline)
                     finally:
-                        scopes.discard(scope)
-                effect = flow.send((result, trio.current_time()))
+                        scopes.discard(parked)
+                    now = now_()
+                    in_time = finish <= deadline and not parked.early
+                    result = Result.DONE if in_time else Result.DEADLINE
+                else:
+                    result = Result.DEADLINE
+                    with trio.move_on_at(deadline) as scope:
+                        scopes.add(scope)
+                        try:
+                            result = await perform(effect)
+                        finally:
+                            scopes.discard(scope)
+                    now = now_()
+                effect = flow.send((result, now))
                 if tier.crashed or tier.agenda:
                     self._notice()
         except StopIteration as stop:
@@ -215,6 +314,7 @@ class TrioDriver:
         until cancelled, for requests performed one by one (`perform`): serve mode."""
         async with trio.open_nursery() as outer:
             self._outer = outer
+            outer.start_soon(self._alarms.run)
             outer.start_soon(self._health_checks, self.tier.scenario.dispatcher.health_check_s)
             task_status.started()
             await trio.sleep_forever()

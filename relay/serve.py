@@ -25,7 +25,9 @@ Hostile input never reaches the model and never stalls other clients:
 Every such event is counted in `ServerStats`.
 
 Stopping (`RelayServer.stop`): the listener closes first, requests in flight get
-`drain` seconds to end and be answered, then remaining connections are closed.
+`drain` seconds to end and be answered, then remaining connections are closed; a
+request still running then goes on to its end (its deadlines bound it) and records
+its outcome, undelivered.
 """
 
 from __future__ import annotations
@@ -67,6 +69,65 @@ class ServerStats:
     replies: int = 0
     undelivered: int = 0  # replies whose client had gone
     rejected: Counter[str] = field(default_factory=Counter)  # by ErrorCode name
+
+
+class Outbox:
+    """The replies going out on one connection.
+
+    No lock: the task that finds nobody sending becomes the sender and takes along
+    whatever other requests queued while it was sending, so replies that finish
+    together leave in one write and a reply costs no lock round trip. A client that
+    stops reading holds only its own connection's sender.
+    """
+
+    def __init__(self, stream: trio.SocketStream, stats: ServerStats) -> None:
+        self._stream = stream
+        self._stats = stats
+        self._queue: list[tuple[bytes, bool]] = []  # (encoded frame, is a reply)
+        self._sending = False
+        self.owed = 0  # requests accepted on this connection and not yet answered
+        self._settled: trio.Event | None = None
+
+    def answered(self) -> None:
+        """One request owed a reply has had it (or its attempt)."""
+        self.owed -= 1
+        if self.owed == 0 and self._settled is not None:
+            self._settled.set()
+
+    async def settled(self) -> None:
+        """Return once every request accepted on this connection has been answered."""
+        if self.owed:
+            self._settled = trio.Event()
+            await self._settled.wait()
+
+    async def send(self, frame: Frame, *, reply: bool = True) -> None:
+        """Queue `frame` and, unless a sender is at work, send it and whatever queues
+        meanwhile. Replies are counted delivered once written, undelivered if the
+        client has gone (or the send was cancelled) before."""
+        self._queue.append((frame.encode(), reply))
+        if self._sending:
+            return  # the sender takes it along
+        self._sending = True
+        batch: list[tuple[bytes, bool]] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                data = batch[0][0] if len(batch) == 1 else b"".join(d for d, _ in batch)
+                await self._stream.send_all(data)
+                self._stats.replies += sum(r for _, r in batch)
+                batch = []
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self._sending = False
+            unsent, self._queue = batch + self._queue, []
+            self._stats.undelivered += sum(r for _, r in unsent)
+
+    async def last(self, frame: Frame) -> None:
+        """Send a final error frame within a second (a client that does not read
+        cannot hold us); the caller closes the connection."""
+        with trio.move_on_after(1.0):
+            await self.send(frame, reply=False)
 
 
 class RelayServer:
@@ -115,9 +176,12 @@ class RelayServer:
         bound = front[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             await nursery.start(self.driver.serve)
-            async with trio.open_nursery() as conns:
+            # Requests run in their own nursery, which a stop never cancels: each
+            # ends by its own deadlines and records its outcome, even once its
+            # connection is gone (nothing accepted is lost).
+            async with trio.open_nursery() as work, trio.open_nursery() as conns:
                 for listener, at in listeners:
-                    conns.start_soon(self._accept, listener, at, conns)
+                    conns.start_soon(self._accept, listener, at, conns, work)
                 task_status.started(bound)
                 await self._stop.wait()
                 for listener, _ in listeners:
@@ -133,62 +197,67 @@ class RelayServer:
         self._stop.set()
 
     async def _accept(
-        self, listener: trio.SocketListener, at: Node | None, conns: trio.Nursery
+        self,
+        listener: trio.SocketListener,
+        at: Node | None,
+        conns: trio.Nursery,
+        work: trio.Nursery,
     ) -> None:
         while True:
             try:
                 stream = await listener.accept()
             except (trio.ClosedResourceError, OSError):
                 return
-            conns.start_soon(self._connection, stream, at)
+            conns.start_soon(self._connection, stream, at, work)
 
-    async def _connection(self, stream: trio.SocketStream, at: Node | None) -> None:
+    async def _connection(
+        self, stream: trio.SocketStream, at: Node | None, work: trio.Nursery
+    ) -> None:
         stats = self.stats
         stats.connections += 1
+        outbox = Outbox(stream, stats)
         if stats.open >= self.max_connections:
-            await self._reject(stream, ErrorCode.BUSY, "connection limit reached")
+            await self._reject(outbox, ErrorCode.BUSY, "connection limit reached")
             with trio.CancelScope(shield=True):
                 await stream.aclose()
             return
         stats.open += 1
-        send_lock = trio.Lock()
         try:
-            async with trio.open_nursery() as requests:
-                await self._read(stream, requests, send_lock, at)
+            await self._read(stream, outbox, work, at)
+            await outbox.settled()  # a client may half-close and still read replies
         finally:
             stats.open -= 1
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
     async def _read(
-        self,
-        stream: trio.SocketStream,
-        requests: trio.Nursery,
-        send_lock: trio.Lock,
-        at: Node | None,
+        self, stream: trio.SocketStream, outbox: Outbox, work: trio.Nursery, at: Node | None
     ) -> None:
         decoder = Decoder(self.max_frame)
         while True:
-            # Between frames a connection may idle; inside one it must keep coming.
-            limit = self.frame_timeout if decoder.pending else None
-            with trio.move_on_after(limit if limit is not None else float("inf")) as scope:
-                try:
+            try:
+                if decoder.pending:
+                    # Inside a frame the bytes must keep coming; between frames a
+                    # connection may idle (and pays for no timer).
+                    with trio.move_on_after(self.frame_timeout) as scope:
+                        data = await stream.receive_some(65536)
+                    if scope.cancelled_caught:
+                        await self._reject(outbox, ErrorCode.TOO_SLOW, "frame took too long")
+                        return
+                else:
                     data = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-            if scope.cancelled_caught:
-                await self._reject(stream, ErrorCode.TOO_SLOW, "frame took too long to arrive")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             if not data:
                 return  # the client closed; its requests still end in the ledger
             try:
                 frames = decoder.feed(data)
             except ProtocolError as exc:
-                await self._reject(stream, exc.code, str(exc))
+                await self._reject(outbox, exc.code, str(exc))
                 return
             for frame in frames:
                 if frame.type is not Type.REQUEST:
-                    await self._reject(stream, ErrorCode.UNKNOWN_TYPE, "clients send requests")
+                    await self._reject(outbox, ErrorCode.UNKNOWN_TYPE, "clients send requests")
                     return
                 if frame.muni >= self.tier.dispatcher.cs_count:
                     # A well-formed frame for a CS this tier does not serve: refuse
@@ -196,26 +265,20 @@ class RelayServer:
                     code = ErrorCode.UNKNOWN_MUNICIPALITY
                     self.stats.rejected[code.name] += 1
                     message = f"municipality {frame.muni} is not served here"
-                    async with send_lock:
-                        await self._send(stream, error_frame(code, message, frame.id))
+                    await outbox.send(error_frame(code, message, frame.id), reply=False)
                     continue
                 self.stats.requests += 1
                 self._in_flight += 1
                 if self._in_flight == 1:
                     self._idle = trio.Event()
-                requests.start_soon(self._request, stream, frame, send_lock, at)
+                outbox.owed += 1
+                work.start_soon(self._request, outbox, frame, at)
 
-    async def _request(
-        self, stream: trio.SocketStream, frame: Frame, send_lock: trio.Lock, at: Node | None
-    ) -> None:
+    async def _request(self, outbox: Outbox, frame: Frame, at: Node | None) -> None:
         try:
             try:
-                # Shielded: a client that goes away must not cancel its request half
-                # way; the model finishes it and records its outcome (nothing
-                # accepted is lost).
-                with trio.CancelScope(shield=True):
-                    req, flow = self.tier.admit(frame.muni, 0, trio.current_time(), at)
-                    await self.driver.perform(flow)
+                req, flow = self.tier.admit(frame.muni, 0, trio.current_time(), at)
+                await self.driver.perform(flow)
                 if req.outcome is None:
                     raise RuntimeError(f"request {req.id} ended without an outcome")
                 reply = Frame(Type.REPLY, frame.id, frame.key, frame.muni, STATUS_OF[req.outcome])
@@ -226,28 +289,17 @@ class RelayServer:
                 self.stats.rejected[ErrorCode.INTERNAL.name] += 1
                 self.tier.log.info("serve.request_failed", id=frame.id, error=repr(exc))
                 reply = error_frame(ErrorCode.INTERNAL, "internal error", frame.id)
-            try:
-                async with send_lock:
-                    await stream.send_all(reply.encode())
-                self.stats.replies += 1
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.stats.undelivered += 1
+            await outbox.send(reply)
         finally:
+            outbox.answered()
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def _reject(self, stream: trio.SocketStream, code: ErrorCode, message: str) -> None:
+    async def _reject(self, outbox: Outbox, code: ErrorCode, message: str) -> None:
+        """Count `code` and send it as the connection's last frame."""
         self.stats.rejected[code.name] += 1
-        await self._send(stream, error_frame(code, message))
-
-    @staticmethod
-    async def _send(stream: trio.SocketStream, frame: Frame) -> None:
-        with (
-            trio.move_on_after(1.0),  # a client that does not read cannot hold us
-            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-        ):
-            await stream.send_all(frame.encode())
+        await outbox.last(error_frame(code, message))
 
 
 async def run(

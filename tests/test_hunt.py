@@ -11,6 +11,7 @@ from relay.cli import main
 from tests.conftest import CONFIGS
 
 SMOKE = str(CONFIGS / "smoke.yaml")
+NO_CAUSE_2 = ["--set", "switches.checked_free=true", "--set", "switches.request_scoped_timer=true"]
 
 
 def hunt(*args: str) -> int:
@@ -30,9 +31,12 @@ def test_fixed_survives_and_reaches_every_window(capsys: pytest.CaptureFixture[s
 def test_legacy_hang_is_found_shrunk_and_replayable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """On legacy a hang is found (exit 3); the same command finds the same world again."""
+    """On legacy with cause 2's fixes on (so its crash cannot come first), cause 1's
+    hang is found (exit 3), shrunk to one request; the same command finds the same
+    world again."""
     out = tmp_path / "hunt.json"
-    assert hunt("--design", "legacy", "--examples", "150", "--json", str(out)) == 3
+    args = ["--design", "legacy", *NO_CAUSE_2, "--examples", "150"]
+    assert hunt(*args, "--json", str(out)) == 3
     doc = json.loads(out.read_text())
     assert doc["failure"]["kind"] == "hang"
     assert doc["failure"]["mechanism"] == "core_contention"
@@ -40,7 +44,7 @@ def test_legacy_hang_is_found_shrunk_and_replayable(
     printed = capsys.readouterr().out
     assert f"replay with: {doc['replay']}" in printed
     again = tmp_path / "again.json"
-    assert hunt("--design", "legacy", "--examples", "150", "--json", str(again)) == 3
+    assert hunt(*args, "--json", str(again)) == 3
     assert json.loads(again.read_text())["case"] == doc["case"]
 
 

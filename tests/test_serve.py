@@ -167,6 +167,40 @@ async def test_a_client_gone_mid_request_loses_nothing() -> None:
     assert server.stats.replies + server.stats.undelivered == 5
 
 
+async def test_a_client_that_half_closes_still_gets_every_reply() -> None:
+    """A client that sends its requests and shuts its sending side gets all replies
+    before the server closes the connection."""
+    async with running() as (server, port):
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"".join(request(i).encode() for i in range(20)))
+            await stream.send_eof()
+            got = await frames_until_close(stream)
+    assert sorted(f.id for f in got) == list(range(20))
+    assert server.stats.undelivered == 0
+
+
+async def test_requests_outlive_a_stop_that_cuts_the_drain_short() -> None:
+    """Stopped with no drain time while requests are in flight, the server closes
+    their connections, and each request still ends with its outcome in the ledger."""
+    tier: RelayTier = tier_for(**FAST)
+    server = RelayServer(tier, TrioDriver(tier), drain=0.0)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"".join(request(i).encode() for i in range(30)))
+            while server.stats.requests < 30:  # noqa: ASYNC110 - the server reads on
+                await trio.sleep(0.001)
+            server.stop()
+            await server.stopped.wait()
+    ledger = tier.ledger
+    assert server.stats.replies < 30  # the stop did cut some replies off
+    assert (ledger.total.requests, ledger.closed) == (30, 30)
+    assert server.stats.replies + server.stats.undelivered == 30
+    await stream.aclose()
+
+
 async def test_an_unknown_municipality_is_refused_per_request() -> None:
     """A request from a CS the tier does not serve gets an error frame with its id; the
     same connection goes on to be served."""

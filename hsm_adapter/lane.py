@@ -6,10 +6,12 @@
 Calls from any number of trio tasks go into one queue. A sender task takes
 everything queued as one batch frame to the worker's stdin; a receiver task takes
 result frames from its stdout and wakes the callers. So the per-call cost on the
-trio side is a queue append and an event, and the pipe carries one frame per batch
+trio side is a queue append and a park, and the pipe carries one frame per batch
 each way instead of a thread hop per call.
 
-Every call has a deadline. A call that passes it declares the lane **stuck**: every
+Every call has a deadline, watched by one watchdog task (calls are due in the order
+they were made, so it need only watch the oldest): a call that passes it declares
+the lane **stuck**: every
 caller waiting on it fails at once with `HsmStuck`, new calls fail fast with
 `HsmUnavailable`, the worker is killed (a process can be; a thread in C cannot) and
 a new one re-opens the token and keys. `state` and `history` report each step
@@ -24,7 +26,7 @@ import enum
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from subprocess import PIPE
 from typing import Any
 
@@ -54,10 +56,18 @@ class LaneState(enum.Enum):
 
 @dataclass(slots=True)
 class _Call:
-    done: trio.Event = field(default_factory=trio.Event)
+    op: str
+    due: float  # its deadline
+    task: trio.lowlevel.Task | None  # the caller, until woken
     ok: bool = False
     value: Any = None
     error: HsmError | None = None
+
+    def wake(self) -> None:
+        """Hand the result (or `error`) to the caller, if it still waits."""
+        if self.task is not None:
+            trio.lowlevel.reschedule(self.task)
+            self.task = None
 
 
 class Pkcs11Hsm:
@@ -136,15 +146,21 @@ class Pkcs11Hsm:
         if self.state is not LaneState.READY:
             raise HsmUnavailable(f"HSM lane {self.state.value}: {self._why}")
         rid = next(self._ids)
-        call = self._pending[rid] = _Call()
+        pending = self._pending
+        call = pending[rid] = _Call(
+            op, trio.current_time() + self.deadline, trio.lowlevel.current_task()
+        )
         self._queue.append((rid, op, args))
         self._work.set()
-        with trio.move_on_after(self.deadline):
-            await call.done.wait()
-        if not call.done.is_set():
-            self._pending.pop(rid, None)
-            self._break(LaneState.STUCK, f"{op} passed its {self.deadline:g} s deadline")
-            raise HsmStuck(f"HSM {op}: no answer within {self.deadline:g} s; lane restarting")
+
+        def gave_up(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            # The caller was cancelled (its own, shorter deadline): forget the call;
+            # a late result for it is dropped.
+            pending.pop(rid, None)
+            call.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(gave_up)
         if call.error is not None:
             raise call.error
         if not call.ok:
@@ -206,6 +222,7 @@ class Pkcs11Hsm:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sender, proc.stdin)
                 nursery.start_soon(self._receiver, proc.stdout, decoder)
+                nursery.start_soon(self._watchdog)
                 await self._broken.wait()
                 nursery.cancel_scope.cancel()
         finally:
@@ -239,7 +256,20 @@ class Pkcs11Hsm:
                     call = self._pending.pop(rid, None)
                     if call is not None:  # None: its caller already gave up
                         call.ok, call.value = ok, value
-                        call.done.set()
+                        call.wake()
+
+    async def _watchdog(self) -> None:
+        # Calls are due in the order they were made: the oldest one pending is the
+        # only one that can be overdue.
+        while True:
+            if not self._pending:
+                await trio.sleep(self.deadline)  # a call made from now on is due later
+                continue
+            oldest = next(iter(self._pending.values()))
+            if oldest.due <= trio.current_time():
+                self._break(LaneState.STUCK, f"{oldest.op} passed its {self.deadline:g} s deadline")
+                return
+            await trio.sleep_until(oldest.due)
 
     def _break(self, state: LaneState, why: str) -> None:
         if self._broken.is_set():
@@ -251,7 +281,7 @@ class Pkcs11Hsm:
     def _fail_pending(self, why: str) -> None:
         for call in self._pending.values():
             call.error = HsmStuck(f"HSM lane {self.state.value}: {why}")
-            call.done.set()
+            call.wake()
         self._pending.clear()
         self._queue.clear()
 

@@ -48,22 +48,6 @@ class Decoder:
         return out
 
 
-def read(stream: BinaryIO) -> Any:
-    """Read one frame from a blocking binary stream; None at a clean end of stream."""
-    head = stream.read(_LEN.size)
-    if not head:
-        return None
-    if len(head) < _LEN.size:
-        raise WireError("stream ended inside a frame header")
-    (size,) = _LEN.unpack(head)
-    if size > MAX_FRAME:
-        raise WireError(f"frame of {size} bytes exceeds {MAX_FRAME}")
-    body = stream.read(size)
-    if len(body) < size:
-        raise WireError("stream ended inside a frame")
-    return pickle.loads(body)
-
-
 def write(stream: BinaryIO, obj: Any) -> None:
     """Write one frame to a blocking binary stream and flush it."""
     stream.write(encode(obj))

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import os
+import select
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pkcs11
@@ -142,9 +144,9 @@ def _hang(_: bytes = b"") -> bytes:
         time.sleep(3600)
 
 
-def serve(init: dict[str, Any]) -> None:
-    """Open the token and answer batches of calls until stdin closes."""
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
+def serve(init: dict[str, Any], arrivals: Iterable[list[Any]]) -> None:
+    """Open the token and answer the batches of calls `arrivals` brings until it ends."""
+    out = sys.stdout.buffer
     try:
         lib = _load(init["module"])
         session = _open(_token(lib, init["label"]), init["pin"])
@@ -162,7 +164,8 @@ def serve(init: dict[str, Any]) -> None:
         ops["hang"] = _hang
     wire.write(out, {"ok": True})
     label = init["label"]
-    while (batch := wire.read(inp)) is not None:
+    for frames in arrivals:
+        batch = [call for frame in frames for call in frame]
         results = []
         for rid, op, args in batch:
             fn = ops.get(op)
@@ -181,6 +184,21 @@ def serve(init: dict[str, Any]) -> None:
                 results = []
         if results:
             wire.write(out, results)
+
+
+def _arrivals(fd: int) -> Iterator[list[Any]]:
+    """The frames on `fd` until it closes, in groups: each group is every frame
+    complete once a blocking read returned and whatever else had already arrived.
+    So calls that came in several small frames while the token was busy are worked
+    as one batch and answered in few result frames (each a write and a wake-up on
+    the relay's side)."""
+    decoder = wire.Decoder()
+    while data := os.read(fd, 1 << 16):
+        frames = decoder.feed(data)
+        while select.select([fd], [], [], 0)[0] and (data := os.read(fd, 1 << 16)):
+            frames += decoder.feed(data)
+        if frames:
+            yield frames
 
 
 def _init_token(lib: Any, module: str, label: str, so_pin: str, pin: str) -> bool:
@@ -261,12 +279,13 @@ def status(req: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     """Read the first frame and act on its mode."""
-    first = wire.read(sys.stdin.buffer)
+    arrivals = _arrivals(sys.stdin.fileno())
+    first, *rest = next(arrivals, [None])
     if not isinstance(first, dict):
         raise SystemExit("hsm worker: expected a request frame on stdin")
     mode = first.get("mode")
     if mode == "serve":
-        serve(first)
+        serve(first, itertools.chain([rest] if rest else [], arrivals))
         return
     try:
         if mode == "init":

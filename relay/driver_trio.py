@@ -32,6 +32,7 @@ from relay.tier import CallBackend, CallHsm, Effect, Flow, RelayTier, Result, Re
 
 Progress = Callable[[float, RelayTier], None]
 PROGRESS_EVERY = 2048  # arrivals between two progress callbacks
+REAL_CLOCK_RESOLUTION = 0.001  # trio waits in epoll, whose timeout is whole milliseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,22 @@ class RunEnd:
     start: float
     end: float
     cut_short: bool
+
+
+@dataclass(slots=True)  # not frozen: one per wait, and a frozen __init__ costs 3x
+class Waiting:
+    """A flow stopped at an effect it must wait for; `finish` is what the services
+    said when the effect started (None: the effect is to be performed)."""
+
+    effect: Effect
+    finish: float | None
+
+
+@dataclass(slots=True)
+class Ended:
+    """A flow that has ended, with the counter user's retry, if any."""
+
+    retry: Retry | None
 
 
 class Services(Protocol):
@@ -146,15 +163,31 @@ class Alarms:
     exception raised and caught; parked here, it costs a heap entry and a
     reschedule, and one timer wake-up serves every task due by then. Ties wake in
     the order they were parked.
+
+    `resolution` is how finely the clock can wake a task: 0 for a virtual clock; on
+    the real clock trio waits in epoll, whose timeout is in whole milliseconds, so a
+    wait of a microsecond would oversleep by up to one. Instants within `resolution`
+    of now are due at once (the task goes on without a wait), and the timer wakes
+    every task due within `resolution` of its wake-up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, resolution: float = 0.0) -> None:
+        self.resolution = resolution
         self._heap: list[tuple[float, int, Parked]] = []
         self._seq = 0
         self._timer: trio.CancelScope | None = None
 
     async def park(self, parked: Parked, when: float) -> None:
         """Sleep until `when`, or until `parked.cancel()` wakes the task early."""
+        if when <= trio.current_time() + self.resolution:
+            parked.task = None  # due now: nothing can wake it earlier
+            if not self.resolution:
+                # Virtual time: let the other tasks of this instant run first, in
+                # the order the scheduler (and its seed) picks.
+                await trio.lowlevel.checkpoint()
+            # Real clock: due within what it can tell apart; go on at once (the
+            # flow yields at its next wait or at its reply).
+            return
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, parked))
         timer = self._timer
@@ -166,7 +199,7 @@ class Alarms:
         """The timer: reschedule every task whose instant has come; until cancelled."""
         heap, pop, reschedule = self._heap, heapq.heappop, trio.lowlevel.reschedule
         while True:
-            now = trio.current_time()
+            now = trio.current_time() + self.resolution
             while heap and heap[0][0] <= now:
                 parked = pop(heap)[2]
                 if parked.task is not None:
@@ -208,7 +241,10 @@ class TrioDriver:
         *,
         services: Services | None = None,
         progress: Progress | None = None,
+        resolution: float = 0.0,
     ) -> None:
+        """`resolution`: the clock's waking resolution (`Alarms`); 0 for a virtual
+        clock, `REAL_CLOCK_RESOLUTION` on the real one."""
         self.tier = tier
         self.services = services or SimulatedServices(tier)
         self._progress = progress
@@ -220,7 +256,7 @@ class TrioDriver:
         # Cancel scopes of the waits in progress, by node number, so a crash can
         # wake every flow on the crashed node at the crash instant.
         self._waiting: dict[int, set[trio.CancelScope | Parked]] = {}
-        self._alarms = Alarms()
+        self._alarms = Alarms(resolution)
         self._outer: trio.Nursery | None = None
 
     async def run(
@@ -262,52 +298,71 @@ class TrioDriver:
             self._horizon = max(self._horizon, retry.at)
             work.start_soon(self._retry, work, retry)
 
-    async def perform(self, flow: Flow) -> Retry | None:
-        """Perform `flow`'s effects until it ends; the counter user's retry, if any.
+    def advance(self, flow: Flow, step: tuple[Result, float] | None = None) -> Waiting | Ended:
+        """Run `flow` from its start (or resumed with `step`) until it must wait.
+
+        On the real clock, effects whose service finishes within the clock's
+        resolution are done at once, without a wait (in serve mode, with service
+        times below a millisecond, a whole request); under virtual time every effect
+        is waited for. Returns the effect to wait for next, or how the flow ended.
+        """
+        tier, now_, resolution = self.tier, trio.current_time, self._alarms.resolution
+        finish_of = self.services.finish
+        try:
+            effect = next(flow) if step is None else flow.send(step)
+            while True:
+                if tier.crashed or tier.agenda:
+                    self._notice()
+                now = now_()
+                finish = finish_of(effect, now)
+                if not resolution or finish is None or finish > now + resolution:
+                    return Waiting(effect, finish)
+                result = Result.DONE if finish <= effect.deadline else Result.DEADLINE
+                effect = flow.send((result, now))
+        except StopIteration as stop:
+            if tier.crashed or tier.agenda:
+                self._notice()
+            return Ended(stop.value)
+
+    async def wait(self, waiting: Waiting) -> tuple[Result, float]:
+        """Wait for `waiting`'s effect: its reply or its deadline, whichever comes
+        first, or the crash of its node. How it ended and when, for `advance`."""
+        effect, finish = waiting.effect, waiting.finish
+        deadline = effect.deadline
+        scopes = self._waiting.setdefault(effect.node.number, set())
+        if finish is not None:
+            # Known finishing time: parked until the reply or the deadline (a reply
+            # landing on the deadline is in time, as in the fast engine), or earlier
+            # by a crash (`_notice`).
+            parked = Parked(trio.lowlevel.current_task())
+            scopes.add(parked)
+            try:
+                await self._alarms.park(parked, finish if finish < deadline else deadline)
+            finally:
+                scopes.discard(parked)
+            in_time = finish <= deadline and not parked.early
+            return (Result.DONE if in_time else Result.DEADLINE), trio.current_time()
+        result = Result.DEADLINE
+        with trio.move_on_at(deadline) as scope:
+            scopes.add(scope)
+            try:
+                result = await self.services.perform(effect)
+            finally:
+                scopes.discard(scope)
+        return result, trio.current_time()
+
+    async def perform(self, flow: Flow, waiting: Waiting | None = None) -> Retry | None:
+        """Perform `flow`'s effects until it ends (from where `advance` left it, if
+        `waiting` is given); the counter user's retry, if any.
 
         Requires `run` (or `serve`) to be running: operator actions the model
         decides on are scheduled in its nursery.
         """
-        services, tier, waiting = self.services, self.tier, self._waiting
-        finish_of, perform, now_ = services.finish, services.perform, trio.current_time
-        park, current_task = self._alarms.park, trio.lowlevel.current_task
-        retry: Retry | None = None
-        try:
-            effect = next(flow)
-            while True:
-                scopes = waiting.setdefault(effect.node.number, set())
-                deadline = effect.deadline
-                finish = finish_of(effect, now_())
-                if finish is not None:
-                    # Known finishing time: parked until the reply or the deadline,
-                    # whichever comes first (a reply landing on the deadline is in
-                    # time, as in the fast engine), or earlier by a crash (`_notice`).
-                    parked = Parked(current_task())
-                    scopes.add(parked)
-                    try:
-                        await park(parked, finish if finish < deadline else deadline)
-                    finally:
-                        scopes.discard(parked)
-                    now = now_()
-                    in_time = finish <= deadline and not parked.early
-                    result = Result.DONE if in_time else Result.DEADLINE
-                else:
-                    result = Result.DEADLINE
-                    with trio.move_on_at(deadline) as scope:
-                        scopes.add(scope)
-                        try:
-                            result = await perform(effect)
-                        finally:
-                            scopes.discard(scope)
-                    now = now_()
-                effect = flow.send((result, now))
-                if tier.crashed or tier.agenda:
-                    self._notice()
-        except StopIteration as stop:
-            retry = stop.value
-        if tier.crashed or tier.agenda:
-            self._notice()
-        return retry
+        state: Waiting | Ended = self.advance(flow) if waiting is None else waiting
+        while type(state) is Waiting:
+            state = self.advance(flow, await self.wait(state))
+        assert type(state) is Ended
+        return state.retry
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the tier's periodic work (health checks, operators' reactions) going

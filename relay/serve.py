@@ -44,7 +44,15 @@ import trio
 from hsm_adapter.lane import Pkcs11Hsm, open_pkcs11, unwrap_group
 from hsm_adapter.token import TokenConfig
 from relay.config import Scenario
-from relay.driver_trio import DeviceServices, Services, SimulatedServices, TrioDriver
+from relay.driver_trio import (
+    REAL_CLOCK_RESOLUTION,
+    DeviceServices,
+    Ended,
+    Services,
+    SimulatedServices,
+    TrioDriver,
+    Waiting,
+)
 from relay.node import Node
 from relay.protocol import (
     MAX_FRAME,
@@ -56,7 +64,8 @@ from relay.protocol import (
     Type,
     error_frame,
 )
-from relay.tier import LogSink, RelayTier
+from relay.request import Request
+from relay.tier import Flow, LogSink, RelayTier
 
 
 @dataclass
@@ -100,12 +109,20 @@ class Outbox:
             self._settled = trio.Event()
             await self._settled.wait()
 
+    def put(self, frame: Frame, *, reply: bool = True) -> None:
+        """Queue `frame` for the next `flush`."""
+        self._queue.append((frame.encode(), reply))
+
     async def send(self, frame: Frame, *, reply: bool = True) -> None:
-        """Queue `frame` and, unless a sender is at work, send it and whatever queues
+        """Queue `frame` and flush."""
+        self._queue.append((frame.encode(), reply))
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Unless a sender is at work, send what is queued and whatever queues
         meanwhile. Replies are counted delivered once written, undelivered if the
         client has gone (or the send was cancelled) before."""
-        self._queue.append((frame.encode(), reply))
-        if self._sending:
+        if self._sending or not self._queue:
             return  # the sender takes it along
         self._sending = True
         batch: list[tuple[bytes, bool]] = []
@@ -265,36 +282,60 @@ class RelayServer:
                     code = ErrorCode.UNKNOWN_MUNICIPALITY
                     self.stats.rejected[code.name] += 1
                     message = f"municipality {frame.muni} is not served here"
-                    await outbox.send(error_frame(code, message, frame.id), reply=False)
+                    outbox.put(error_frame(code, message, frame.id), reply=False)
                     continue
                 self.stats.requests += 1
-                self._in_flight += 1
-                if self._in_flight == 1:
-                    self._idle = trio.Event()
-                outbox.owed += 1
-                work.start_soon(self._request, outbox, frame, at)
+                self._admit(outbox, frame, at, work)
+            await outbox.flush()  # the replies of requests that needed no wait
 
-    async def _request(self, outbox: Outbox, frame: Frame, at: Node | None) -> None:
+    def _admit(self, outbox: Outbox, frame: Frame, at: Node | None, work: trio.Nursery) -> None:
+        """Start `frame`'s request: answer it at once if it ends without waiting (the
+        reader flushes), else hand it to a task of its own."""
+        try:
+            req, flow = self.tier.admit(frame.muni, 0, trio.current_time(), at)
+            state = self.driver.advance(flow)
+        except Exception as exc:
+            outbox.put(self._failed(frame, exc))
+            return
+        if type(state) is Ended:
+            outbox.put(self._reply(frame, req))
+            return
+        assert type(state) is Waiting
+        outbox.owed += 1
+        self._in_flight += 1
+        if self._in_flight == 1:
+            self._idle = trio.Event()
+        work.start_soon(self._request, outbox, frame, req, flow, state)
+
+    async def _request(
+        self, outbox: Outbox, frame: Frame, req: Request, flow: Flow, state: Waiting
+    ) -> None:
         try:
             try:
-                req, flow = self.tier.admit(frame.muni, 0, trio.current_time(), at)
-                await self.driver.perform(flow)
-                if req.outcome is None:
-                    raise RuntimeError(f"request {req.id} ended without an outcome")
-                reply = Frame(Type.REPLY, frame.id, frame.key, frame.muni, STATUS_OF[req.outcome])
+                await self.driver.perform(flow, state)
+                reply = self._reply(frame, req)
             except Exception as exc:
-                # The request stays open in the ledger (the accounting checker and
-                # relaysim_in_flight show it); this client gets an error, the others
-                # go on being served.
-                self.stats.rejected[ErrorCode.INTERNAL.name] += 1
-                self.tier.log.info("serve.request_failed", id=frame.id, error=repr(exc))
-                reply = error_frame(ErrorCode.INTERNAL, "internal error", frame.id)
+                reply = self._failed(frame, exc)
             await outbox.send(reply)
         finally:
             outbox.answered()
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    def _reply(self, frame: Frame, req: Request) -> Frame:
+        """The reply to `frame` carrying its request's outcome."""
+        if req.outcome is None:
+            return self._failed(frame, RuntimeError(f"request {req.id} ended without an outcome"))
+        return Frame(Type.REPLY, frame.id, frame.key, frame.muni, STATUS_OF[req.outcome])
+
+    def _failed(self, frame: Frame, exc: Exception) -> Frame:
+        """An INTERNAL error for `frame`, whose request hit a bug: the request stays
+        open in the ledger (the accounting checker and relaysim_in_flight show it);
+        this client gets an error, the others go on being served."""
+        self.stats.rejected[ErrorCode.INTERNAL.name] += 1
+        self.tier.log.info("serve.request_failed", id=frame.id, error=repr(exc))
+        return error_frame(ErrorCode.INTERNAL, "internal error", frame.id)
 
     async def _reject(self, outbox: Outbox, code: ErrorCode, message: str) -> None:
         """Count `code` and send it as the connection's last frame."""
@@ -354,7 +395,7 @@ async def _run(
             services = DeviceServices(tier, lane)
         else:
             services = SimulatedServices(tier)
-        driver = TrioDriver(tier, services=services)
+        driver = TrioDriver(tier, services=services, resolution=REAL_CLOCK_RESOLUTION)
         server = RelayServer(tier, driver, drain=drain)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:

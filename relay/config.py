@@ -9,8 +9,10 @@ rest of the program never sees an unchecked value. docs/scenarios.md lists every
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -441,7 +443,8 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any, text: str)
     node[path[-1]] = value
 
 
-def _describe(error: ErrorDetails) -> str:
+def describe_error(error: ErrorDetails) -> str:
+    """One line for a pydantic validation error: the key path and what is wrong."""
     loc = ".".join(str(p) for p in error["loc"])
     kind = error["type"]
     if not loc and kind == "value_error":  # a whole-scenario check names its own keys
@@ -465,6 +468,13 @@ def _describe(error: ErrorDetails) -> str:
 def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
     """Read, override and validate a scenario; any problem raises one-line ConfigError."""
     p = Path(path)
+    return scenario_from_data(read_yaml_mapping(p), overrides, str(p))
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML file (a scenario, a sweep) holds, unvalidated; ConfigError
+    in one line naming the file."""
+    p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -482,14 +492,31 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of keys at the top level")
+    return data
+
+
+def scenario_from_data(
+    data: dict[str, Any],
+    overrides: Sequence[str | tuple[str, Any]] = (),
+    source: str = "scenario",
+    overridden: str = "with --set",
+) -> Scenario:
+    """Apply overrides (`KEY=VALUE` text, or `(KEY, value)` pairs) to a copy of
+    `data` and validate it; errors name `source` (the file), and `overridden` when
+    there were overrides, in one line."""
+    data = copy.deepcopy(data)
     try:
-        for text_ in overrides:
-            key_path, value = parse_override(text_)
-            apply_override(data, key_path, value, text_)
+        for item in overrides:
+            if isinstance(item, str):
+                key_path, value = parse_override(item)
+                apply_override(data, key_path, value, item)
+            else:
+                key, value = item
+                apply_override(data, key.split("."), value, key)
     except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
-    source = f"{p} (with --set)" if overrides else str(p)
+        raise ConfigError(f"{source}: {exc}") from None
+    where = f"{source} ({overridden})" if overrides else source
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc.errors()[0])}") from None
+        raise ConfigError(f"{where}: {describe_error(exc.errors()[0])}") from None

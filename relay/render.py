@@ -9,7 +9,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from loadgen import calendar
@@ -195,3 +202,68 @@ def _clock(t: float) -> str:
 
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:,.1f}"
+
+
+@contextlib.contextmanager
+def sweep_progress(
+    name: str, total: int, *, enabled: bool, console: Console
+) -> Iterator[Callable[[int, int, int], None] | None]:
+    """A progress bar over a sweep's points: done, failed, time left."""
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("points, {task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(name, total=total, failed=0)
+
+        def hook(done: int, failed: int, total: int) -> None:
+            bar.update(task, completed=done, failed=failed)
+
+        yield hook
+
+
+def sweep_table(doc: dict[str, Any], console: Console) -> None:
+    """Print one line per point and seed: its label, figures, goal and error."""
+    table = Table(title=f"sweep {doc['name']}: {doc['points']} points, {doc['failed']} failed")
+    goal = doc.get("goal") is not None
+    table.add_column("point", overflow="fold", min_width=16)
+    for col in ("seed", "requests", "overflows", "rate %", "timeouts", "errors"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for col in ("crashes", "hangs", "outage min", "p99 ms"):
+        table.add_column(col, justify="right", no_wrap=True)
+    if goal:
+        table.add_column("goal", no_wrap=True)
+    table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=48)
+    for r in doc["rows"]:
+        cells = [r["label"], "-" if r.get("seed") is None else str(r["seed"])]
+        if r.get("error") and "requests" not in r:
+            cells += ["-"] * 9
+        else:
+            cells += [
+                f"{r['requests']:,}",
+                f"{r['overflows']:,}",
+                f"{100 * r['overflow_rate']:.3f}",
+                f"{r['timeouts']:,}",
+                f"{r['errors']:,}",
+                str(r["crashes"]),
+                str(r["hangs"]),
+                f"{r['outage_minutes']:.1f}",
+                _num(r["p99_ms"]),
+            ]
+        if goal:
+            met = r.get("goal_met")
+            cells.append("-" if met is None else ("yes" if met else "no"))
+        cells.append(r.get("error") or "")
+        table.add_row(*cells)
+    console.print(table)
+    console.print(
+        f"{doc['points']} points in {doc['wall_seconds']:.1f} s "
+        f"({doc['points_per_minute']:.1f} per minute) on {doc['executor']}"
+    )

@@ -1,0 +1,313 @@
+"""What-if sweeps: many replays of one scenario with overrides, in parallel.
+
+A sweep file names a base scenario and the points to run on it, either a grid (the
+cartesian product of a few keys' values) or a list of points, each point an override
+of scenario keys (the same `KEY=VALUE` paths as `--set`), optionally for several
+seeds:
+
+    name: relays-vs-caps
+    base: ../2016-03-29.yaml        # relative to the sweep file
+    set: {design: fixed}            # on every point
+    grid:
+      relays.count: [3, 4, 5, 6]
+      relays.max_connections: [48, 64, 96, 128]
+    seeds: [1, 2]
+    goal: {overflow_rate_below: 0.001}
+
+Each point runs in a worker (a local process pool, or a Dask cluster through its
+`concurrent.futures` executor) and comes back as one row of summary figures. A point
+that fails (its overrides do not validate, the run raises, a checker fails it, the
+worker dies) is reported in its row; the others go on. The document written is
+`relaysim.sweep/1`: the spec, the axes, one row per point and seed, the wall time and
+points per minute.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from relay.config import (
+    ConfigError,
+    describe_error,
+    parse_override,
+    read_yaml_mapping,
+    scenario_from_data,
+)
+
+SCHEMA = "relaysim.sweep/1"
+
+#: The summary figures each row carries, in table order.
+FIGURES = (
+    "requests",
+    "overflows",
+    "overflow_rate",
+    "timeouts",
+    "errors",
+    "lost",
+    "crashes",
+    "hangs",
+    "outage_minutes",
+    "p50_ms",
+    "p99_ms",
+)
+
+
+class Goal(BaseModel):
+    """What a point must show to meet the planners' goal."""
+
+    model_config = ConfigDict(extra="forbid")
+    overflow_rate_below: float | None = Field(default=None, gt=0, le=1)
+    crashes_at_most: int | None = Field(default=None, ge=0)
+    hangs_at_most: int | None = Field(default=None, ge=0)
+
+    def met(self, row: dict[str, Any]) -> bool | None:
+        """Whether `row` meets every bound given; None for a failed point."""
+        if row.get("error"):
+            return None
+        if (
+            self.overflow_rate_below is not None
+            and row["overflow_rate"] >= self.overflow_rate_below
+        ):
+            return False
+        if self.crashes_at_most is not None and row["crashes"] > self.crashes_at_most:
+            return False
+        return self.hangs_at_most is None or row["hangs"] <= self.hangs_at_most
+
+
+class SweepSpec(BaseModel):
+    """A sweep file (see the module doc)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    base: str = Field(description="the base scenario, relative to the sweep file")
+    engine: Literal["fast", "trio"] = "fast"
+    set: dict[str, Any] = Field(default_factory=dict, description="overrides on every point")
+    grid: dict[str, list[Any]] | None = None
+    points: list[dict[str, Any]] | None = None
+    seeds: list[int] | None = Field(default=None, min_length=1)
+    goal: Goal | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SweepSpec:
+        if (self.grid is None) == (self.points is None):
+            raise ValueError("give either grid: or points:, not both and not neither")
+        if self.grid is not None:
+            if not self.grid:
+                raise ValueError("grid: needs at least one key")
+            empty = [k for k, values in self.grid.items() if not values]
+            if empty:
+                raise ValueError(f"grid.{empty[0]}: needs at least one value")
+        if self.points is not None and not self.points:
+            raise ValueError("points: needs at least one point")
+        if self.seeds is not None and any(s < 0 for s in self.seeds):
+            raise ValueError("seeds: must be 0 or more")
+        return self
+
+
+class Point(BaseModel):
+    """One point of the sweep, for one seed: its label and its overrides."""
+
+    index: int
+    label: str
+    values: dict[str, Any]
+    seed: int | None
+
+
+class Sweep:
+    """A validated sweep: its base scenario's data and its points."""
+
+    def __init__(self, spec: SweepSpec, path: Path, base_data: dict[str, Any]) -> None:
+        self.spec = spec
+        self.path = path
+        self.base_data = base_data
+        self.name = spec.name or path.stem
+        self.axes = list(spec.grid) if spec.grid is not None else []
+        self.points = list(self._points())
+
+    def _points(self) -> Iterator[Point]:
+        spec = self.spec
+        combos: list[tuple[str, dict[str, Any]]] = []
+        if spec.grid is not None:
+            keys = list(spec.grid)
+            for combo in itertools.product(*spec.grid.values()):
+                point = dict(zip(keys, combo, strict=True))
+                combos.append((", ".join(f"{k}={v}" for k, v in point.items()), point))
+        else:
+            for i, raw in enumerate(spec.points or []):
+                point = dict(raw)
+                label = str(point.pop("label", "") or f"point {i + 1}")
+                combos.append((label, point))
+        seeds: list[int | None] = list(spec.seeds) if spec.seeds else [None]
+        for index, (label, values) in enumerate(combos):
+            for seed in seeds:
+                yield Point(index=index, label=label, values=values, seed=seed)
+
+    def overrides(self, point: Point) -> list[tuple[str, Any]]:
+        """The `(KEY, value)` overrides of `point` on the base scenario."""
+        sets = [*self.spec.set.items(), *point.values.items()]
+        if point.seed is not None:
+            sets.append(("seed", point.seed))
+        return sets
+
+    def check_base(self) -> None:
+        """Validate the base scenario with the overrides every point shares."""
+        shared = list(self.spec.set.items())
+        scenario_from_data(self.base_data, shared, self.base_path, "with the sweep's set:")
+
+    @property
+    def base_path(self) -> str:
+        """The base scenario's path, as the sweep file's folder sees it."""
+        return str(self.path.parent / self.spec.base)
+
+
+def load_sweep(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Sweep:
+    """Read and validate a sweep file and its base scenario, with `KEY=VALUE`
+    overrides added to its `set:`; ConfigError in one line."""
+    p = Path(path)
+    data = read_yaml_mapping(p)
+    for text in overrides:
+        key, value = parse_override(text)
+        data.setdefault("set", {})
+        if not isinstance(data["set"], dict):
+            break  # the spec's own validation names it
+        data["set"][".".join(key)] = value
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{p}: {describe_error(exc.errors()[0])}") from None
+    sweep = Sweep(spec, p, read_yaml_mapping(p.parent / spec.base))
+    sweep.check_base()
+    return sweep
+
+
+def run_point(
+    base_data: dict[str, Any], source: str, overrides: list[tuple[str, Any]], engine: str
+) -> dict[str, Any]:
+    """Run one point in a worker: the row's figures, or its `error`. Never raises."""
+    from relay.replay import replay  # in the worker
+
+    wall0 = time.perf_counter()
+    try:
+        scenario = scenario_from_data(base_data, overrides, source, "with the point's overrides")
+        result = replay(scenario, engine="trio" if engine == "trio" else "fast")
+    except ConfigError as exc:
+        return {"error": f"config: {exc}"}
+    except Exception as exc:  # a bug in one point must not stop the sweep
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    doc = result.summary
+    row: dict[str, Any] = {k: doc[k] for k in FIGURES if k in doc}
+    row["overflow_rate"] = doc["overflows"] / doc["requests"] if doc["requests"] else 0.0
+    row["p50_ms"] = doc["latency_ms"]["p50"]
+    row["p99_ms"] = doc["latency_ms"]["p99"]
+    row["seed"] = doc["seed"]
+    row["design"] = doc["design"]
+    row["wall_seconds"] = round(time.perf_counter() - wall0, 3)
+    if doc["violations"]:
+        row["error"] = f"checks failed: {doc['violations'][0]}"
+    return row
+
+
+Progress = Callable[[int, int, int], None]  # (done, failed, total)
+
+
+@contextmanager
+def local_pool(workers: int) -> Iterator[cf.Executor]:
+    """A pool of `workers` processes, started fresh (spawn: no inherited threads)."""
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        yield pool
+
+
+@contextmanager
+def dask_pool(address: str) -> Iterator[cf.Executor]:
+    """The executor of the Dask cluster at `address` (its workers need relaysim)."""
+    from distributed import Client  # deferred: a heavy import, only for --dask
+
+    # distributed's Client carries no annotations: hence the ignores.
+    try:
+        client = Client(address, timeout=10)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError(f"--dask {address}: cannot connect: {exc}") from None
+    try:
+        yield client.get_executor(pure=False)  # type: ignore[no-untyped-call]
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+
+
+def run(
+    sweep: Sweep, executor: cf.Executor, *, progress: Progress | None = None, label: str = ""
+) -> dict[str, Any]:
+    """Run every point of `sweep` on `executor`; the `relaysim.sweep/1` document."""
+    t0 = time.perf_counter()
+    source = Path(sweep.base_path).name  # rows name the file, not its folder
+    futures: dict[cf.Future[dict[str, Any]], Point] = {
+        executor.submit(
+            run_point, sweep.base_data, source, sweep.overrides(p), sweep.spec.engine
+        ): p
+        for p in sweep.points
+    }
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    for future in cf.as_completed(futures):
+        point = futures[future]
+        try:
+            figures = future.result()
+        except Exception as exc:  # the worker itself died or the cluster lost it
+            figures = {"error": f"worker: {type(exc).__name__}: {exc}"}
+        row = {"point": point.index, "label": point.label, "values": point.values, **figures}
+        row.setdefault("seed", point.seed)
+        row["error"] = row.get("error")
+        if sweep.spec.goal is not None:
+            row["goal_met"] = sweep.spec.goal.met(row)
+        failed += row["error"] is not None
+        rows.append(row)
+        if progress:
+            progress(len(rows), failed, len(futures))
+    rows.sort(key=lambda r: (r["point"], -1 if r["seed"] is None else r["seed"]))
+    wall = time.perf_counter() - t0
+    return {
+        "schema": SCHEMA,
+        "name": sweep.name,
+        "base": sweep.spec.base,
+        "engine": sweep.spec.engine,
+        "executor": label,
+        "axes": sweep.axes,
+        "set": sweep.spec.set,
+        "goal": None if sweep.spec.goal is None else sweep.spec.goal.model_dump(exclude_none=True),
+        "points": len(futures),
+        "failed": failed,
+        "wall_seconds": round(wall, 3),
+        "points_per_minute": round(len(futures) / wall * 60.0, 3) if wall > 0 else None,
+        "rows": rows,
+    }
+
+
+def csv_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The sweep's rows as a CSV header and lines: one column per swept key, then
+    the seed, the figures, the goal and the error."""
+    keys: list[str] = []
+    for row in doc["rows"]:
+        keys += [k for k in row["values"] if k not in keys]
+    header = ["point", "label", *keys, "seed", *FIGURES, "goal_met", "error"]
+    lines = [
+        [
+            row["point"],
+            row["label"],
+            *(row["values"].get(k, "") for k in keys),
+            row.get("seed"),
+            *(row.get(f, "") for f in FIGURES),
+            row.get("goal_met", ""),
+            row.get("error") or "",
+        ]
+        for row in doc["rows"]
+    ]
+    return header, lines

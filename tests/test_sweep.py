@@ -147,7 +147,7 @@ def test_a_missing_base_scenario_is_named(tmp_path: Path) -> None:
     """A base scenario that is not there is reported with its path."""
     path = tmp_path / "sweep.yaml"
     path.write_text("base: nowhere.yaml\ngrid: {relays.count: [1]}\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="nowhere.yaml: no such file"):
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml: no such file"):
         load_sweep(path)
 
 

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PKGS   := relay hsm_adapter loadgen
 
 .PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm bench-net \
-	setup softhsm hsm-token clean
+	bench-sweep setup softhsm chromium hsm-token clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,14 @@ softhsm:
 	    apt-get update -qq && apt-get install -y -qq softhsm2 >/dev/null; \
 	  else echo "SoftHSM2 is missing: run  sudo apt-get install softhsm2  then make again"; exit 1; fi; }
 
+# Debian's Chromium and its driver, for the report test, when missing (as root).
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Chromium missing: installing Debian's chromium and chromium-driver"; \
+	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "Chromium is missing: run  sudo apt-get install chromium chromium-driver  then make again"; exit 1; fi; }
+
 # The project's own token (state/softhsm, never /etc/softhsm) and its keys; idempotent.
 hsm-token: $(STAMP) softhsm
 	$(BIN)/relaysim hsm init
@@ -42,7 +50,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKGS) tests
 
-pytest: $(STAMP) softhsm
+pytest: $(STAMP) softhsm chromium
 	$(BIN)/pytest -q
 
 test: hsm-token lint typecheck pytest
@@ -66,6 +74,10 @@ bench-hsm: $(STAMP) hsm-token
 # Serve mode over loopback against a bare trio echo server, then with SoftHSM2 signing.
 bench-net: $(STAMP) hsm-token
 	$(BIN)/python bench/net.py
+
+# A 16-point sweep (relays x CS caps on 29 March) on 2 local workers and on 1.
+bench-sweep: $(STAMP)
+	$(BIN)/python bench/sweep.py configs/sweeps/relays-vs-caps.yaml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -61,6 +61,9 @@ def cli() -> None:
     help="fast: discrete-event loop; trio: one trio task per request (same core).",
 )
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the summary.")
+@click.option(
+    "--report", "report_path", type=click.Path(path_type=Path), help="Write an HTML report."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar, no table.")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console")
 @click.option(
@@ -73,6 +76,7 @@ def replay(
     seed: int | None,
     engine: Engine,
     json_path: Path | None,
+    report_path: Path | None,
     quiet: bool,
     log_format: logs.LogFormat,
     log_level: str,
@@ -95,6 +99,8 @@ def replay(
     doc = result.summary
     if json_path is not None:
         _write_json(json_path, doc)
+    if report_path is not None:
+        _write_report(report_path, [(config.name, doc)])
     if not quiet:
         render.summary_table(doc, Console())
     log.info("replay.end", seed=scenario.seed, violations=len(result.violations))
@@ -488,6 +494,43 @@ def sweep(
     if doc["failed"]:
         click.echo(f"relaysim: {doc['failed']} of {doc['points']} points failed", err=True)
         sys.exit(EXIT_INVARIANT)
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--html", "html_path", type=click.Path(path_type=Path), required=True, help="Write here."
+)
+def report(results: tuple[Path, ...], html_path: Path) -> None:
+    """Write one self-contained HTML report of replay summaries and sweep results."""
+    docs = []
+    for path in results:
+        try:
+            docs.append((path.name, json.loads(path.read_text(encoding="utf-8"))))
+        except FileNotFoundError:
+            raise BadInput(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{path}: cannot read: {type(exc).__name__}") from None
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{path}: not JSON: line {exc.lineno}: {exc.msg}") from None
+    _write_report(html_path, docs)
+    click.echo(f"wrote {html_path}")
+
+
+def _write_report(path: Path, docs: list[tuple[str, Any]]) -> None:
+    from relay.report import ReportError, html_report
+
+    if not path.parent.is_dir():
+        raise BadInput(f"--html {path}: directory {path.parent} does not exist")
+    try:
+        page = html_report(docs)
+    except (ReportError, KeyError, TypeError, AttributeError) as exc:
+        what = str(exc) if isinstance(exc, ReportError) else f"missing or wrong field {exc}"
+        raise BadInput(f"report: {what}") from None
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"--html {path}: cannot write: {exc.strerror}") from None
 
 
 def _load(config: Path, sets: list[str], json_path: Path | None) -> Scenario:

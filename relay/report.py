@@ -1,0 +1,289 @@
+"""Reports: one self-contained HTML file from replay summaries and sweep results.
+
+    relaysim report RESULT.json... --html report.html
+    relaysim replay configs/2016-03-29.yaml --report report.html
+
+For a replay (`relaysim.summary/1`): the summary table, requests and overflows per
+5 minutes over the day, latency percentiles over the day, per-node load, and the
+outage timeline. For a sweep (`relaysim.sweep/1`): a heat map of the overflow rate
+over the two swept axes (a grid of two keys), and the table of every point (the
+ablation table, for a list of points): crashes, hangs, outage minutes, errors,
+overflows. Plots are matplotlib figures rendered headless (Agg) to PNG and embedded
+as data URIs, and the styles are inline, so the file opens offline, anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display, no GUI toolkit
+
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from relay import summary as summaries
+from relay import sweep as sweeps
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; }
+img { max-width: 100%; display: block; margin: 1em 0; }
+.meta { color: #666; font-size: 0.9em; }
+.fail { color: #b00; }
+"""
+
+
+class ReportError(Exception):
+    """A result document this report cannot read (one line for the user)."""
+
+
+def html_report(docs: Sequence[tuple[str, dict[str, Any]]], title: str = "relaysim report") -> str:
+    """One HTML page for (name, document) pairs: replay summaries and sweep results."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+    ]
+    for name, doc in docs:
+        schema = doc.get("schema")
+        if schema == summaries.SCHEMA:
+            parts += _replay_section(name, doc)
+        elif schema == sweeps.SCHEMA:
+            parts += _sweep_section(name, doc)
+        else:
+            raise ReportError(f"{name}: not a relaysim result (schema {schema!r})")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# -- replays ------------------------------------------------------------------------
+
+
+def _replay_section(name: str, doc: dict[str, Any]) -> list[str]:
+    start = dt.date.fromisoformat(doc["date"])
+    lat = doc["latency_ms"]
+    rows = [
+        ("requests", f"{doc['requests']:,}"),
+        ("completed", f"{doc['completed']:,}"),
+        ("overflows", f"{doc['overflows']:,}"),
+        ("timeouts", f"{doc['timeouts']:,}"),
+        ("errors", f"{doc['errors']:,}"),
+        ("lost", f"{doc['lost']:,}"),
+        ("crashes", f"{doc['crashes']:,}"),
+        ("hangs", f"{doc['hangs']:,}"),
+        ("outage minutes", f"{doc['outage_minutes']:,.1f}"),
+        ("latency p50 / p90 / p99 ms", " / ".join(_num(lat[k]) for k in ("p50", "p90", "p99"))),
+        ("checks", "passed" if not doc["violations"] else "; ".join(doc["violations"])),
+    ]
+    out = [
+        f"<h2>{_e(name)}: {_e(doc['scenario'])}</h2>",
+        f'<p class="meta">{_e(doc["date"])}, design {_e(doc["design"])}, engine '
+        f"{_e(doc['engine'])}, seed {doc['seed']}, {doc['sim_seconds']:,.0f} s simulated "
+        f"in {doc['wall_seconds']:,.1f} s</p>",
+        _table(["figure", "value"], rows),
+    ]
+    timeline = doc.get("timeline") or []
+    if timeline:
+        out.append(_img(_traffic(timeline, start), "requests and overflows per 5 minutes"))
+        out.append(_img(_latency(timeline, start), "latency percentiles per 5 minutes"))
+    if doc.get("nodes"):
+        out.append(_img(_nodes(doc["nodes"]), "requests per relay node, by outcome"))
+        header = ["node", "requests", "overflows", "timeouts", "errors", "crashes", "hangs"]
+        per_node = [
+            [n["name"], *(f"{n[k]:,}" for k in header[1:]), f"{n['outage_minutes']:,.1f}"]
+            for n in doc["nodes"]
+        ]
+        out.append(_table([*header, "outage min"], per_node))
+    events = doc.get("events") or []
+    if events:
+        out.append(_img(_outages(events, doc, start), "outage timeline: crashes and hangs"))
+    else:
+        out.append("<p>No crash or hang during the run.</p>")
+    return out
+
+
+def _hours(ts: np.ndarray[Any, np.dtype[np.float64]], start: dt.date) -> Any:
+    """x values: datetimes, so multi-day runs get dates on the axis."""
+    base = dt.datetime.combine(start, dt.time())
+    return [base + dt.timedelta(seconds=float(t)) for t in ts]
+
+
+def _traffic(timeline: list[dict[str, Any]], start: dt.date) -> Figure:
+    t = np.array([b["t"] for b in timeline], dtype=float)
+    x = _hours(t, start)
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    ax.plot(x, [b["requests"] for b in timeline], label="requests", color="#1f77b4", lw=1)
+    ax.set_ylabel("requests per 5 min")
+    ax2 = ax.twinx()
+    ax2.plot(x, [b["overflows"] for b in timeline], label="overflows", color="#d62728", lw=1)
+    ax2.set_ylabel("overflows per 5 min", color="#d62728")
+    ax.set_title("Requests and overflows per 5 minutes")
+    fig.legend(loc="upper right")
+    fig.autofmt_xdate()
+    return fig
+
+
+def _latency(timeline: list[dict[str, Any]], start: dt.date) -> Figure:
+    t = np.array([b["t"] for b in timeline], dtype=float)
+    x = _hours(t, start)
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    for key, color in (("p50_ms", "#2ca02c"), ("p99_ms", "#9467bd")):
+        y = [np.nan if b[key] is None else b[key] / 1000.0 for b in timeline]
+        ax.plot(x, y, label=key.removesuffix("_ms"), color=color, lw=1)
+    ax.set_ylabel("latency (s)")
+    ax.set_title("Latency percentiles per 5 minutes (requests that completed)")
+    ax.legend(loc="upper right")
+    fig.autofmt_xdate()
+    return fig
+
+
+def _nodes(nodes: list[dict[str, Any]]) -> Figure:
+    names = [n["name"] for n in nodes]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(names) + 2), 3.6))
+    bottom = np.zeros(len(nodes))
+    for key, color in (
+        ("completed", "#1f77b4"),
+        ("overflows", "#ff7f0e"),
+        ("timeouts", "#9467bd"),
+        ("errors", "#d62728"),
+    ):
+        values = np.array([n[key] for n in nodes], dtype=float)
+        ax.bar(names, values, bottom=bottom, label=key, color=color)
+        bottom += values
+    ax.set_ylabel("requests")
+    ax.set_title("Per-node load, by outcome")
+    ax.legend(loc="upper right")
+    return fig
+
+
+def _outages(events: list[dict[str, Any]], doc: dict[str, Any], start: dt.date) -> Figure:
+    names = [n["name"] for n in doc["nodes"]] or sorted({e["node"] for e in events})
+    row = {name: i for i, name in enumerate(names)}
+    base = dt.datetime.combine(start, dt.time())
+    fig, ax = plt.subplots(figsize=(11, 1.0 + 0.5 * len(names)))
+    for e in events:
+        begin = mdates.date2num(base + dt.timedelta(seconds=e["t"]))  # type: ignore[no-untyped-call]
+        width = max(e["outage_minutes"], 0.5) / 1440.0  # in days; visible if short
+        color = "#d62728" if e["kind"] == "crash" else "#ff7f0e"
+        ax.barh(row.get(e["node"], 0), width, left=begin, height=0.6, color=color)
+    ax.xaxis_date()
+    ax.set_yticks(range(len(names)), names)
+    ax.set_title("Outages: crashes (red) and hangs (orange), from start to recovery")
+    fig.autofmt_xdate()
+    return fig
+
+
+# -- sweeps -------------------------------------------------------------------------
+
+
+def _sweep_section(name: str, doc: dict[str, Any]) -> list[str]:
+    out = [
+        f"<h2>{_e(name)}: sweep {_e(doc['name'])}</h2>",
+        f'<p class="meta">base {_e(doc["base"])}, {doc["points"]} points '
+        f"({doc['failed']} failed) in {doc['wall_seconds']:,.1f} s on "
+        f"{_e(doc['executor'])}</p>",
+    ]
+    axes = doc.get("axes") or []
+    ok = [r for r in doc["rows"] if not r.get("error")]
+    if len(axes) == 2 and ok:
+        out.append(_img(_heatmap(doc, axes), "overflow rate over the two swept axes"))
+    goal = doc.get("goal")
+    header = ["point", "seed", "requests", "overflows", "overflow %", "timeouts", "errors",
+              "crashes", "hangs", "outage min", "p99 ms"]  # fmt: skip
+    if goal:
+        header.append("goal met")
+    header.append("error")
+    rows = []
+    for r in doc["rows"]:
+        cells: list[Any] = [r["label"], "-" if r.get("seed") is None else r["seed"]]
+        if "requests" in r:
+            cells += [
+                f"{r['requests']:,}", f"{r['overflows']:,}", f"{100 * r['overflow_rate']:.3f}",
+                f"{r['timeouts']:,}", f"{r['errors']:,}", r["crashes"], r["hangs"],
+                f"{r['outage_minutes']:,.1f}", _num(r["p99_ms"]),
+            ]  # fmt: skip
+        else:
+            cells += ["-"] * 9
+        if goal:
+            met = r.get("goal_met")
+            cells.append("-" if met is None else ("yes" if met else "no"))
+        cells.append(r.get("error") or "")
+        rows.append(cells)
+    title = "Every point" if axes else "Ablation: what each point shows"
+    out += [f"<h3>{title}</h3>", _table(header, rows)]
+    return out
+
+
+def _heatmap(doc: dict[str, Any], axes: list[str]) -> Figure:
+    ys, xs = _levels(doc, axes[0]), _levels(doc, axes[1])
+    grid = np.full((len(ys), len(xs)), np.nan)
+    sums: dict[tuple[int, int], list[float]] = {}
+    for r in doc["rows"]:
+        if r.get("error"):
+            continue
+        key = (ys.index(r["values"][axes[0]]), xs.index(r["values"][axes[1]]))
+        sums.setdefault(key, []).append(100.0 * r["overflow_rate"])
+    for (i, j), rates in sums.items():
+        grid[i, j] = sum(rates) / len(rates)  # mean over seeds
+    fig, ax = plt.subplots(figsize=(1.4 * len(xs) + 3, 0.8 * len(ys) + 2))
+    image = ax.imshow(grid, cmap="RdYlGn_r", aspect="auto", origin="lower")
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+    ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+    ax.set_xlabel(axes[1])
+    ax.set_ylabel(axes[0])
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}%", ha="center", va="center", fontsize=8)
+    fig.colorbar(image, ax=ax, label="overflowing requests (%)")
+    ax.set_title("Overflow rate (mean over seeds)")
+    return fig
+
+
+def _levels(doc: dict[str, Any], key: str) -> list[Any]:
+    seen: list[Any] = []
+    for r in doc["rows"]:
+        value = r["values"].get(key)
+        if value not in seen:
+            seen.append(value)
+    return seen
+
+
+# -- HTML pieces --------------------------------------------------------------------
+
+
+def _img(fig: Figure, alt: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.1f}"

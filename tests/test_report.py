@@ -1,0 +1,125 @@
+"""`relaysim report` and `replay --report`: one self-contained HTML file that loads in
+headless Chromium offline, with every plot rendered and no console error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.cli import main
+from tests.conftest import CONFIGS
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def relaysim(*args: str) -> int:
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by its ChromeDriver (the Makefile installs
+    both; the flags keep it off this machine's closed network)."""
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (make test does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def open_report(driver: Any, page: Path) -> dict[str, Any]:
+    """Load `page` and read what a reader would see: images, tables, console."""
+    driver.get(page.as_uri())
+    images = driver.execute_script(
+        "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])"
+    )
+    return {
+        "state": driver.execute_script("return document.readyState"),
+        "images": images,
+        "tables": driver.execute_script("return document.querySelectorAll('table').length"),
+        "text": driver.execute_script("return document.body.innerText"),
+        "errors": [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")],
+    }
+
+
+def test_a_replay_report_loads_with_every_plot(tmp_path: Path, browser: Any) -> None:
+    """`replay --report` writes a page whose four plots (traffic, latency, per-node
+    load, outages) all render, with the summary table and no console error."""
+    page = tmp_path / "replay.html"
+    scenario = str(CONFIGS / "smoke.yaml")
+    # Legacy with a crash in the day, so the outage timeline has something to draw.
+    crash = 'faults=[{kind: crash, node: 1, at: "12:00"}]'
+    args = ["replay", scenario, "--design", "legacy", "--set", crash, "--quiet"]
+    assert relaysim(*args, "--report", str(page)) == 0
+    seen = open_report(browser, page)
+    assert seen["state"] == "complete"
+    assert seen["errors"] == []
+    assert len(seen["images"]) == 4
+    assert all(complete and width > 0 for _, complete, width in seen["images"])
+    assert "outage timeline: crashes and hangs" in [alt for alt, _, _ in seen["images"]]
+    assert "requests" in seen["text"] and "checks" in seen["text"]
+    assert "http://" not in page.read_text() and "https://" not in page.read_text()
+
+
+def test_a_sweep_report_has_the_heat_map_and_the_point_table(tmp_path: Path, browser: Any) -> None:
+    """A report of a two-axis sweep shows the overflow-rate heat map and one table
+    row per point; several results go into one page."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        f"base: {(CONFIGS / 'smoke.yaml').as_posix()}\n"
+        "grid: {relays.count: [2, 3], load.cs_connections.per_100k: [0.0, 5.0]}\n",
+        encoding="utf-8",
+    )
+    rows, summary = tmp_path / "sweep.json", tmp_path / "replay.json"
+    assert relaysim("sweep", str(sweep), "--workers", "2", "--quiet", "--json", str(rows)) == 0
+    assert relaysim("replay", str(CONFIGS / "smoke.yaml"), "--quiet", "--json", str(summary)) == 0
+    page = tmp_path / "both.html"
+    assert relaysim("report", str(rows), str(summary), "--html", str(page)) == 0
+    seen = open_report(browser, page)
+    assert seen["errors"] == []
+    alts = [alt for alt, _, _ in seen["images"]]
+    assert "overflow rate over the two swept axes" in alts
+    assert all(complete and width > 0 for _, complete, width in seen["images"])
+    doc = json.loads(rows.read_text())
+    for row in doc["rows"]:
+        assert row["label"] in seen["text"]
+
+
+def test_a_file_that_is_not_a_result_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A JSON file that is not a relaysim result is named in one line, exit 2."""
+    other = tmp_path / "other.json"
+    other.write_text('{"hello": 1}', encoding="utf-8")
+    assert relaysim("report", str(other), "--html", str(tmp_path / "r.html")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "other.json: not a relaysim result" in err

@@ -24,8 +24,10 @@ def first_attempts(
     hours: tuple[float, float],
     municipalities: Sequence[Municipality],
     rng: random.Random,
+    flattening: float = 0.0,
 ) -> Iterator[tuple[float, int]]:
-    """Yield `(t, municipality_id)` for `n` first attempts, in increasing `t`.
+    """Yield `(t, municipality_id)` for `n` first attempts, in increasing `t`, over
+    `profile` (its peaks flattened by `flattening`: `loadgen.profile.slots`).
 
     Drawn with numpy (seeded from `rng`) one slot at a time: the day's 715,000
     arrivals cost a few vectorised calls instead of a Python loop each.
@@ -33,7 +35,7 @@ def first_attempts(
     if n == 0:
         return
     gen = np.random.default_rng(rng.getrandbits(128))
-    day = slots(profile, *hours)
+    day = slots(profile, *hours, flattening=flattening)
     weights = np.array([w for _, _, w in day])
     per_slot = gen.multinomial(n, weights / weights.sum())
     cum = np.cumsum([m.population for m in municipalities], dtype=np.float64)
@@ -54,5 +56,7 @@ def over_days(
     (run time: seconds from the first day's midnight)."""
     for day in days:
         offset = day.offset
-        for t, who in first_attempts(day.requests, day.profile, day.hours, municipalities, rng):
+        for t, who in first_attempts(
+            day.requests, day.profile, day.hours, municipalities, rng, day.flattening
+        ):
             yield offset + t, who

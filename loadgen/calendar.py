@@ -33,6 +33,7 @@ class Day:
     requests: int
     profile: str
     hours: tuple[float, float]  # service hours, seconds since this day's midnight
+    flattening: float = 0.0  # share of the profile's peaks moved off them (load.peak_flattening)
 
     @property
     def opens(self) -> float:
@@ -58,7 +59,17 @@ def days(scenario: Scenario) -> list[Day]:
     """The days of `scenario`, in order (exactly one for a scenario without a calendar)."""
     load, cal = scenario.load, scenario.calendar
     if cal.until is None:
-        return [Day(scenario.date, 0.0, "weekday", load.requests, load.profile, load.service_hours)]
+        return [
+            Day(
+                scenario.date,
+                0.0,
+                "weekday",
+                load.requests,
+                load.profile,
+                load.service_hours,
+                load.peak_flattening,
+            )
+        ]
     count = (cal.until - scenario.date).days + 1
     first = load.requests
     last = first if cal.last_requests is None else cal.last_requests
@@ -68,7 +79,15 @@ def days(scenario: Scenario) -> list[Day]:
         weekday = first + (last - first) * (i / (count - 1) if count > 1 else 0.0)
         kind = kind_of(date, cal.closed)
         if kind == "weekday":
-            day = Day(date, i * DAY_S, kind, round(weekday), load.profile, load.service_hours)
+            day = Day(
+                date,
+                i * DAY_S,
+                kind,
+                round(weekday),
+                load.profile,
+                load.service_hours,
+                load.peak_flattening,
+            )
         elif kind == "holiday":
             requests = round(weekday * cal.holiday_share)
             day = Day(date, i * DAY_S, kind, requests, cal.holiday_profile, cal.holiday_hours)

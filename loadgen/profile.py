@@ -32,19 +32,25 @@ WEEKEND: Mapping[float, float] = {
 PROFILES: Mapping[str, Mapping[float, float]] = {"weekday": WEEKDAY, "weekend": WEEKEND}
 
 
-def slots(name: str, open_s: float, close_s: float) -> list[tuple[float, float, float]]:
+def slots(
+    name: str, open_s: float, close_s: float, *, flattening: float = 0.0
+) -> list[tuple[float, float, float]]:
     """Half-hour slots `(start_s, end_s, weight)` of profile `name`, cut to service hours.
 
-    `flat` spreads the load evenly over the service hours.
+    `flat` spreads the load evenly over the service hours. `flattening` (0..1) moves
+    that share of every slot's distance from the day's mean intensity to the mean:
+    peaks lose what the quiet hours gain and the day's total stays (spring 2016:
+    municipalities moved pre-issue settings out of the peak hours); 1 is flat.
     """
     if name == "flat":
         return [(open_s, close_s, 1.0)]
-    out = []
+    cut = []
     for hour, weight in sorted(PROFILES[name].items()):
         start = max(hour * 3600.0, open_s)
         end = min(hour * 3600.0 + HALF_HOUR, close_s)
         if end > start and weight > 0:
-            out.append((start, end, weight * (end - start) / HALF_HOUR))
-    if not out:
+            cut.append((start, end, weight))
+    if not cut:
         raise ValueError(f"profile {name!r} has no traffic inside the service hours")
-    return out
+    mean = sum(w * (e - s) for s, e, w in cut) / sum(e - s for s, e, _ in cut)
+    return [(s, e, (w - flattening * (w - mean)) * (e - s) / HALF_HOUR) for s, e, w in cut]

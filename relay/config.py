@@ -225,6 +225,13 @@ class LoadConfig(_Model):
 
     requests: int = Field(default=715_000, ge=0, description="first attempts over the day")
     profile: Literal["weekday", "weekend", "flat"] = "weekday"
+    peak_flattening: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of each half hour's distance from the day's mean intensity "
+        "moved to the mean (0: the profile as it is; 1: flat)",
+    )
     service_hours: tuple[TimeOfDay, TimeOfDay] = (7.5 * 3600, 21.5 * 3600)
     population: PopulationConfig = PopulationConfig()
     cs_connections: CsConnectionsConfig = CsConnectionsConfig()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import statistics
 
+import pytest
+
 from loadgen.arrivals import first_attempts
 from loadgen.municipalities import build, cs_cap
 from loadgen.profile import WEEKDAY, slots
@@ -69,3 +71,18 @@ def test_service_hours_cut_the_profile() -> None:
     cut = slots("weekday", 9 * 3600 + 900, 10 * 3600)
     assert [(s, e) for s, e, _ in cut] == [(33300.0, 34200.0), (34200.0, 36000.0)]
     assert cut[0][2] == WEEKDAY[9.0] / 2
+
+
+@pytest.mark.parametrize("flattening", [0.3, 1.0])
+def test_peak_flattening_moves_load_off_the_peaks_and_keeps_the_day(flattening: float) -> None:
+    """Flattening lowers the busiest half hour, raises the quietest, keeps the day's
+    total weight, and at 1 leaves every half hour at the same intensity."""
+    plain = slots("weekday", 7.5 * 3600, 21.5 * 3600)
+    flat = slots("weekday", 7.5 * 3600, 21.5 * 3600, flattening=flattening)
+    assert [(s, e) for s, e, _ in flat] == [(s, e) for s, e, _ in plain]
+    assert sum(w for *_, w in flat) == pytest.approx(sum(w for *_, w in plain))
+    weights, before = [w for *_, w in flat], [w for *_, w in plain]
+    assert max(weights) < max(before)
+    assert min(weights) > min(before)
+    if flattening == 1.0:
+        assert max(weights) == pytest.approx(min(weights))

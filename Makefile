@@ -64,8 +64,8 @@ demo: $(BUILT) hsm-token
 	$(BIN)/relaysim replay configs/2016-03-29.yaml --design fixed
 
 lint: $(STAMP)
-	$(BIN)/ruff check $(PKGS) tests bench
-	$(BIN)/ruff format --check $(PKGS) tests bench
+	$(BIN)/ruff check $(PKGS) tests bench setup.py
+	$(BIN)/ruff format --check $(PKGS) tests bench setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKGS) tests

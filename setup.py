@@ -39,9 +39,7 @@ def ext_modules() -> list[Any]:
         return []
     # The shared runtime goes inside the package (relay.native__mypyc), where the
     # editable install's finder sees it.
-    exts = mypycify(
-        ["--no-warn-unused-configs", *CORE], opt_level="3", group_name="relay.native"
-    )
+    exts = mypycify(["--no-warn-unused-configs", *CORE], opt_level="3", group_name="relay.native")
     for ext in exts:
         ext.optional = True  # a failed compile leaves the pure-Python module
     return exts

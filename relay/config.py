@@ -163,10 +163,43 @@ class HsmConfig(_Model):
     )
 
 
+class ThreadNamesConfig(_Model):
+    """How the backend names its processing threads, and what logging a name costs
+    (the 22 February 2016 slowdown; docs/backend.md)."""
+
+    base_chars: int = Field(default=24, ge=1, description="length of a fresh thread name")
+    growth_chars: float = Field(
+        default=0.0,
+        ge=0,
+        description="characters a name gains each time a request reuses it while traffic "
+        "never pauses (the legacy naming rule; 0 under short_thread_names)",
+    )
+    reset_pause_s: float = Field(
+        default=300.0, gt=0, description="a pause in traffic this long lets names start over"
+    )
+    log_us_per_char: float = Field(
+        default=0.0,
+        ge=0,
+        description="time one log write costs per character of the thread's name; the "
+        "log file takes one write at a time",
+    )
+
+
 class BackendConfig(_Model):
     """The card management business server."""
 
     service_ms: Distribution = Distribution(dist="lognormal", mean=1500.0, cv=1.0)
+    thread_names: ThreadNamesConfig = ThreadNamesConfig()
+    memory_mb: float = Field(default=512.0, gt=0, description="memory allocation (legacy)")
+    memory_mb_raised: float = Field(
+        default=2048.0, gt=0, description="memory allocation with large_backend_memory"
+    )
+    request_mb: float = Field(
+        default=0.0,
+        ge=0,
+        description="memory one request holds while the backend works on it; the "
+        "allocation bounds how many it holds at once (0: no bound)",
+    )
 
 
 class MonitorConfig(_Model):
@@ -251,12 +284,19 @@ class OperatorEvent(_Model):
     detach / attach: take it out of / back into the distributor; add: a new relay
     joins; restart: restart its relay application (the by-hand recovery of January);
     stop_monitor / start_monitor: stop or resume the node's hardware-monitoring agent
-    (the interim fix of March 2016 stopped it).
+    (the interim fix of March 2016 stopped it); restart_backend: restart the backend
+    (no node; the recovery of 22 February 2016).
     """
 
     at: Instant
-    action: Literal["detach", "attach", "add", "restart", "stop_monitor", "start_monitor"]
-    node: int = Field(ge=1, description="relay number, 1-based as in the incident (#1..#4)")
+    action: Literal[
+        "detach", "attach", "add", "restart", "stop_monitor", "start_monitor", "restart_backend"
+    ]
+    node: int | None = Field(
+        default=None,
+        ge=1,
+        description="relay number, 1-based as in the incident (#1..#4); none for restart_backend",
+    )
 
 
 class FaultEvent(_Model):
@@ -396,6 +436,12 @@ class Scenario(_Model):
         relays = self.relays.count
         for ev in self.scheduled():
             what = ev.action if isinstance(ev, OperatorEvent) else ev.kind
+            if what == "restart_backend":
+                if ev.node is not None:
+                    raise ValueError(f"operators: restart_backend at {ev.at:.0f} s takes no node")
+                continue
+            if ev.node is None:
+                raise ValueError(f"operators: {what} at {ev.at:.0f} s needs a node")
             if what == "add":
                 if ev.node != relays + 1:
                     raise ValueError(

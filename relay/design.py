@@ -37,6 +37,12 @@ class Design:
     #: A supervisor restarts a crashed relay application at once, instead of
     #: operators noticing after a detection delay.
     auto_restart: bool
+    #: 22 February slowdown, fix of 26 February: the backend names its threads by a
+    #: rule that keeps names short, so logging a name costs the same all day.
+    short_thread_names: bool
+    #: 22 February slowdown, fix of 11 March: the backend's memory allocation raised
+    #: from 512 MB to 2 GB, so it holds four times the work at once.
+    large_backend_memory: bool
 
     @classmethod
     def switch_names(cls) -> tuple[str, ...]:

@@ -113,7 +113,7 @@ class RelayTier:
         self.log: LogSink = log or _Silent()
         self._streams = streams
         self.ledger = Ledger()
-        self.backend = Backend(scenario.backend.service_ms.sampler(streams.stream("backend"), 1e-3))
+        self.backend = self._make_backend()
         self.dispatcher = Dispatcher(
             [self._make_node(n) for n in range(1, scenario.relays.count + 1)],
             cs_caps,
@@ -135,6 +135,19 @@ class RelayTier:
         self._detection = recovery.detection_min.sampler(operators)
         self._standby_detection = recovery.standby_detection_min.sampler(operators)
         self._standby_from = math.inf if recovery.standby_from is None else recovery.standby_from
+
+    def _make_backend(self) -> Backend:
+        b, design = self.scenario.backend, self.design
+        names = b.thread_names
+        memory = b.memory_mb_raised if design.large_backend_memory else b.memory_mb
+        return Backend(
+            b.service_ms.sampler(self._streams.stream("backend"), 1e-3),
+            base_chars=names.base_chars,
+            growth_chars=0.0 if design.short_thread_names else names.growth_chars,
+            reset_pause=names.reset_pause_s,
+            log_per_char=names.log_us_per_char * 1e-6,
+            capacity=int(memory // b.request_mb) if b.request_mb else None,
+        )
 
     def _make_node(self, number: int) -> Node:
         s, r = self.scenario, self.scenario.relays
@@ -286,6 +299,11 @@ class RelayTier:
     def handle(self, event: OperatorEvent | FaultEvent, now: float) -> None:
         """Carry out a scheduled operator action or fault injection at `now`."""
         d = self.dispatcher
+        if isinstance(event, OperatorEvent) and event.action == "restart_backend":
+            self.backend.restart(now)
+            self.log.info("operator.restart_backend", t=now)
+            return
+        assert event.node is not None  # the scenario validator checked every node action
         node = d.nodes[event.node - 1] if event.node <= len(d.nodes) else None
         if isinstance(event, FaultEvent):
             assert node is not None  # the scenario validator checked the node exists

@@ -12,6 +12,7 @@ import pytest
 
 from relay.cli import main
 from relay.config import ConfigError
+from relay.design import Design
 from relay.sweep import load_sweep, local_pool, run
 from tests.conftest import CONFIGS
 
@@ -159,4 +160,4 @@ def test_the_example_sweeps_load() -> None:
     assert grid.axes == ["relays.count", "load.cs_connections.per_100k"]
     ablation = load_sweep(CONFIGS / "sweeps" / "ablation.yaml")
     switches = {k for p in ablation.points for k in p.values if k.startswith("switches.")}
-    assert len(switches) == 6  # each fix switched off once
+    assert switches == {f"switches.{name}" for name in Design.switch_names()}  # each fix off once

@@ -98,7 +98,7 @@ class Backend:
         if self._per_char:
             # Names grow while traffic never pauses, and start over after a pause.
             if now - self._last >= self._pause:
-                self.name_chars = self._base_chars
+                self.name_chars = float(self._base_chars)
             else:
                 self.name_chars += self._growth
             # The thread logs its name: one write at a time on the log file.
@@ -114,7 +114,7 @@ class Backend:
         """Operators restart the backend at `now`: names start over, the log's backlog
         and the memory held are gone. (Requests already inside are answered as
         scheduled: the model does not drop them.)"""
-        self.name_chars = self._base_chars
+        self.name_chars = float(self._base_chars)
         self._last = -math.inf  # the next request takes a fresh thread, a fresh name
         self._log_free = now
         if self._slots is not None:

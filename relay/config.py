@@ -249,6 +249,12 @@ class RetryConfig(_Model):
     """A counter user retrying a failed operation."""
 
     max_retries: int = Field(default=3, ge=0, le=100, description="retries after the first try")
+    max_resends: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="re-sends of a failed chip-writing operation (resend_chip_operations)",
+    )
     think_s: Distribution = Distribution(dist="exponential", mean=60.0)
     outcomes: tuple[Literal["overflow", "timeout", "error"], ...] = ("overflow", "timeout", "error")
 
@@ -266,6 +272,13 @@ class LoadConfig(_Model):
         "moved to the mean (0: the profile as it is; 1: flat)",
     )
     service_hours: tuple[TimeOfDay, TimeOfDay] = (7.5 * 3600, 21.5 * 3600)
+    chip_write_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of operations that write the card's IC chip before the card "
+        "management system registers them (docs/backend.md)",
+    )
     population: PopulationConfig = PopulationConfig()
     cs_connections: CsConnectionsConfig = CsConnectionsConfig()
     retry: RetryConfig = RetryConfig()

@@ -43,6 +43,12 @@ class Design:
     #: 22 February slowdown, fix of 11 March: the backend's memory allocation raised
     #: from 512 MB to 2 GB, so it holds four times the work at once.
     large_backend_memory: bool
+    #: Data inconsistency, April 2016: a terminal re-sends a chip-writing operation
+    #: that failed, with the same idempotency key, until the backend confirms it.
+    resend_chip_operations: bool
+    #: Its other half: the backend applies each idempotency key at most once, so a
+    #: re-send of an operation it already applied is not applied again.
+    idempotent_backend: bool
 
     @classmethod
     def switch_names(cls) -> tuple[str, ...]:

@@ -114,7 +114,7 @@ class FastDriver:
                     continue
                 if flow is None:  # a counter user tries again: a new request
                     retry = cast(Retry, what)
-                    flow, sent = arrive(retry.cs, retry.attempt, t), None
+                    flow, sent = tier.again(retry), None
                 else:
                     sent = cast(Result, what)
             else:

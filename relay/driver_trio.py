@@ -392,7 +392,7 @@ class TrioDriver:
 
     async def _retry(self, work: trio.Nursery, retry: Retry) -> None:
         await trio.sleep_until(retry.at)
-        await self._serve(work, self.tier.arrive(retry.cs, retry.attempt, retry.at))
+        await self._serve(work, self.tier.again(retry))
 
     async def _liveness_bound(self, scope: trio.CancelScope, drain: float) -> None:
         # Load has stopped once the arrival stream is exhausted and every retry

@@ -59,12 +59,21 @@ class Ledger:
         self.refusals: dict[str, int] = {}
         self.violations: list[str] = []
         self.last_outcome_at = 0.0
+        # Chip-writing operations (by key) and the registrations the backend applied.
+        self.chip_operations: set[int] = set()
+        self.registrations: dict[int, int] = {}  # key -> times applied
+        self.deduplicated = 0  # re-sends an idempotent backend recognised
 
-    def open(self, cs: int, attempt: int, now: float) -> Request:
-        """A new request arrives from CS `cs` at `now`."""
+    def open(self, cs: int, attempt: int, now: float, key: int = -1, chip: bool = False) -> Request:
+        """A new request arrives from CS `cs` at `now`: a first attempt (its key is its
+        id) or a re-send of operation `key`. `chip`: the operation already wrote the
+        card's chip and must be registered."""
         rid = self._next_id
         self._next_id = rid + 1
-        req = self._open[rid] = Request(rid, cs, attempt, now)
+        req = self._open[rid] = Request(rid, cs, attempt, now, key=rid if key < 0 else key)
+        if chip:
+            req.chip = True
+            self.chip_operations.add(req.key)
         self.total.counts[0] += 1
         b = int(now // BUCKET_S)
         tally = self.buckets.get(b)
@@ -100,6 +109,28 @@ class Ledger:
             self.refusals[refusal] = self.refusals.get(refusal, 0) + 1
         if now > self.last_outcome_at:
             self.last_outcome_at = now
+
+    def register(self, req: Request, idempotent: bool) -> bool:
+        """The backend will apply `req`'s registration (it was forwarded to it). An
+        idempotent backend applies each key at most once: True when it recognised
+        the key and applies nothing."""
+        applied = self.registrations.get(req.key, 0)
+        if applied and idempotent:
+            self.deduplicated += 1
+            return True
+        self.registrations[req.key] = applied + 1
+        return False
+
+    @property
+    def inconsistent(self) -> int:
+        """Chip-writing operations whose registration was never applied: the card and
+        the card management system disagree (the card must be reissued)."""
+        return sum(1 for key in self.chip_operations if key not in self.registrations)
+
+    @property
+    def duplicates_applied(self) -> int:
+        """Registrations applied more than once for one operation."""
+        return sum(n - 1 for n in self.registrations.values() if n > 1)
 
     @property
     def still_open(self) -> list[Request]:

@@ -120,6 +120,11 @@ def summary_table(doc: dict[str, Any], console: Console) -> None:
     )
     head.add_row("crashes / hangs", f"{doc['crashes']} / {doc['hangs']}")
     head.add_row("outage minutes", f"{doc['outage_minutes']:,.1f}")
+    if doc["chip_operations"]:
+        head.add_row(
+            "chip operations / inconsistent / duplicates applied",
+            f"{doc['chip_operations']:,} / {doc['inconsistent']:,} / {doc['duplicates_applied']:,}",
+        )
     head.add_row(
         "simulated / wall",
         f"{doc['sim_seconds'] / 3600:.1f} h / {doc['wall_seconds']:.1f} s ({doc['engine']})",

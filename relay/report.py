@@ -3,7 +3,7 @@
     relaysim report RESULT.json... --html report.html
     relaysim replay configs/2016-03-29.yaml --report report.html
 
-For a replay (`relaysim.summary/1`): the summary table, requests and overflows per
+For a replay (`relaysim.summary/2`): the summary table, requests and overflows per
 5 minutes over the day, latency percentiles over the day, per-node load, and the
 outage timeline. For a sweep (`relaysim.sweep/1`): a heat map of the overflow rate
 over the two swept axes (a grid of two keys), and the table of every point (the
@@ -87,6 +87,9 @@ def _replay_section(name: str, doc: dict[str, Any]) -> list[str]:
         ("crashes", f"{doc['crashes']:,}"),
         ("hangs", f"{doc['hangs']:,}"),
         ("outage minutes", f"{doc['outage_minutes']:,.1f}"),
+        ("chip operations", f"{doc.get('chip_operations', 0):,}"),
+        ("inconsistent (card reissued)", f"{doc.get('inconsistent', 0):,}"),
+        ("duplicates applied", f"{doc.get('duplicates_applied', 0):,}"),
         ("latency p50 / p90 / p99 ms", " / ".join(_num(lat[k]) for k in ("p50", "p90", "p99"))),
         ("checks", "passed" if not doc["violations"] else "; ".join(doc["violations"])),
     ]

@@ -68,6 +68,8 @@ class Request:
     phase: Phase = Phase.RECEIVED
     area: int | None = None  # work-area handle once allocated
     outcome: Outcome | None = None  # set by the ledger when the request ends
+    key: int = -1  # the operation's idempotency key: the id of its first attempt
+    chip: bool = False  # the operation wrote the card's IC chip before registering
 
     def advance(self, to: Phase) -> None:
         """Move to phase `to`, or raise LifecycleError if the table forbids it."""

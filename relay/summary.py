@@ -1,4 +1,4 @@
-"""The run summary: one JSON document (schema relaysim.summary/1) and its table.
+"""The run summary: one JSON document (schema relaysim.summary/2) and its table.
 
 Everything a run reports is derived here from the ledger and the nodes, so every
 driver and engine produces the same document for the same run.
@@ -17,7 +17,8 @@ import numpy.typing as npt
 from relay.ledger import BUCKET_S, Ledger, Tally
 from relay.node import Node
 
-SCHEMA = "relaysim.summary/1"
+#: /2 (from /1): adds chip_operations, inconsistent, duplicates_applied, deduplicated.
+SCHEMA = "relaysim.summary/2"
 
 
 def percentiles(
@@ -159,6 +160,10 @@ def build(
         "crashes": crashes_total,
         "hangs": hangs_total,
         "outage_minutes": round(outage_total, 3),
+        "chip_operations": len(ledger.chip_operations),
+        "inconsistent": ledger.inconsistent,
+        "duplicates_applied": ledger.duplicates_applied,
+        "deduplicated": ledger.deduplicated,
         "latency_ms": {"p50": _ms(p50), "p90": _ms(p90), "p99": _ms(p99), "max": _ms(top)},
         "sim_seconds": round(sim_end - sim_start, 3),
         "wall_seconds": round(wall_seconds, 3),

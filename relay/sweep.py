@@ -56,6 +56,8 @@ FIGURES = (
     "crashes",
     "hangs",
     "outage_minutes",
+    "inconsistent",
+    "duplicates_applied",
     "p50_ms",
     "p99_ms",
 )

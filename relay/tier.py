@@ -93,6 +93,8 @@ class Retry:
     at: float
     cs: int
     attempt: int
+    key: int = -1  # the operation's idempotency key, for a chip-writing re-send
+    chip: bool = False
 
 
 Flow = Generator[Effect, tuple[Result, float], Retry | None]
@@ -124,6 +126,11 @@ class RelayTier:
         self._retry_on = frozenset(Outcome(o) for o in retry.outcomes)
         self._max_retries = retry.max_retries
         self._hsm_deadline = scenario.hsm.deadline_ms / 1000.0
+        self._max_resends = retry.max_resends
+        # Which operations write the card's chip first: their own stream, drawn only
+        # when the share is set (every other stream stays as it was).
+        self._chip_share = scenario.load.chip_write_share
+        self._operations = streams.stream("operations") if self._chip_share else None
         # Nodes that crashed since the driver last looked: it wakes their waiting
         # flows at once instead of letting them sleep until their deadlines.
         self.crashed: list[Node] = []
@@ -179,7 +186,14 @@ class RelayTier:
 
     def arrive(self, cs: int, attempt: int, now: float) -> Flow:
         """A request from CS `cs` reaches the distributor at `now`; its flow."""
-        return self._relay(self.ledger.open(cs, attempt, now), now)
+        ops = self._operations
+        chip = ops is not None and ops.random() < self._chip_share
+        return self._relay(self.ledger.open(cs, attempt, now, chip=chip), now)
+
+    def again(self, retry: Retry) -> Flow:
+        """The counter user's next try (`Retry`) reaches the distributor; its flow."""
+        req = self.ledger.open(retry.cs, retry.attempt, retry.at, retry.key, retry.chip)
+        return self._relay(req, retry.at)
 
     def admit(
         self, cs: int, attempt: int, now: float, at: Node | None = None
@@ -227,11 +241,14 @@ class RelayTier:
             if node.epoch != epoch:
                 return self._died(req, node, now)
         if result is Result.DONE:
-            # 4. forward to the backend and return its answer.
+            # 4. forward to the backend and return its answer. The backend applies
+            # the registration whatever becomes of the reply.
             req.advance(Phase.FORWARDED)
-            result, now = yield CallBackend(node, expiry)
-            if node.epoch != epoch:
-                return self._died(req, node, now)
+            known = req.chip and self.ledger.register(req, self.design.idempotent_backend)
+            if not known:  # a known key is confirmed at once, and nothing applied
+                result, now = yield CallBackend(node, expiry)
+                if node.epoch != epoch:
+                    return self._died(req, node, now)
         elif design.hsm_call_deadline and node.hsm.stuck:
             # The HSM call's own deadline passed on a silent lane: reset the lane
             # (re-open the HSM session) so the next request is served again.
@@ -290,6 +307,17 @@ class RelayTier:
         return self._retry(req, outcome, now)
 
     def _retry(self, req: Request, outcome: Outcome, now: float) -> Retry | None:
+        if req.chip:
+            # The chip is written already: on legacy the operation cannot be redone
+            # (the card is reissued); with re-sends the terminal tries again with the
+            # same key until it is confirmed.
+            if (
+                outcome is Outcome.COMPLETED
+                or not self.design.resend_chip_operations
+                or req.attempt >= self._max_resends
+            ):
+                return None
+            return Retry(now + self._think(), req.cs, req.attempt + 1, req.key, True)
         if outcome not in self._retry_on or req.attempt >= self._max_retries:
             return None
         return Retry(now + self._think(), req.cs, req.attempt + 1)

@@ -45,7 +45,7 @@ def test_smoke_replay_accounts_for_every_request(tmp_path: Path) -> None:
     """smoke.yaml replays with every request accounted for, overall, per node and per bucket."""
     doc = cli_json(tmp_path, str(CONFIGS / "smoke.yaml"))
     assert doc.keys() >= SUMMARY_KEYS
-    assert doc["schema"] == "relaysim.summary/1"
+    assert doc["schema"] == "relaysim.summary/2"
     assert (doc["engine"], doc["design"], doc["lost"], doc["violations"]) == (
         "fast",
         "fixed",

@@ -15,7 +15,7 @@ from typing import Any
 
 from setuptools import setup
 
-#: The modules a replay spends its time in: the model and the fast engine.
+#: The modules a replay spends its time in: the model, the fast engine, the arrivals.
 CORE = [
     "relay/request.py",
     "relay/ledger.py",
@@ -28,6 +28,8 @@ CORE = [
     "relay/backend.py",
     "relay/tier.py",
     "relay/driver_fast.py",
+    "relay/rng.py",
+    "loadgen/arrivals.py",
 ]
 
 

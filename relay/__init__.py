@@ -3,8 +3,8 @@
 The core modules (dispatcher, node, hsm, monitor, timer, backend, workarea, tier,
 ledger) are plain Python: they are handed `now` and events and never touch trio,
 the wall clock or the global random generator. Drivers (`relay.driver_trio`) run
-them under a clock of their choice. `make` compiles them (and the fast engine)
-with mypyc (setup.py); the sources stay the truth.
+them under a clock of their choice. `make` compiles them (with the fast engine and
+loadgen's arrivals) with mypyc (setup.py); the sources stay the truth.
 """
 
 from pathlib import Path
@@ -16,8 +16,8 @@ def _refuse_stale_builds() -> None:
     """A compiled module older than its source would run the old code: stop, and
     say how to rebuild (or drop) the compiled modules."""
     here = Path(__file__).parent
-    for built in here.glob("*.cpython-*.so"):
-        source = here / (built.name.split(".", 1)[0] + ".py")
+    for built in [*here.glob("*.cpython-*.so"), *(here.parent / "loadgen").glob("*.cpython-*.so")]:
+        source = built.parent / (built.name.split(".", 1)[0] + ".py")
         if source.exists() and source.stat().st_mtime > built.stat().st_mtime:
             raise ImportError(
                 f"{source} changed after it was compiled ({built.name}): run `make compile`, "

@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import math
 
-from relay.distributions import Sampler
+from relay.rng import Sampler
 
 
 class Backend:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-Sampler = Callable[[], float]
+from relay.rng import Sampler, blocks
+
 BLOCK = 4096  # values drawn per numpy call
 
 
@@ -50,18 +49,10 @@ class Distribution(BaseModel):
             return itertools.repeat(mean).__next__
         gen = np.random.default_rng(rng.getrandbits(128))
         if self.dist == "exponential":
-            return _blocks(lambda: gen.exponential(mean, BLOCK))
+            return blocks(lambda: gen.exponential(mean, BLOCK))
         if self.dist == "uniform":
             lo, hi = mean * (1 - self.spread), mean * (1 + self.spread)
-            return _blocks(lambda: gen.uniform(lo, hi, BLOCK))
+            return blocks(lambda: gen.uniform(lo, hi, BLOCK))
         sigma2 = math.log1p(self.cv * self.cv)
         mu, sigma = math.log(mean) - sigma2 / 2, math.sqrt(sigma2)
-        return _blocks(lambda: gen.lognormal(mu, sigma, BLOCK))
-
-
-def _blocks(draw: Callable[[], npt.NDArray[np.float64]]) -> Sampler:
-    def values() -> Iterator[float]:
-        while True:
-            yield from draw().tolist()
-
-    return values().__next__
+        return blocks(lambda: gen.lognormal(mu, sigma, BLOCK))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from relay.distributions import Sampler
+from relay.rng import Sampler
 
 
 class HsmLane:

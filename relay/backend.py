@@ -63,9 +63,9 @@ class Backend:
         self._growth = growth_chars
         self._pause = reset_pause
         self._per_char = log_per_char
-        self._capacity = capacity
+        self._capacity = capacity or 0
         # When each request held now leaves (at most `capacity` of them): the earliest
-        # is the next place free.
+        # is the next place free. None: no bound.
         self._slots: list[float] | None = [] if capacity is not None else None
         self._last = -math.inf  # when the previous request came in
         self._log_free = -math.inf  # when the log file finishes its last write
@@ -90,7 +90,7 @@ class Backend:
         self.calls += 1
         start = now
         slots = self._slots
-        if slots is not None and self._capacity is not None and len(slots) >= self._capacity:
+        if slots is not None and len(slots) >= self._capacity:
             free = heapq.heappop(slots)  # the place that frees first
             if free > start:
                 start = free

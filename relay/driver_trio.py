@@ -1,10 +1,10 @@
 """The trio driver: runs the relay tier's flows as trio tasks under a virtual clock.
 
-One task per request performs its flow's effects; deadlines are trio cancel scopes,
-so the timing semantics are trio's own. The simulated HSM and backend say when they
-finish (`SimulatedServices`), and the flow sleeps in one cancel scope until that
-instant or the deadline, whichever comes first; under a real clock `DeviceServices`
-calls a real HSM instead and the deadline is a scope around the call. Under
+One task per request performs its flow's effects, on trio's clock. The simulated
+HSM and backend say when they finish (`SimulatedServices`), and the flow's task is
+parked on the driver's one timer (`Alarms`) until that instant or the deadline,
+whichever comes first; under a real clock `DeviceServices` calls a real HSM instead
+and the deadline is a cancel scope around the call. Under
 `trio.testing.MockClock(autojump_threshold=0)` the clock jumps to the next deadline
 whenever every task is blocked, so a day runs in wall seconds, not hours.
 
@@ -165,10 +165,9 @@ class Alarms:
     the order they were parked.
 
     `resolution` is how finely the clock can wake a task: 0 for a virtual clock; on
-    the real clock trio waits in epoll, whose timeout is in whole milliseconds, so a
-    wait of a microsecond would oversleep by up to one. Instants within `resolution`
-    of now are due at once (the task goes on without a wait), and the timer wakes
-    every task due within `resolution` of its wake-up.
+    the real clock trio waits in epoll, whose timeout is in whole milliseconds. The
+    timer wakes every task due within `resolution` of its wake-up (and
+    `TrioDriver.advance` never parks a wait shorter than that).
     """
 
     def __init__(self, resolution: float = 0.0) -> None:
@@ -179,14 +178,11 @@ class Alarms:
 
     async def park(self, parked: Parked, when: float) -> None:
         """Sleep until `when`, or until `parked.cancel()` wakes the task early."""
-        if when <= trio.current_time() + self.resolution:
-            parked.task = None  # due now: nothing can wake it earlier
-            if not self.resolution:
-                # Virtual time: let the other tasks of this instant run first, in
-                # the order the scheduler (and its seed) picks.
-                await trio.lowlevel.checkpoint()
-            # Real clock: due within what it can tell apart; go on at once (the
-            # flow yields at its next wait or at its reply).
+        if when <= trio.current_time():
+            # Due now: nothing can wake it earlier; let the other tasks of this
+            # instant run first, in the order the scheduler (and its seed) picks.
+            parked.task = None
+            await trio.lowlevel.checkpoint()
             return
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, parked))
@@ -301,7 +297,7 @@ class TrioDriver:
     def advance(self, flow: Flow, step: tuple[Result, float] | None = None) -> Waiting | Ended:
         """Run `flow` from its start (or resumed with `step`) until it must wait.
 
-        On the real clock, effects whose service finishes within the clock's
+        On the real clock, effects that end (reply or deadline) within the clock's
         resolution are done at once, without a wait (in serve mode, with service
         times below a millisecond, a whole request); under virtual time every effect
         is waited for. Returns the effect to wait for next, or how the flow ended.
@@ -315,9 +311,10 @@ class TrioDriver:
                     self._notice()
                 now = now_()
                 finish = finish_of(effect, now)
-                if not resolution or finish is None or finish > now + resolution:
+                deadline = effect.deadline
+                if not resolution or finish is None or min(finish, deadline) > now + resolution:
                     return Waiting(effect, finish)
-                result = Result.DONE if finish <= effect.deadline else Result.DEADLINE
+                result = Result.DONE if finish <= deadline else Result.DEADLINE
                 effect = flow.send((result, now))
         except StopIteration as stop:
             if tier.crashed or tier.agenda:

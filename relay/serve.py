@@ -115,7 +115,7 @@ class Outbox:
 
     async def send(self, frame: Frame, *, reply: bool = True) -> None:
         """Queue `frame` and flush."""
-        self._queue.append((frame.encode(), reply))
+        self.put(frame, reply=reply)
         await self.flush()
 
     async def flush(self) -> None:

@@ -192,7 +192,10 @@ def load_sweep(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) ->
 
 
 def run_point(
-    base_data: dict[str, Any], source: str, overrides: list[tuple[str, Any]], engine: str
+    base_data: dict[str, Any],
+    source: str,
+    overrides: list[tuple[str, Any]],
+    engine: Literal["fast", "trio"],
 ) -> dict[str, Any]:
     """Run one point in a worker: the row's figures, or its `error`. Never raises."""
     from relay.replay import replay  # in the worker
@@ -200,7 +203,7 @@ def run_point(
     wall0 = time.perf_counter()
     try:
         scenario = scenario_from_data(base_data, overrides, source, "with the point's overrides")
-        result = replay(scenario, engine="trio" if engine == "trio" else "fast")
+        result = replay(scenario, engine=engine)
     except ConfigError as exc:
         return {"error": f"config: {exc}"}
     except Exception as exc:  # a bug in one point must not stop the sweep

@@ -50,13 +50,19 @@ def first_attempts(
 
 
 def over_days(
-    days: Sequence[Day], municipalities: Sequence[Municipality], rng: random.Random
+    days: Sequence[Day],
+    municipalities: Sequence[Municipality],
+    rng: random.Random,
+    messages: int = 1,
 ) -> Iterator[tuple[float, int]]:
     """Yield `(t, municipality_id)` for every first attempt of `days`, in increasing `t`
-    (run time: seconds from the first day's midnight)."""
+    (run time: seconds from the first day's midnight). A day's `requests` are
+    messages; with `messages` per counter operation, it has requests / messages
+    operations (rounded), and those are what arrive."""
     for day in days:
         offset = day.offset
+        operations = round(day.requests / messages)
         for t, who in first_attempts(
-            day.requests, day.profile, day.hours, municipalities, rng, day.flattening
+            operations, day.profile, day.hours, municipalities, rng, day.flattening
         ):
             yield offset + t, who

@@ -9,9 +9,10 @@ seed varies the day (arrivals, service times), not the country; random draws mad
 the overflow count of 29 March swing by 12% from seed to seed through the few
 largest municipalities alone (docs/calibration.md).
 
-Each CS gets a simultaneous-connection cap towards the relay tier that grows with its
-size up to a maximum, unless the scenario overrides it (the raised limits of February
-and March 2016).
+Each CS gets a simultaneous-connection cap on each hop the record names: towards
+the relay tier (CS-to-relay) and, where the scenario sets one, from its terminals
+(terminal-to-CS). A cap grows with the municipality's size up to a maximum, unless
+the scenario overrides it by name (the raised limits of February and March 2016).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class Municipality:
     id: int
     name: str
     population: int
-    cs_cap: int
+    cs_cap: int  # CS-to-relay simultaneous connections
+    terminal_cap: int | None = None  # terminal-to-CS; None: no limit on that hop
 
 
 def cs_cap(population: int, cfg: CsConnectionsConfig, name: str = "") -> int:
@@ -40,20 +42,33 @@ def cs_cap(population: int, cfg: CsConnectionsConfig, name: str = "") -> int:
     return min(cfg.maximum, cfg.base + math.floor(cfg.per_100k * population / 100_000))
 
 
-def build(pop: PopulationConfig, caps: CsConnectionsConfig) -> list[Municipality]:
-    """All municipalities: the named cities first, then the body, smallest first."""
+def build(
+    pop: PopulationConfig,
+    caps: CsConnectionsConfig,
+    terminal: CsConnectionsConfig | None = None,
+) -> list[Municipality]:
+    """All municipalities: the named cities first, then the body, smallest first.
+
+    `caps` gives each CS's CS-to-relay limit, `terminal` (if set) its
+    terminal-to-CS limit."""
     sigma = math.sqrt(2.0 * math.log(pop.mean / pop.median))
     mu = math.log(pop.median)
-    out = [
-        Municipality(i, name, size, cs_cap(size, caps, name))
-        for i, (name, size) in enumerate(pop.named.items())
-    ]
-    body = pop.count - len(out)
+    sizes = list(pop.named.items())
+    body = pop.count - len(sizes)
     top = min([pop.maximum, *pop.named.values()])  # the named cities are the largest
     normal = NormalDist()
     for k in range(body):
         z = normal.inv_cdf((k + 0.5) / body)
         size = round(min(top, max(pop.minimum, math.exp(mu + sigma * z))))
-        i = len(out)
-        out.append(Municipality(i, f"m{i:04d}", size, cs_cap(size, caps)))
-    return out
+        sizes.append((f"m{len(sizes):04d}", size))
+    named = pop.named
+    return [
+        Municipality(
+            i,
+            name,
+            size,
+            cs_cap(size, caps, name if name in named else ""),
+            None if terminal is None else cs_cap(size, terminal, name if name in named else ""),
+        )
+        for i, (name, size) in enumerate(sizes)
+    ]

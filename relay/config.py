@@ -235,7 +235,8 @@ class PopulationConfig(_Model):
 
 
 class CsConnectionsConfig(_Model):
-    """Each CS's simultaneous-connection cap towards the relay tier."""
+    """A simultaneous-connection cap per CS on one hop: `load.cs_connections` (CS to
+    relay, enforced at the relays) or `load.terminal_connections` (terminals to CS)."""
 
     base: int = Field(default=2, ge=1, description="cap of the smallest CS")
     per_100k: float = Field(default=1.0, ge=0, description="extra connections per 100k residents")
@@ -259,10 +260,30 @@ class RetryConfig(_Model):
     outcomes: tuple[Literal["overflow", "timeout", "error"], ...] = ("overflow", "timeout", "error")
 
 
+class OperationConfig(_Model):
+    """A counter operation: the upstream messages one terminal sends, one after the
+    other, over one connection it holds from the first message to the last."""
+
+    messages: int = Field(
+        default=1, ge=1, le=100, description="upstream request messages per counter operation"
+    )
+    think_s: Distribution = Field(
+        default=Distribution(dist="exponential", mean=60.0),
+        description="the counter's own steps between two messages of one operation, "
+        "with the connection held open",
+    )
+
+
 class LoadConfig(_Model):
     """Municipal counter load for the day."""
 
-    requests: int = Field(default=715_000, ge=0, description="first attempts over the day")
+    requests: int = Field(
+        default=715_000,
+        ge=0,
+        description="upstream request messages over the day (first attempts); they come "
+        "as requests / operation.messages counter operations",
+    )
+    operation: OperationConfig = OperationConfig()
     profile: Literal["weekday", "weekend", "flat"] = "weekday"
     peak_flattening: float = Field(
         default=0.0,
@@ -281,6 +302,11 @@ class LoadConfig(_Model):
     )
     population: PopulationConfig = PopulationConfig()
     cs_connections: CsConnectionsConfig = CsConnectionsConfig()
+    terminal_connections: CsConnectionsConfig | None = Field(
+        default=None,
+        description="each CS's terminal-to-CS limit, checked before the CS-to-relay one "
+        "(refusals there never reach the relays); none: no limit on that hop",
+    )
     retry: RetryConfig = RetryConfig()
 
     @model_validator(mode="after")

@@ -4,9 +4,20 @@ It also keeps each CS within its simultaneous-connection cap towards the relay t
 A connection it cannot place is refused with a reason, and counted as a
 connection-overflow event (the 12,650 of 29 March 2016 are these):
 
-- `cs_limit`: the CS already has as many connections open as its cap allows;
+- `cs_limit`: the CS already has as many connections open to the relay tier as
+  its cap allows (the CS-to-relay limit, enforced at the relays);
 - `node_limit`: the node the policy picked is at its connection limit;
 - `no_node`: no node is attached at all.
+
+A connection passes two limits on its way (incident-2016.md names both, raised
+together for large municipalities): the terminal-to-CS limit first, at the CS
+(`terminal_limit`: refused before it reaches the relay tier, so not one of the
+relays' overflow events), then the CS-to-relay limit at the relays. Both count the
+same connections, one per counter operation, held for the whole operation.
+
+The distributor also keeps what a planner needs to see where it blocks: per CS,
+the connection attempts, the refusals and the most connections ever open at once
+(the pool's peak occupancy); per node, its peak.
 
 Health checks: every `dispatcher.health_check_s` the distributor checks each node. A
 node failing its check is detached; once it passes again it is re-attached. The check
@@ -33,24 +44,49 @@ Policy = Literal["round_robin", "least_connections"]
 class Refused:
     """A connection the distributor could not place, and the node that refused it."""
 
-    reason: Literal["cs_limit", "node_limit", "no_node"]
+    reason: Literal["terminal_limit", "cs_limit", "node_limit", "no_node"]
     node: Node | None = None
 
 
+_TERMINAL_LIMIT = Refused("terminal_limit")
 _CS_LIMIT = Refused("cs_limit")
 _NO_NODE = Refused("no_node")
+
+#: Refusal reasons counted at the relay servers (the record's overflow events);
+#: `terminal_limit` happens at the CS, before the relay tier.
+RELAY_REASONS = frozenset({"cs_limit", "node_limit", "no_node"})
 
 
 class Dispatcher:
     """Node choice, attachment and the per-CS connection bookkeeping."""
 
-    def __init__(self, nodes: list[Node], cs_caps: Sequence[int], policy: Policy) -> None:
+    def __init__(
+        self,
+        nodes: list[Node],
+        cs_caps: Sequence[int],
+        policy: Policy,
+        terminal_caps: Sequence[int | None] | None = None,
+    ) -> None:
+        """`cs_caps`: each CS's CS-to-relay limit; `terminal_caps`: its
+        terminal-to-CS limit (None, or None for a CS: no limit on that hop)."""
         self.nodes = nodes
         self.attached: list[bool] = [True] * len(nodes)
         self.policy: Policy = policy
-        self._caps = list(cs_caps)
-        self._cs_open = [0] * len(self._caps)
-        self.cs_count = len(self._caps)  # CS ids are 0 .. cs_count - 1
+        n = len(cs_caps)
+        self.caps = list(cs_caps)
+        # A terminal limit the CS-to-relay one reaches first never refuses anything:
+        # storing the smaller keeps one comparison per hop on the hot path.
+        unlimited = 1 << 62
+        self.terminal_caps = [unlimited if t is None else t for t in (terminal_caps or [None] * n)]
+        if len(self.terminal_caps) != n:
+            raise ValueError("terminal_caps and cs_caps differ in length")
+        self._cs_open = [0] * n
+        self.cs_count = n  # CS ids are 0 .. cs_count - 1
+        # Where it blocks, per CS: attempts, refusals, the pool's peak occupancy.
+        self.attempts = [0] * n
+        self.refused = [0] * n  # at the relays (cs_limit, node_limit, no_node)
+        self.refused_at_cs = [0] * n  # at the CS (terminal_limit)
+        self.peak = [0] * n
         self._turn = 0
         # Nodes the health check took out; only these does a passing check put back,
         # so an operator's detach is never undone by the distributor.
@@ -62,15 +98,18 @@ class Dispatcher:
         On success the connection is counted open on both the CS and the node until
         `release` is called.
         """
-        if self._cs_open[cs] >= self._caps[cs]:
-            return _CS_LIMIT
+        self.attempts[cs] += 1
+        held = self._cs_open[cs]
+        if held >= self.terminal_caps[cs]:
+            return self._refuse(cs, _TERMINAL_LIMIT)
+        if held >= self.caps[cs]:
+            return self._refuse(cs, _CS_LIMIT)
         node = self._pick()
         if node is None:
-            return _NO_NODE
+            return self._refuse(cs, _NO_NODE)
         if not node.has_room():
-            return Refused("node_limit", node)
-        self._cs_open[cs] += 1
-        node.active += 1
+            return self._refuse(cs, Refused("node_limit", node))
+        self._open(cs, held, node)
         return node
 
     def place(self, cs: int, node: Node) -> Node | Refused:
@@ -81,13 +120,32 @@ class Dispatcher:
         The same checks as `route` makes around its choice, written out again
         because `route` is on every request of a whole-day replay.
         """
-        if self._cs_open[cs] >= self._caps[cs]:
-            return _CS_LIMIT
+        self.attempts[cs] += 1
+        held = self._cs_open[cs]
+        if held >= self.terminal_caps[cs]:
+            return self._refuse(cs, _TERMINAL_LIMIT)
+        if held >= self.caps[cs]:
+            return self._refuse(cs, _CS_LIMIT)
         if not node.has_room():
-            return Refused("node_limit", node)
-        self._cs_open[cs] += 1
-        node.active += 1
+            return self._refuse(cs, Refused("node_limit", node))
+        self._open(cs, held, node)
         return node
+
+    def _open(self, cs: int, held: int, node: Node) -> None:
+        held += 1
+        self._cs_open[cs] = held
+        if held > self.peak[cs]:
+            self.peak[cs] = held
+        node.active += 1
+        if node.active > node.peak:
+            node.peak = node.active
+
+    def _refuse(self, cs: int, refused: Refused) -> Refused:
+        if refused is _TERMINAL_LIMIT:
+            self.refused_at_cs[cs] += 1
+        else:
+            self.refused[cs] += 1
+        return refused
 
     def release(self, node: Node, cs: int) -> None:
         """The connection from `cs` on `node` closed."""

@@ -27,7 +27,7 @@ from typing import cast
 
 from relay.config import FaultEvent, OperatorEvent
 from relay.driver_trio import PROGRESS_EVERY, Progress, RunEnd
-from relay.tier import CallBackend, CallHsm, Flow, RelayTier, Result, Retry
+from relay.tier import CallBackend, CallHsm, Flow, RelayTier, Result, Retry, Think
 
 _DONE = Result.DONE
 _DEADLINE = Result.DEADLINE
@@ -145,6 +145,8 @@ class FastDriver:
                     finish = node.hsm.submit(t)
                 elif kind is CallBackend:
                     finish = backend_submit(t)
+                elif kind is Think:  # the counter resumes at its deadline
+                    finish = effect.deadline
                 else:  # LostReply: nothing will answer before the deadline
                     finish = inf
                 seq += 1

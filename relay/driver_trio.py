@@ -28,7 +28,7 @@ import trio.testing
 from hsm_adapter import Hsm
 from hsm_adapter.errors import HsmError
 from relay.config import FaultEvent, OperatorEvent
-from relay.tier import CallBackend, CallHsm, Effect, Flow, RelayTier, Result, Retry
+from relay.tier import CallBackend, CallHsm, Effect, Flow, RelayTier, Result, Retry, Think
 
 Progress = Callable[[float, RelayTier], None]
 PROGRESS_EVERY = 2048  # arrivals between two progress callbacks
@@ -86,6 +86,8 @@ class SimulatedServices:
             return effect.node.hsm.submit(now)
         if type(effect) is CallBackend:
             return self._backend.submit(now)
+        if type(effect) is Think:
+            return effect.deadline  # the counter's own steps end on time
         return math.inf  # LostReply: nothing will answer; the caller's deadline ends it
 
     async def perform(self, effect: Effect) -> Result:

@@ -9,7 +9,7 @@ charged for it (no coordinated omission). The schedule is either a fixed `rate`
 times, from the opening of its service hours; both stop at `duration` seconds.
 
 Each request is recorded in a client-side `Ledger` (opened when due, closed by its
-reply), so the summary is the replay's document (`relaysim.summary/2`, engine
+reply), so the summary is the replay's document (`relaysim.summary/3`, engine
 `tcp`): requests without a reply when the run ends are `lost`. Latency percentiles
 come from an HDR histogram (microseconds, 3 significant digits).
 """

@@ -44,6 +44,7 @@ class Node:
     rng: random.Random  # which core takes each HSM reply interrupt
     allocator: WorkAreaAllocator = field(default_factory=WorkAreaAllocator)
     active: int = 0  # CS connections open on this node now
+    peak: int = 0  # the most CS connections ever open on it at once
     up: bool = True  # the relay application is running
     epoch: int = 0  # bumped at every crash: flows admitted before it are dead
     probe_collisions: int = 0  # probe on the core handling an HSM reply (window reached)

@@ -114,6 +114,8 @@ def summary_table(doc: dict[str, Any], console: Console) -> None:
         head.add_row(key, f"{doc[key]:,}{share}")
     refusals = ", ".join(f"{k} {v:,}" for k, v in doc["refusals"].items()) or "none"
     head.add_row("overflow reasons", refusals)
+    if "relay_overflows" in doc and doc["relay_overflows"] != doc["overflows"]:
+        head.add_row("of which at the relays", f"{doc['relay_overflows']:,}")
     head.add_row(
         "latency p50 / p90 / p99 / max (ms)",
         " / ".join(_num(lat[k]) for k in ("p50", "p90", "p99", "max")),
@@ -130,6 +132,8 @@ def summary_table(doc: dict[str, Any], console: Console) -> None:
         f"{doc['sim_seconds'] / 3600:.1f} h / {doc['wall_seconds']:.1f} s ({doc['engine']})",
     )
     console.print(head)
+    if doc.get("blocking"):
+        console.print(blocking_table(doc["blocking"]))
     if doc["nodes"]:
         console.print(nodes_table(doc["nodes"]))
     if len(doc["days"]) > 1:
@@ -138,16 +142,45 @@ def summary_table(doc: dict[str, Any], console: Console) -> None:
         console.print(events_table(doc["events"], dt.date.fromisoformat(doc["date"])))
 
 
+def blocking_table(blocking: dict[str, Any]) -> Table:
+    """Where connections were refused, by municipality size class: the caps, how
+    many pools reached them, and the refusals at the relays and at the CS."""
+    table = Table(title="where it overflows: CS pools by residents")
+    table.add_column("residents", no_wrap=True)
+    for title in ("CSs", "cap", "attempts", "overflow", "at CS", "at cap", "peak/cap"):
+        table.add_column(title, justify="right", no_wrap=True)
+    for r in blocking["by_size"]:
+        if not r["municipalities"]:
+            continue
+        cap = (
+            str(r["cap_min"]) if r["cap_min"] == r["cap_max"] else f"{r['cap_min']}-{r['cap_max']}"
+        )
+        table.add_row(
+            r["class"],
+            f"{r['municipalities']:,}",
+            cap,
+            f"{r['attempts']:,}",
+            f"{r['relay_overflows']:,}",
+            f"{r['refused_at_cs']:,}",
+            f"{r['pools_at_cap']:,}",
+            f"{r['peak_occupancy_max']:.2f}",
+        )
+    return table
+
+
 def nodes_table(rows: list[dict[str, Any]]) -> Table:
-    """One row per relay node: its requests, outcomes, crashes and hangs."""
+    """One row per relay node: its requests, outcomes, crashes and hangs, and the
+    most connections it held at once against its limit."""
     cols = ("requests", "completed", "overflows", "timeouts", "errors", "crashes", "hangs")
     titles = ("requests", "done", "overflow", "timeout", "error", "crash", "hang")
     nodes = Table(title="relay nodes")
     nodes.add_column("node")
     for title in titles:
         nodes.add_column(title, justify="right")
+    nodes.add_column("peak/max", justify="right", no_wrap=True)
     for n in rows:
-        nodes.add_row(n["name"], *(f"{n[c]:,}" for c in cols))
+        peak = f"{n['peak_connections']}/{n['max_connections']}" if "peak_connections" in n else ""
+        nodes.add_row(n["name"], *(f"{n[c]:,}" for c in cols), peak)
     return nodes
 
 
@@ -199,6 +232,18 @@ def events_table(events: list[dict[str, Any]], first: dt.date) -> Table:
     return table
 
 
+def _where(row: dict[str, Any]) -> str:
+    """The size class with the most overflows at the relays, and its share."""
+    by_class = {
+        k.removeprefix("overflows "): v for k, v in row.items() if k.startswith("overflows ")
+    }
+    total = sum(by_class.values())
+    if not total:
+        return "-"
+    label = max(by_class, key=lambda k: by_class[k])
+    return f"{label} {100 * by_class[label] / total:.0f}%"
+
+
 def _clock(t: float) -> str:
     """Seconds since the first midnight as HH:MM:SS (the first day's events only)."""
     h, rest = divmod(int(t), 3600)
@@ -243,13 +288,14 @@ def sweep_table(doc: dict[str, Any], console: Console) -> None:
         table.add_column(col, justify="right", no_wrap=True)
     for col in ("crashes", "hangs", "outage min", "p99 ms"):
         table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("most overflows in", no_wrap=True)
     if goal:
         table.add_column("goal", no_wrap=True)
     table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=48)
     for r in doc["rows"]:
         cells = [r["label"], "-" if r.get("seed") is None else str(r["seed"])]
         if r.get("error") and "requests" not in r:
-            cells += ["-"] * 9
+            cells += ["-"] * 10
         else:
             cells += [
                 f"{r['requests']:,}",
@@ -261,6 +307,7 @@ def sweep_table(doc: dict[str, Any], console: Console) -> None:
                 str(r["hangs"]),
                 f"{r['outage_minutes']:.1f}",
                 _num(r["p99_ms"]),
+                _where(r),
             ]
         if goal:
             met = r.get("goal_met")

@@ -34,13 +34,26 @@ class ReplayResult:
 
 def build_tier(scenario: Scenario, log: LogSink | None = None) -> tuple[RelayTier, Any]:
     """The tier for `scenario` and the arrival stream of its first attempts."""
+    tier, stream, _ = _build(scenario, log)
+    return tier, stream
+
+
+def _build(
+    scenario: Scenario, log: LogSink | None
+) -> tuple[RelayTier, Any, list[municipalities.Municipality]]:
     streams = Streams(scenario.seed)
     load = scenario.load
-    munis = municipalities.build(load.population, load.cs_connections)
-    tier = RelayTier(scenario, [m.cs_cap for m in munis], streams, log)
+    munis = municipalities.build(load.population, load.cs_connections, load.terminal_connections)
+    tier = RelayTier(
+        scenario,
+        [m.cs_cap for m in munis],
+        streams,
+        log,
+        terminal_caps=[m.terminal_cap for m in munis],
+    )
     days = calendar.days(scenario)
-    stream = arrivals.over_days(days, munis, streams.stream("arrivals"))
-    return tier, stream
+    stream = arrivals.over_days(days, munis, streams.stream("arrivals"), load.operation.messages)
+    return tier, stream, munis
 
 
 def replay(
@@ -56,7 +69,7 @@ def replay(
     `wall_seconds` covers building the load, the run and the checks.
     """
     wall0 = time.perf_counter()
-    tier, stream = build_tier(scenario, log)
+    tier, stream, munis = _build(scenario, log)
     events = scenario.scheduled()
     if engine == "fast":
         end = driver_fast.run(tier, stream, events, progress=progress)
@@ -77,5 +90,7 @@ def replay(
         sim_end=end.end,
         wall_seconds=wall,
         violations=[str(v) for v in violations],
+        dispatcher=tier.dispatcher,
+        towns=[(m.name, m.population) for m in munis],
     )
     return ReplayResult(doc, violations, tier)

@@ -3,13 +3,15 @@
     relaysim report RESULT.json... --html report.html
     relaysim replay configs/2016-03-29.yaml --report report.html
 
-For a replay (`relaysim.summary/2`): the summary table, requests and overflows per
-5 minutes over the day, latency percentiles over the day, per-node load, and the
-outage timeline. For a sweep (`relaysim.sweep/1`): a heat map of the overflow rate
-over the two swept axes (a grid of two keys), and the table of every point (the
-ablation table, for a list of points): crashes, hangs, outage minutes, errors,
-overflows. Plots are matplotlib figures rendered headless (Agg) to PNG and embedded
-as data URIs, and the styles are inline, so the file opens offline, anywhere.
+For a replay (`relaysim.summary/3`): the summary table, requests and overflows per
+5 minutes over the day, where connections were refused (overflows by municipality
+size class, and each CS pool's peak occupancy against its cap), latency percentiles
+over the day, per-node load, and the outage timeline. For a sweep
+(`relaysim.sweep/1`): a heat map of the overflow rate over the two swept axes (a
+grid of two keys), and the table of every point (the ablation table, for a list of
+points): crashes, hangs, outage minutes, errors, overflows. Plots are matplotlib
+figures rendered headless (Agg) to PNG and embedded as data URIs, and the styles are
+inline, so the file opens offline, anywhere.
 """
 
 from __future__ import annotations
@@ -103,6 +105,25 @@ def _replay_section(name: str, doc: dict[str, Any]) -> list[str]:
     timeline = doc.get("timeline") or []
     if timeline:
         out.append(_img(_traffic(timeline, start), "requests and overflows per 5 minutes"))
+    blocking = doc.get("blocking")
+    if blocking:
+        out.append(_img(_blocking(blocking), "where it overflows: by size class and by pool"))
+        header = ["residents", "CSs", "cap", "attempts", "relay overflows", "at CS", "pools at cap"]
+        rows_b = [
+            [
+                r["class"],
+                f"{r['municipalities']:,}",
+                f"{r['cap_min']}-{r['cap_max']}",
+                f"{r['attempts']:,}",
+                f"{r['relay_overflows']:,}",
+                f"{r['refused_at_cs']:,}",
+                f"{r['pools_at_cap']:,}",
+            ]
+            for r in blocking["by_size"]
+            if r["municipalities"]
+        ]
+        out.append(_table(header, rows_b))
+    if timeline:
         out.append(_img(_latency(timeline, start), "latency percentiles per 5 minutes"))
     if doc.get("nodes"):
         out.append(_img(_nodes(doc["nodes"]), "requests per relay node, by outcome"))
@@ -138,6 +159,44 @@ def _traffic(timeline: list[dict[str, Any]], start: dt.date) -> Figure:
     ax.set_title("Requests and overflows per 5 minutes")
     fig.legend(loc="upper right")
     fig.autofmt_xdate()
+    return fig
+
+
+def _blocking(blocking: dict[str, Any]) -> Figure:
+    """Left: refusals by municipality size class; right: each CS pool's peak
+    occupancy against its cap, by population (the pools that block sit at 1)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    rows = [r for r in blocking["by_size"] if r["municipalities"]]
+    labels = [r["class"] for r in rows]
+    relay = np.array([r["relay_overflows"] for r in rows], dtype=float)
+    at_cs = np.array([r["refused_at_cs"] for r in rows], dtype=float)
+    left.bar(labels, relay, color="#d62728", label="at the relays (overflow events)")
+    left.bar(labels, at_cs, bottom=relay, color="#ff7f0e", label="at the CS (terminal limit)")
+    left.set_xlabel("municipality residents")
+    left.set_ylabel("refused connections")
+    left.set_title("Refusals by municipality size")
+    left.legend(loc="upper left", fontsize="small")
+    pools = blocking["pools"]
+    pop = np.array(pools["population"], dtype=float)
+    caps = np.array(
+        [
+            c if t is None else min(c, t)
+            for c, t in zip(pools["cap"], pools["terminal_cap"], strict=True)
+        ],
+        dtype=float,
+    )
+    ratio = np.array(pools["peak"], dtype=float) / caps
+    refused = np.array(pools["relay_overflows"], dtype=float) + np.array(pools["refused_at_cs"])
+    quiet = refused == 0
+    right.scatter(pop[quiet], ratio[quiet], s=6, color="#1f77b4", label="no refusal")
+    right.scatter(pop[~quiet], ratio[~quiet], s=14, color="#d62728", label="refused some")
+    right.set_xscale("log")
+    right.set_ylim(0, 1.08)
+    right.set_xlabel("municipality residents (log)")
+    right.set_ylabel("peak connections / cap")
+    right.set_title("Each CS pool's peak occupancy")
+    right.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
     return fig
 
 

@@ -1,4 +1,4 @@
-"""The run summary: one JSON document (schema relaysim.summary/2) and its table.
+"""The run summary: one JSON document (schema relaysim.summary/3) and its table.
 
 Everything a run reports is derived here from the ledger and the nodes, so every
 driver and engine produces the same document for the same run.
@@ -14,11 +14,77 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from relay.dispatcher import RELAY_REASONS, Dispatcher
 from relay.ledger import BUCKET_S, Ledger, Tally
 from relay.node import Node
 
 #: /2 (from /1): adds chip_operations, inconsistent, duplicates_applied, deduplicated.
-SCHEMA = "relaysim.summary/2"
+#: /3: adds relay_overflows, `blocking` (overflows by municipality size class and each
+#: CS pool's cap, peak occupancy, attempts and refusals) and each node's peak.
+SCHEMA = "relaysim.summary/3"
+
+#: Municipality size classes for "where it overflows": (label, smallest population).
+SIZE_CLASSES: tuple[tuple[str, int], ...] = (
+    ("<50k", 0),
+    ("50k-100k", 50_000),
+    ("100k-300k", 100_000),
+    ("300k-1M", 300_000),
+    (">=1M", 1_000_000),
+)
+
+
+def size_class(population: int) -> str:
+    """The label of the size class `population` residents fall in."""
+    label = SIZE_CLASSES[0][0]
+    for name, lowest in SIZE_CLASSES:
+        if population >= lowest:
+            label = name
+    return label
+
+
+def blocking(dispatcher: Dispatcher, towns: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """Where connections were refused: per size class, and per CS pool (columns).
+
+    `towns` are the municipalities `(name, population)` in CS id order. A pool is
+    one CS's connections to the relay tier; it reached its cap when its peak
+    occupancy met the smaller of its two limits.
+    """
+    d = dispatcher
+    unlimited = 1 << 62
+    limit = [min(c, t) for c, t in zip(d.caps, d.terminal_caps, strict=True)]
+    rows = []
+    for label, _ in SIZE_CLASSES:
+        ids = [i for i, (_, pop) in enumerate(towns) if size_class(pop) == label]
+        caps = [limit[i] for i in ids]
+        rows.append(
+            {
+                "class": label,
+                "municipalities": len(ids),
+                "residents": sum(towns[i][1] for i in ids),
+                "cap_min": min(caps) if caps else None,
+                "cap_max": max(caps) if caps else None,
+                "attempts": sum(d.attempts[i] for i in ids),
+                "relay_overflows": sum(d.refused[i] for i in ids),
+                "refused_at_cs": sum(d.refused_at_cs[i] for i in ids),
+                "pools_at_cap": sum(1 for i in ids if d.peak[i] >= limit[i]),
+                "peak_occupancy_max": max(
+                    (round(d.peak[i] / limit[i], 3) for i in ids), default=None
+                ),
+            }
+        )
+    return {
+        "by_size": rows,
+        "pools": {
+            "name": [name for name, _ in towns],
+            "population": [pop for _, pop in towns],
+            "cap": list(d.caps),
+            "terminal_cap": [None if t >= unlimited else t for t in d.terminal_caps],
+            "peak": list(d.peak),
+            "attempts": list(d.attempts),
+            "relay_overflows": list(d.refused),
+            "refused_at_cs": list(d.refused_at_cs),
+        },
+    }
 
 
 def percentiles(
@@ -108,8 +174,15 @@ def build(
     sim_end: float,
     wall_seconds: float,
     violations: Sequence[str] = (),
+    dispatcher: Dispatcher | None = None,
+    towns: Sequence[tuple[str, int]] = (),
 ) -> dict[str, Any]:
-    """The summary document of a finished run; times count from `date`'s midnight."""
+    """The summary document of a finished run; times count from `date`'s midnight.
+
+    With the run's `dispatcher` and its `towns` (name, population per CS), the
+    document says where connections were refused (`blocking`); a client-side
+    summary (`relaysim load`) has neither.
+    """
     arrays = [np.frombuffer(b, dtype=np.float64) for b in ledger.latencies.values() if len(b)]
     all_lat = np.concatenate(arrays) if arrays else np.empty(0)
     timeline = []
@@ -136,6 +209,8 @@ def build(
                 "crashes": crashes,
                 "hangs": hangs,
                 "outage_minutes": round(outage, 3),
+                "peak_connections": n.peak,
+                "max_connections": n.max_connections,
                 "hsm_calls": n.hsm.calls,
                 "race_windows": {
                     "same_tick_resets": n.timer.same_tick_resets,
@@ -156,6 +231,7 @@ def build(
         "seed": seed,
         **_outcomes(ledger.total),
         "lost": lost,
+        "relay_overflows": sum(v for k, v in ledger.refusals.items() if k in RELAY_REASONS),
         "refusals": dict(sorted(ledger.refusals.items())),
         "crashes": crashes_total,
         "hangs": hangs_total,
@@ -169,6 +245,7 @@ def build(
         "wall_seconds": round(wall_seconds, 3),
         "violations": list(violations),
         "events": outages,
+        "blocking": blocking(dispatcher, towns) if dispatcher is not None else None,
         "nodes": node_rows,
         "days": _days(timeline, outages, date),
         "timeline": timeline,

@@ -42,6 +42,7 @@ from relay.config import (
     read_yaml_mapping,
     scenario_from_data,
 )
+from relay.summary import SIZE_CLASSES
 
 SCHEMA = "relaysim.sweep/1"
 
@@ -50,6 +51,7 @@ FIGURES = (
     "requests",
     "overflows",
     "overflow_rate",
+    "relay_overflows",
     "timeouts",
     "errors",
     "lost",
@@ -61,6 +63,9 @@ FIGURES = (
     "p50_ms",
     "p99_ms",
 )
+
+#: Overflows at the relays by municipality size class, one column each.
+CLASS_FIGURES = tuple(f"overflows {label}" for label, _ in SIZE_CLASSES)
 
 
 class Goal(BaseModel):
@@ -213,6 +218,9 @@ def run_point(
     row["overflow_rate"] = doc["overflows"] / doc["requests"] if doc["requests"] else 0.0
     row["p50_ms"] = doc["latency_ms"]["p50"]
     row["p99_ms"] = doc["latency_ms"]["p99"]
+    # Where it overflows: refusals at the relays per municipality size class.
+    for r in (doc.get("blocking") or {}).get("by_size", []):
+        row[f"overflows {r['class']}"] = r["relay_overflows"]
     row["seed"] = doc["seed"]
     row["design"] = doc["design"]
     row["wall_seconds"] = round(time.perf_counter() - wall0, 3)
@@ -302,7 +310,7 @@ def csv_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     keys: list[str] = []
     for row in doc["rows"]:
         keys += [k for k in row["values"] if k not in keys]
-    header = ["point", "label", *keys, "seed", *FIGURES, "goal_met", "error"]
+    header = ["point", "label", *keys, "seed", *FIGURES, *CLASS_FIGURES, "goal_met", "error"]
     lines = [
         [
             row["point"],
@@ -310,6 +318,7 @@ def csv_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             *(row["values"].get(k, "") for k in keys),
             row.get("seed"),
             *(row.get(f, "") for f in FIGURES),
+            *(row.get(f, "") for f in CLASS_FIGURES),
             row.get("goal_met", ""),
             row.get("error") or "",
         ]

@@ -83,7 +83,17 @@ class LostReply:
     deadline: float
 
 
-Effect = CallHsm | CallBackend | LostReply
+@dataclass(slots=True)
+class Think:
+    """The counter works between two messages of one operation (the resident, the
+    card) until `deadline`, its connection held open. A driver resumes the flow at
+    the deadline with Result.DONE (or earlier, if the node crashes)."""
+
+    node: Node
+    deadline: float
+
+
+Effect = CallHsm | CallBackend | LostReply | Think
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +105,7 @@ class Retry:
     attempt: int
     key: int = -1  # the operation's idempotency key, for a chip-writing re-send
     chip: bool = False
+    messages: int = 1  # the operation's messages still to send, the failed one first
 
 
 Flow = Generator[Effect, tuple[Result, float], Retry | None]
@@ -109,7 +120,10 @@ class RelayTier:
         cs_caps: Sequence[int],
         streams: Streams,
         log: LogSink | None = None,
+        terminal_caps: Sequence[int | None] | None = None,
     ) -> None:
+        """`cs_caps` / `terminal_caps`: each CS's CS-to-relay and terminal-to-CS
+        simultaneous-connection limits (`relay.dispatcher`)."""
         self.scenario = scenario
         self.design: Design = scenario.resolved_design()
         self.log: LogSink = log or _Silent()
@@ -120,11 +134,15 @@ class RelayTier:
             [self._make_node(n) for n in range(1, scenario.relays.count + 1)],
             cs_caps,
             scenario.dispatcher.policy,
+            terminal_caps,
         )
         retry = scenario.load.retry
         self._think = retry.think_s.sampler(streams.stream("counter-users"))
         self._retry_on = frozenset(Outcome(o) for o in retry.outcomes)
         self._max_retries = retry.max_retries
+        operation = scenario.load.operation
+        self._messages = operation.messages
+        self._between = operation.think_s.sampler(streams.stream("counter-steps"))
         self._hsm_deadline = scenario.hsm.deadline_ms / 1000.0
         self._max_resends = retry.max_resends
         # Which operations write the card's chip first: their own stream, drawn only
@@ -185,86 +203,111 @@ class RelayTier:
     # -- the relay step ---------------------------------------------------------
 
     def arrive(self, cs: int, attempt: int, now: float) -> Flow:
-        """A request from CS `cs` reaches the distributor at `now`; its flow."""
-        ops = self._operations
-        chip = ops is not None and ops.random() < self._chip_share
-        return self._relay(self.ledger.open(cs, attempt, now, chip=chip), now)
+        """A counter operation from CS `cs` reaches the distributor at `now`; its flow."""
+        return self._relay(self._message(cs, attempt, now), now, None, self._messages)
 
     def again(self, retry: Retry) -> Flow:
         """The counter user's next try (`Retry`) reaches the distributor; its flow."""
         req = self.ledger.open(retry.cs, retry.attempt, retry.at, retry.key, retry.chip)
-        return self._relay(req, retry.at)
+        return self._relay(req, retry.at, None, retry.messages)
+
+    def _message(self, cs: int, attempt: int, now: float) -> Request:
+        """Open a new upstream message of an operation of CS `cs` in the ledger."""
+        ops = self._operations
+        chip = ops is not None and ops.random() < self._chip_share
+        return self.ledger.open(cs, attempt, now, chip=chip)
 
     def admit(
         self, cs: int, attempt: int, now: float, at: Node | None = None
     ) -> tuple[Request, Flow]:
-        """As `arrive`, and the request, whose `outcome` is set when its flow ends
-        (serve mode answers the client with it). With `at`, the request came in on
-        that node's own port: the distributor's choice is bypassed."""
+        """An operation of one message, as a client of serve mode sends it, and that
+        message, whose `outcome` is set when its flow ends (serve mode answers the
+        client with it). With `at`, the request came in on that node's own port: the
+        distributor's choice is bypassed."""
         req = self.ledger.open(cs, attempt, now)
         return req, self._relay(req, now, at)
 
-    def _relay(self, req: Request, now: float, at: Node | None = None) -> Flow:
-        ledger, design = self.ledger, self.design
-        node = self.dispatcher.route(req.cs) if at is None else self.dispatcher.place(req.cs, at)
+    def _relay(self, req: Request, now: float, at: Node | None = None, left: int = 1) -> Flow:
+        """One counter operation: its connection, then its `left` messages, each a
+        relay step; `req` is the first message, already open in the ledger."""
+        ledger, design, dispatcher = self.ledger, self.design, self.dispatcher
+        node = dispatcher.route(req.cs) if at is None else dispatcher.place(req.cs, at)
         if isinstance(node, Refused):
             if node.node is not None:
                 ledger.at_node(req, node.node.number)
             ledger.close(req, Outcome.OVERFLOW, now, refusal=node.reason)
-            return self._retry(req, Outcome.OVERFLOW, now)
-        ledger.at_node(req, node.number)
-        if not node.up:
-            # The application is down: the connection is accepted by the OS and
-            # dropped, the CS sees an error.
-            return self._end(req, node, Phase.FAILED, Outcome.ERROR, now)
+            return self._retry(req, Outcome.OVERFLOW, now, left)
         epoch = node.epoch
-        # 1. start the timer for the whole step.
-        expiry = node.timer.arm(now)
-        if node.timer.pending:
-            # Cause 2: a timeout notification a dropped reset left pending arrives
-            # now, before this request has allocated its work area.
-            return self._stale_timeout(req, node, now)
-        # 2. allocate the work area.
-        req.area = node.allocator.allocate()
-        req.advance(Phase.ALLOCATED)
-        # 3. the HSM processes the data; its reply is an interrupt on one core.
-        hsm_deadline = expiry
-        if design.hsm_call_deadline:
-            hsm_deadline = min(expiry, now + self._hsm_deadline)
-        req.advance(Phase.HSM_PENDING)
-        lane = node.hsm.epoch
-        result, now = yield CallHsm(node, hsm_deadline)
-        if node.epoch != epoch:
-            return self._died(req, node, now)
-        if result is Result.DONE and self._reply_lost(node, lane, now):
-            result, now = yield LostReply(node, hsm_deadline)
+        while True:
+            ledger.at_node(req, node.number)
+            if not node.up or node.epoch != epoch:
+                # The application is down, or died while the connection sat open:
+                # the OS takes the message and drops the connection; an error.
+                outcome = self._close(req, Phase.FAILED, Outcome.ERROR, now)
+                break
+            # 1. start the timer for the whole step.
+            expiry = node.timer.arm(now)
+            if node.timer.pending:
+                # Cause 2: a timeout notification a dropped reset left pending
+                # arrives now, before this request has allocated its work area.
+                outcome = self._stale_timeout(req, node, now)
+                break
+            # 2. allocate the work area.
+            req.area = node.allocator.allocate()
+            req.advance(Phase.ALLOCATED)
+            # 3. the HSM processes the data; its reply is an interrupt on one core.
+            hsm_deadline = expiry
+            if design.hsm_call_deadline:
+                hsm_deadline = min(expiry, now + self._hsm_deadline)
+            req.advance(Phase.HSM_PENDING)
+            lane = node.hsm.epoch
+            result, now = yield CallHsm(node, hsm_deadline)
             if node.epoch != epoch:
-                return self._died(req, node, now)
-        if result is Result.DONE:
-            # 4. forward to the backend and return its answer. The backend applies
-            # the registration whatever becomes of the reply.
-            req.advance(Phase.FORWARDED)
-            known = req.chip and self.ledger.register(req, self.design.idempotent_backend)
-            if not known:  # a known key is confirmed at once, and nothing applied
-                result, now = yield CallBackend(node, expiry)
+                outcome = self._died(req, now)
+                break
+            if result is Result.DONE and self._reply_lost(node, lane, now):
+                result, now = yield LostReply(node, hsm_deadline)
                 if node.epoch != epoch:
-                    return self._died(req, node, now)
-        elif design.hsm_call_deadline and node.hsm.stuck:
-            # The HSM call's own deadline passed on a silent lane: reset the lane
-            # (re-open the HSM session) so the next request is served again.
-            self._reset_lane(node, now)
-        if result is Result.DONE:
-            req.advance(Phase.ANSWERED)
-            outcome = Outcome.COMPLETED
-            # 5. reset the timer: a reset in the expiry's own tick may be dropped,
-            # leaving the notification pending for the next request (cause 2).
-            node.timer.reset(now, expiry, scoped=design.request_scoped_timer)
-        else:
-            req.advance(Phase.FAILED)
-            outcome = Outcome.TIMEOUT if now >= expiry else Outcome.ERROR
-        # 5. free the work area; the connection closes.
-        node.allocator.free(req.area)
-        return self._end(req, node, None, outcome, now)
+                    outcome = self._died(req, now)
+                    break
+            if result is Result.DONE:
+                # 4. forward to the backend and return its answer. The backend
+                # applies the registration whatever becomes of the reply.
+                req.advance(Phase.FORWARDED)
+                known = req.chip and ledger.register(req, design.idempotent_backend)
+                if not known:  # a known key is confirmed at once, and nothing applied
+                    result, now = yield CallBackend(node, expiry)
+                    if node.epoch != epoch:
+                        outcome = self._died(req, now)
+                        break
+            elif design.hsm_call_deadline and node.hsm.stuck:
+                # The HSM call's own deadline passed on a silent lane: reset the
+                # lane (re-open the HSM session) so the next request is served again.
+                self._reset_lane(node, now)
+            if result is Result.DONE:
+                req.advance(Phase.ANSWERED)
+                outcome = Outcome.COMPLETED
+                # 5. reset the timer: a reset in the expiry's own tick may be
+                # dropped, leaving the notification pending for the next request.
+                node.timer.reset(now, expiry, scoped=design.request_scoped_timer)
+            else:
+                req.advance(Phase.FAILED)
+                outcome = Outcome.TIMEOUT if now >= expiry else Outcome.ERROR
+            # 5. free the work area.
+            node.allocator.free(req.area)
+            self._close(req, None, outcome, now)
+            if outcome is not Outcome.COMPLETED:
+                break  # the operation stops at its failed message
+            left -= 1
+            if not left:
+                break
+            # The counter's own steps before the operation's next message (the
+            # resident, the card): the connection stays open meanwhile.
+            _, now = yield Think(node, now + self._between())
+            req = self._message(req.cs, req.attempt, now)
+        # The operation is over: its connection closes.
+        dispatcher.release(node, req.cs)
+        return self._retry(req, outcome, now, left)
 
     def _reply_lost(self, node: Node, lane: int, now: float) -> bool:
         """Whether the HSM reply due at `now` for a call made in lane epoch `lane` is lost."""
@@ -277,50 +320,48 @@ class RelayTier:
             return True
         return False
 
-    def _stale_timeout(self, req: Request, node: Node, now: float) -> Retry | None:
+    def _stale_timeout(self, req: Request, node: Node, now: float) -> Outcome:
         """The termination path runs for a request that has no work area yet."""
         node.timer.pending -= 1
         req.advance(Phase.FAILED)
         if self.design.checked_free:
             # The April fix: check the allocation first; nothing to free. The
             # application reports the (spurious) timeout and carries on.
-            return self._end(req, node, None, Outcome.TIMEOUT, now)
+            return self._close(req, None, Outcome.TIMEOUT, now)
         try:
             node.allocator.free(req.area)
         except AllocatorError:
             self.crash(node, now, "unallocated_free")
-        return self._end(req, node, None, Outcome.ERROR, now)
+        return self._close(req, None, Outcome.ERROR, now)
 
-    def _died(self, req: Request, node: Node, now: float) -> Retry | None:
+    def _died(self, req: Request, now: float) -> Outcome:
         # The process died under the request: its work area went with it.
         req.area = None
-        return self._end(req, node, Phase.FAILED, Outcome.ERROR, now)
+        return self._close(req, Phase.FAILED, Outcome.ERROR, now)
 
-    def _end(
-        self, req: Request, node: Node, phase: Phase | None, outcome: Outcome, now: float
-    ) -> Retry | None:
+    def _close(self, req: Request, phase: Phase | None, outcome: Outcome, now: float) -> Outcome:
+        """End one message: cleaned up, its outcome recorded."""
         if phase is not None:
             req.advance(phase)
         req.advance(Phase.CLEANED)
-        self.dispatcher.release(node, req.cs)
         self.ledger.close(req, outcome, now)
-        return self._retry(req, outcome, now)
+        return outcome
 
-    def _retry(self, req: Request, outcome: Outcome, now: float) -> Retry | None:
+    def _retry(self, req: Request, outcome: Outcome, now: float, left: int) -> Retry | None:
+        """What the counter does after its operation ended at `req` with `outcome`,
+        `left` messages short of done: nothing, or try again later (`Retry`)."""
+        if not left:
+            return None
         if req.chip:
             # The chip is written already: on legacy the operation cannot be redone
             # (the card is reissued); with re-sends the terminal tries again with the
             # same key until it is confirmed.
-            if (
-                outcome is Outcome.COMPLETED
-                or not self.design.resend_chip_operations
-                or req.attempt >= self._max_resends
-            ):
+            if not self.design.resend_chip_operations or req.attempt >= self._max_resends:
                 return None
-            return Retry(now + self._think(), req.cs, req.attempt + 1, req.key, True)
+            return Retry(now + self._think(), req.cs, req.attempt + 1, req.key, True, left)
         if outcome not in self._retry_on or req.attempt >= self._max_retries:
             return None
-        return Retry(now + self._think(), req.cs, req.attempt + 1)
+        return Retry(now + self._think(), req.cs, req.attempt + 1, messages=left)
 
     # -- operators ----------------------------------------------------------------
 

@@ -137,6 +137,31 @@ def test_refusals_name_their_reason() -> None:
     assert node.active == 0
 
 
+def test_terminal_limit_refuses_at_the_cs_before_the_relays() -> None:
+    """A CS at its terminal-to-CS limit is refused there, counted apart from the
+    relays' overflows; the CS-to-relay limit refuses only below it."""
+    node = make_node(1, max_connections=10)
+    d = Dispatcher([node], cs_caps=[2, 2], policy="least_connections", terminal_caps=[1, None])
+    assert d.route(0) is node
+    assert d.route(0) == Refused("terminal_limit")
+    assert [d.route(1), d.route(1)] == [node, node]
+    assert d.route(1) == Refused("cs_limit")
+    assert (d.refused_at_cs, d.refused) == ([1, 0], [0, 1])
+    assert (d.attempts, d.peak, node.peak) == ([2, 3], [1, 2], 3)
+
+
+def test_pool_peak_is_the_most_connections_open_at_once() -> None:
+    """A CS pool's peak and a node's peak keep their highest occupancy after releases."""
+    node = make_node(1, max_connections=10)
+    d = Dispatcher([node], cs_caps=[5], policy="least_connections")
+    for _ in range(3):
+        d.route(0)
+    for _ in range(3):
+        d.release(node, 0)
+    d.route(0)
+    assert (d.cs_open(0), d.peak[0], node.active, node.peak) == (1, 3, 1, 3)
+
+
 def test_designs_are_presets_of_switches() -> None:
     """legacy has every fix off, fixed every fix on; overrides change one switch."""
     assert not any(preset("legacy").switches().values())

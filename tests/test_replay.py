@@ -45,7 +45,7 @@ def test_smoke_replay_accounts_for_every_request(tmp_path: Path) -> None:
     """smoke.yaml replays with every request accounted for, overall, per node and per bucket."""
     doc = cli_json(tmp_path, str(CONFIGS / "smoke.yaml"))
     assert doc.keys() >= SUMMARY_KEYS
-    assert doc["schema"] == "relaysim.summary/2"
+    assert doc["schema"] == "relaysim.summary/3"
     assert (doc["engine"], doc["design"], doc["lost"], doc["violations"]) == (
         "fast",
         "fixed",
@@ -129,3 +129,24 @@ def test_outage_timeline_is_printed_and_in_the_json(
         (37800.0, "relay1", "crash", "injected_crash")
     ]
     assert 10 <= events[0]["outage_minutes"] <= 95  # detection 10-90 min, restart 5 min
+
+
+def test_blocking_says_where_connections_were_refused(tmp_path: Path) -> None:
+    """The summary's size classes add up to the run's refusals and attempts, and
+    every pool that refused at its cap reached that cap and never passed it."""
+    doc = cli_json(tmp_path, str(CONFIGS / "smoke.yaml"))
+    rows, pools = doc["blocking"]["by_size"], doc["blocking"]["pools"]
+    assert sum(r["municipalities"] for r in rows) == len(pools["name"])
+    assert sum(r["relay_overflows"] for r in rows) == doc["relay_overflows"] == doc["overflows"]
+    # Every request is a connection attempt or a later message of an accepted one.
+    assert sum(r["attempts"] for r in rows) == sum(pools["attempts"]) <= doc["requests"]
+    assert doc["relay_overflows"] > 0
+    assert set(doc["refusals"]) == {"cs_limit"}  # so every refusing pool was full
+    for cap, peak, refused in zip(
+        pools["cap"], pools["peak"], pools["relay_overflows"], strict=True
+    ):
+        assert peak <= cap
+        if refused:
+            assert peak == cap
+    for node in doc["nodes"]:
+        assert 0 < node["peak_connections"] <= node["max_connections"]

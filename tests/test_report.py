@@ -82,9 +82,12 @@ def test_a_replay_report_loads_with_every_plot(tmp_path: Path, browser: Any) -> 
     seen = open_report(browser, page)
     assert seen["state"] == "complete"
     assert seen["errors"] == []
-    assert len(seen["images"]) == 4
+    assert len(seen["images"]) == 5
     assert all(complete and width > 0 for _, complete, width in seen["images"])
-    assert "outage timeline: crashes and hangs" in [alt for alt, _, _ in seen["images"]]
+    alts = [alt for alt, _, _ in seen["images"]]
+    assert "outage timeline: crashes and hangs" in alts
+    assert "where it overflows: by size class and by pool" in alts
+    assert "relay overflows" in seen["text"]  # the size-class table beside the plot
     assert "requests" in seen["text"]
     assert "checks" in seen["text"]
     text = page.read_text()

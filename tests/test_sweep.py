@@ -61,6 +61,10 @@ def test_a_grid_runs_every_combination_with_its_overrides(tmp_path: Path) -> Non
     for tight, loose in ((rows[0], rows[1]), (rows[2], rows[3])):
         assert tight["overflows"] > loose["overflows"]
         assert tight["goal_met"] is False
+    for row in rows:  # where it overflows: the size classes add up to the row's count
+        by_class = [v for k, v in row.items() if k.startswith("overflows ")]
+        assert len(by_class) == 5
+        assert sum(by_class) == row["relay_overflows"]
     assert doc["axes"] == ["relays.count", "load.cs_connections.per_100k"]
     assert doc["points_per_minute"] > 0
 

@@ -10,7 +10,7 @@ CORE   := $(addprefix relay/,request.py ledger.py dispatcher.py node.py hsm.py m
 BUILT  := $(VENV)/.compiled-stamp
 
 .PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm bench-net \
-	bench-sweep setup compile pure softhsm chromium hsm-token clean
+	bench-sweep bench-validate setup compile pure softhsm chromium hsm-token clean
 
 setup: $(BUILT)
 
@@ -98,6 +98,11 @@ bench-net: $(BUILT) hsm-token
 # A 16-point sweep (relays x CS caps on 29 March) on 2 local workers and on 1.
 bench-sweep: $(BUILT)
 	$(BIN)/python bench/sweep.py configs/sweeps/relays-vs-caps.yaml
+
+# Queueing theory's ground truth, every point on both engines, longer than the tests
+# (docs/validation.md): a markdown table, then the JSON line.
+bench-validate: $(BUILT)
+	$(BIN)/python bench/validate.py
 
 clean: pure
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

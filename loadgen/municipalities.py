@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from relay.config import CsConnectionsConfig, PopulationConfig
+from relay.config import CsConnectionsConfig, PopulationConfig, TerminalConnectionsConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,21 +36,26 @@ class Municipality:
 
 
 def cs_cap(population: int, cfg: CsConnectionsConfig, name: str = "") -> int:
-    """The CS's connection cap: base plus a share per 100k residents, at most `maximum`."""
+    """The CS's CS-to-relay limit: base plus a share per 100k residents, at most
+    `maximum`, raised for the large municipalities; an override by name wins."""
     if name in cfg.overrides:
         return cfg.overrides[name]
-    return min(cfg.maximum, cfg.base + math.floor(cfg.per_100k * population / 100_000))
+    cap = min(cfg.maximum, cfg.base + math.floor(cfg.per_100k * population / 100_000))
+    up = cfg.raise_
+    if up is not None and population >= up.from_residents:
+        cap = math.floor(cap * up.factor)
+    return cap
 
 
 def build(
     pop: PopulationConfig,
     caps: CsConnectionsConfig,
-    terminal: CsConnectionsConfig | None = None,
+    terminal: TerminalConnectionsConfig | None = None,
 ) -> list[Municipality]:
     """All municipalities: the named cities first, then the body, smallest first.
 
-    `caps` gives each CS's CS-to-relay limit, `terminal` (if set) its
-    terminal-to-CS limit."""
+    `caps` gives each CS's CS-to-relay limit, `terminal` its terminal-to-CS limit
+    (by name; None where not set)."""
     sigma = math.sqrt(2.0 * math.log(pop.mean / pop.median))
     mu = math.log(pop.median)
     sizes = list(pop.named.items())
@@ -62,13 +67,14 @@ def build(
         size = round(min(top, max(pop.minimum, math.exp(mu + sigma * z))))
         sizes.append((f"m{len(sizes):04d}", size))
     named = pop.named
+    limits = terminal.overrides if terminal is not None else {}
     return [
         Municipality(
             i,
             name,
             size,
             cs_cap(size, caps, name if name in named else ""),
-            None if terminal is None else cs_cap(size, terminal, name if name in named else ""),
+            limits.get(name) if name in named else None,
         )
         for i, (name, size) in enumerate(sizes)
     ]

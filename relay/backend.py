@@ -44,6 +44,7 @@ class Backend:
         "calls",
         "memory_waits",
         "name_chars",
+        "wait_total",
     )
 
     def __init__(
@@ -72,6 +73,12 @@ class Backend:
         self.name_chars = float(base_chars)  # the length of the name being reused now
         self.calls = 0
         self.memory_waits = 0  # requests that waited for memory
+        self.wait_total = 0.0  # seconds those requests waited for it, in all
+
+    @property
+    def capacity(self) -> int | None:
+        """Requests the backend holds at once (None: no bound)."""
+        return self._capacity if self._slots is not None else None
 
     @property
     def slowdown(self) -> float:
@@ -93,6 +100,9 @@ class Backend:
         if slots is not None and len(slots) >= self._capacity:
             free = heapq.heappop(slots)  # the place that frees first
             if free > start:
+                # Accumulated here only: a backend without a memory bound (every
+                # replay's default) pays nothing per request for the figure.
+                self.wait_total += free - start
                 start = free
                 self.memory_waits += 1
         if self._per_char:

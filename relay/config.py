@@ -123,7 +123,9 @@ def _instant(value: Any, first: dt.date) -> Any:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # populate_by_name: a field named after a Python keyword (`raise_`) is written
+    # by its alias in files and by either name in code.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class RelaysConfig(_Model):
@@ -201,6 +203,16 @@ class BackendConfig(_Model):
         "allocation bounds how many it holds at once (0: no bound)",
     )
 
+    @model_validator(mode="after")
+    def _room_for_one(self) -> BackendConfig:
+        memory = min(self.memory_mb, self.memory_mb_raised)
+        if self.request_mb > memory:
+            raise ValueError(
+                f"request_mb {self.request_mb:g} is more than the memory ({memory:g} MB): "
+                "the backend could hold no request at all"
+            )
+        return self
+
 
 class MonitorConfig(_Model):
     """The hardware-monitoring agent polling each relay server."""
@@ -234,16 +246,37 @@ class PopulationConfig(_Model):
         return self
 
 
-class CsConnectionsConfig(_Model):
-    """A simultaneous-connection cap per CS on one hop: `load.cs_connections` (CS to
-    relay, enforced at the relays) or `load.terminal_connections` (terminals to CS)."""
+class RaiseConfig(_Model):
+    """Limits raised for the large municipalities (spring 2016, at their request)."""
 
-    base: int = Field(default=2, ge=1, description="cap of the smallest CS")
+    from_residents: int = Field(ge=1, description="municipalities this large or larger")
+    factor: float = Field(gt=1, le=100, description="their limit times this, rounded down")
+
+
+class CsConnectionsConfig(_Model):
+    """Each CS's CS-to-relay simultaneous-connection limit, enforced at the relays:
+    floor(base + per_100k x residents / 100,000), at most `maximum`, then raised for
+    the large municipalities (`raise`); a name in `overrides` is set outright."""
+
+    base: int = Field(default=2, ge=1, description="limit of the smallest CS")
     per_100k: float = Field(default=1.0, ge=0, description="extra connections per 100k residents")
-    maximum: int = Field(default=30, ge=1, description="cap of the largest CS")
+    maximum: int = Field(default=30, ge=1, description="limit of the largest CS by the formula")
     overrides: dict[str, int] = Field(
-        default_factory=dict, description="cap by city name (raised limits)"
+        default_factory=dict, description="limit by city name (raised limits)"
     )
+    raise_: RaiseConfig | None = Field(
+        default=None,
+        alias="raise",
+        description="the formula's limit raised for municipalities from a size on",
+    )
+
+
+class TerminalConnectionsConfig(_Model):
+    """Each CS's terminal-to-CS simultaneous-connection limit, enforced at the CS (a
+    refusal there never reaches the relays). Set by city name: the record gives
+    Yokohama's; a CS not named has no limit on this hop."""
+
+    overrides: dict[str, int] = Field(default_factory=dict, description="limit by city name")
 
 
 class RetryConfig(_Model):
@@ -302,11 +335,7 @@ class LoadConfig(_Model):
     )
     population: PopulationConfig = PopulationConfig()
     cs_connections: CsConnectionsConfig = CsConnectionsConfig()
-    terminal_connections: CsConnectionsConfig | None = Field(
-        default=None,
-        description="each CS's terminal-to-CS limit, checked before the CS-to-relay one "
-        "(refusals there never reach the relays); none: no limit on that hop",
-    )
+    terminal_connections: TerminalConnectionsConfig = TerminalConnectionsConfig()
     retry: RetryConfig = RetryConfig()
 
     @model_validator(mode="after")

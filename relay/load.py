@@ -146,6 +146,7 @@ async def run(
             "p90": h.get_value_at_percentile(90) / 1000.0,
             "p99": h.get_value_at_percentile(99) / 1000.0,
             "max": h.get_max_value() / 1000.0,
+            "mean": round(h.get_mean_value() / 1000.0, 3),
         }
     return doc, state
 

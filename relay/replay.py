@@ -92,5 +92,6 @@ def replay(
         violations=[str(v) for v in violations],
         dispatcher=tier.dispatcher,
         towns=[(m.name, m.population) for m in munis],
+        backend=tier.backend,
     )
     return ReplayResult(doc, violations, tier)

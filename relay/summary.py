@@ -14,13 +14,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from relay.backend import Backend
 from relay.dispatcher import RELAY_REASONS, Dispatcher
 from relay.ledger import BUCKET_S, Ledger, Tally
 from relay.node import Node
 
 #: /2 (from /1): adds chip_operations, inconsistent, duplicates_applied, deduplicated.
 #: /3: adds relay_overflows, `blocking` (overflows by municipality size class and each
-#: CS pool's cap, peak occupancy, attempts and refusals) and each node's peak.
+#: CS pool's cap, peak occupancy, attempts and refusals) and each node's peak; later,
+#: without breaking a reader of /3, `backend` (calls, memory waits, mean wait) and
+#: `latency_ms.mean`.
 SCHEMA = "relaysim.summary/3"
 
 #: Municipality size classes for "where it overflows": (label, smallest population).
@@ -84,6 +87,19 @@ def blocking(dispatcher: Dispatcher, towns: Sequence[tuple[str, int]]) -> dict[s
             "relay_overflows": list(d.refused),
             "refused_at_cs": list(d.refused_at_cs),
         },
+    }
+
+
+def backend_figures(backend: Backend) -> dict[str, Any]:
+    """How requests queued for the backend's memory: calls, its capacity (requests
+    held at once; None: no bound), how many waited and the mean wait over all calls
+    (queueing theory's W_q, in ms; None without calls)."""
+    calls = backend.calls
+    return {
+        "calls": calls,
+        "capacity": backend.capacity,
+        "waits": backend.memory_waits,
+        "mean_wait_ms": round(backend.wait_total / calls * 1000.0, 3) if calls else None,
     }
 
 
@@ -176,12 +192,14 @@ def build(
     violations: Sequence[str] = (),
     dispatcher: Dispatcher | None = None,
     towns: Sequence[tuple[str, int]] = (),
+    backend: Backend | None = None,
 ) -> dict[str, Any]:
     """The summary document of a finished run; times count from `date`'s midnight.
 
     With the run's `dispatcher` and its `towns` (name, population per CS), the
-    document says where connections were refused (`blocking`); a client-side
-    summary (`relaysim load`) has neither.
+    document says where connections were refused (`blocking`), and with its
+    `backend`, how requests queued for the backend's memory (`backend`); a
+    client-side summary (`relaysim load`) has none of them.
     """
     arrays = [np.frombuffer(b, dtype=np.float64) for b in ledger.latencies.values() if len(b)]
     all_lat = np.concatenate(arrays) if arrays else np.empty(0)
@@ -219,6 +237,7 @@ def build(
             }
         )
     lost = len(ledger.still_open)
+    mean = float(all_lat.mean()) if len(all_lat) else math.nan
     p50, p90, p99, top = percentiles(all_lat, (50, 90, 99, 100), scratch=True)
     outages = events(nodes, sim_end)
     return {
@@ -240,12 +259,19 @@ def build(
         "inconsistent": ledger.inconsistent,
         "duplicates_applied": ledger.duplicates_applied,
         "deduplicated": ledger.deduplicated,
-        "latency_ms": {"p50": _ms(p50), "p90": _ms(p90), "p99": _ms(p99), "max": _ms(top)},
+        "latency_ms": {
+            "p50": _ms(p50),
+            "p90": _ms(p90),
+            "p99": _ms(p99),
+            "max": _ms(top),
+            "mean": _ms(mean),
+        },
         "sim_seconds": round(sim_end - sim_start, 3),
         "wall_seconds": round(wall_seconds, 3),
         "violations": list(violations),
         "events": outages,
         "blocking": blocking(dispatcher, towns) if dispatcher is not None else None,
+        "backend": backend_figures(backend) if backend is not None else None,
         "nodes": node_rows,
         "days": _days(timeline, outages, date),
         "timeline": timeline,

@@ -10,6 +10,7 @@ import pytest
 from relay.backend import Backend
 from relay.config import ConfigError, load_scenario
 from relay.replay import replay
+from relay.summary import backend_figures
 from tests.conftest import CONFIGS
 
 
@@ -53,6 +54,25 @@ def test_memory_bounds_the_work_held_at_once() -> None:
     backend = Backend(itertools.repeat(5.0).__next__, capacity=2)
     assert [backend.submit(t) for t in (0.0, 1.0, 2.0)] == [5.0, 6.0, 10.0]
     assert backend.memory_waits == 1
+    assert backend.wait_total == 3.0  # from 2 s until the first leaves at 5 s
+
+
+def test_the_summary_reports_the_memory_queue_over_all_calls() -> None:
+    """The summary's backend block counts calls and waits and averages the wait
+    over every call, and reports no bound and no wait when there is none."""
+    bounded = Backend(itertools.repeat(5.0).__next__, capacity=1)
+    for t in (0.0, 1.0, 2.0, 20.0):  # wait 4 s, then 8 s, then none
+        bounded.submit(t)
+    assert backend_figures(bounded) == {
+        "calls": 4,
+        "capacity": 1,
+        "waits": 2,
+        "mean_wait_ms": 3000.0,
+    }
+    free = constant(5.0)
+    free.submit(0.0)
+    assert backend_figures(free) == {"calls": 1, "capacity": None, "waits": 0, "mean_wait_ms": 0.0}
+    assert backend_figures(constant(5.0))["mean_wait_ms"] is None
 
 
 def test_a_restart_lets_names_start_over_and_drops_the_backlog() -> None:

@@ -85,6 +85,17 @@ def test_set_overrides_nested_keys(tmp_yaml: Callable[[str], Path]) -> None:
             "profile 'weekend' has no traffic inside the service hours",
         ),
         ("- just\n- a list\n", [], "expected a mapping of keys at the top level"),
+        (
+            "backend: {request_mb: 600}\n",
+            [],
+            "backend: request_mb 600 is more than the memory (512 MB)",
+        ),
+        ("load: {operation: {messages: 0}}\n", [], "load.operation.messages: expected a number"),
+        (
+            "load: {cs_connections: {raise: {from_residents: 1000000, factor: 0.5}}}\n",
+            [],
+            "load.cs_connections.raise.factor: expected a number that is greater than 1",
+        ),
         ("load:\n  requests: 10\n", ["load.requests=-3"], "(with --set): load.requests"),
         ("load:\n  requests: 10\n", ["load.requests.x=1"], "load.requests is not a mapping"),
         ("load:\n  requests: 10\n", ["novalue"], "expected KEY=VALUE"),

@@ -161,7 +161,12 @@ def test_the_example_sweeps_load() -> None:
     the list of points their comments describe."""
     grid = load_sweep(CONFIGS / "sweeps" / "relays-vs-caps.yaml")
     assert len(grid.points) == 16
-    assert grid.axes == ["relays.count", "load.cs_connections.per_100k"]
+    assert grid.axes == ["relays.count", "load.cs_connections.base"]
+    readings = load_sweep(CONFIGS / "sweeps" / "april-readings.yaml")
+    labels = [p.label for p in readings.points]
+    assert len(readings.points) == 30  # ten readings, three seeds each
+    assert len(set(labels)) == 10
+    assert readings.points[0].values == {}  # the scenario as shipped comes first
     ablation = load_sweep(CONFIGS / "sweeps" / "ablation.yaml")
     switches = {k for p in ablation.points for k in p.values if k.startswith("switches.")}
     assert switches == {f"switches.{name}" for name in Design.switch_names()}  # each fix off once

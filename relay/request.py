@@ -13,7 +13,6 @@ enters the lifecycle at all.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 
 class Outcome(enum.StrEnum):
@@ -56,20 +55,37 @@ class LifecycleError(Exception):
     """A request was moved along a transition the table does not allow."""
 
 
-@dataclass(slots=True)
 class Request:
-    """One upstream request message; a retry is a new Request with `attempt` + 1."""
+    """One upstream request message; a retry is a new Request with `attempt` + 1.
 
-    id: int
-    cs: int  # the municipality whose community server sent it
-    attempt: int  # 0 for the first try
-    arrived: float  # seconds since midnight
-    node: int = -1  # index of the relay node serving it, -1 before routing
-    phase: Phase = Phase.RECEIVED
-    area: int | None = None  # work-area handle once allocated
-    outcome: Outcome | None = None  # set by the ledger when the request ends
-    key: int = -1  # the operation's idempotency key: the id of its first attempt
-    chip: bool = False  # the operation wrote the card's IC chip before registering
+    A plain class, not a dataclass: compiled, its constructor is native (a
+    dataclass's runs interpreted), and one is made per message of a whole day.
+    """
+
+    def __init__(
+        self,
+        id: int,
+        cs: int,
+        attempt: int,
+        arrived: float,
+        key: int = -1,
+    ) -> None:
+        self.id = id
+        self.cs = cs  # the municipality whose community server sent it
+        self.attempt = attempt  # 0 for the first try
+        self.arrived = arrived  # seconds since midnight
+        self.node = -1  # index of the relay node serving it, -1 before routing
+        self.phase = Phase.RECEIVED
+        self.area: int | None = None  # work-area handle once allocated
+        self.outcome: Outcome | None = None  # set by the ledger when the request ends
+        self.key = key  # the operation's idempotency key: the id of its first attempt
+        self.chip = False  # the operation wrote the card's IC chip before registering
+
+    def __repr__(self) -> str:
+        return (
+            f"Request(id={self.id}, cs={self.cs}, attempt={self.attempt}, "
+            f"phase={self.phase.value}, outcome={self.outcome})"
+        )
 
     def advance(self, to: Phase) -> None:
         """Move to phase `to`, or raise LifecycleError if the table forbids it."""

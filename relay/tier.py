@@ -20,7 +20,7 @@ import enum
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from relay.backend import Backend
 from relay.config import FaultEvent, OperatorEvent, Scenario
@@ -55,7 +55,7 @@ class Result(enum.Enum):
     # the wait early because the node crashed; the flow tells the two apart)
 
 
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x, twice per request
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x
 class CallHsm:
     """Wait for the node's HSM to process this request, until `deadline` at the latest."""
 
@@ -63,7 +63,7 @@ class CallHsm:
     deadline: float
 
 
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x, twice per request
+@dataclass(slots=True)
 class CallBackend:
     """Wait for the backend's answer to this request, until `deadline` at the latest."""
 
@@ -110,6 +110,18 @@ class Retry:
 
 Flow = Generator[Effect, tuple[Result, float], Retry | None]
 
+# The relay step's constants as module-level finals: compiled, a load of one of
+# these is a C global, not an attribute lookup on a Python enum class.
+_DONE: Final = Result.DONE
+_COMPLETED: Final = Outcome.COMPLETED
+_TIMEOUT: Final = Outcome.TIMEOUT
+_ERROR: Final = Outcome.ERROR
+_ALLOCATED: Final = Phase.ALLOCATED
+_HSM_PENDING: Final = Phase.HSM_PENDING
+_FORWARDED: Final = Phase.FORWARDED
+_ANSWERED: Final = Phase.ANSWERED
+_FAILED: Final = Phase.FAILED
+
 
 class RelayTier:
     """Everything between the CSs and the backend, for one run."""
@@ -126,6 +138,9 @@ class RelayTier:
         simultaneous-connection limits (`relay.dispatcher`)."""
         self.scenario = scenario
         self.design: Design = scenario.resolved_design()
+        # The switches the relay step reads on every message, as plain attributes.
+        self._deadline_on = self.design.hsm_call_deadline
+        self._scoped_timer = self.design.request_scoped_timer
         self.log: LogSink = log or _Silent()
         self._streams = streams
         self.ledger = Ledger()
@@ -238,12 +253,17 @@ class RelayTier:
             ledger.close(req, Outcome.OVERFLOW, now, refusal=node.reason)
             return self._retry(req, Outcome.OVERFLOW, now, left)
         epoch = node.epoch
+        # One effect object of each kind per operation, its deadline set before each
+        # wait: a driver reads an effect when the flow yields it and never keeps it
+        # past the flow's next step, and three allocations a message are a tenth of
+        # a whole-day replay.
+        hsm_call, backend_call, think = CallHsm(node, 0.0), CallBackend(node, 0.0), Think(node, 0.0)
         while True:
             ledger.at_node(req, node.number)
             if not node.up or node.epoch != epoch:
                 # The application is down, or died while the connection sat open:
                 # the OS takes the message and drops the connection; an error.
-                outcome = self._close(req, Phase.FAILED, Outcome.ERROR, now)
+                outcome = self._close(req, _FAILED, _ERROR, now)
                 break
             # 1. start the timer for the whole step.
             expiry = node.timer.arm(now)
@@ -254,56 +274,59 @@ class RelayTier:
                 break
             # 2. allocate the work area.
             req.area = node.allocator.allocate()
-            req.advance(Phase.ALLOCATED)
+            req.advance(_ALLOCATED)
             # 3. the HSM processes the data; its reply is an interrupt on one core.
             hsm_deadline = expiry
-            if design.hsm_call_deadline:
+            if self._deadline_on:
                 hsm_deadline = min(expiry, now + self._hsm_deadline)
-            req.advance(Phase.HSM_PENDING)
+            req.advance(_HSM_PENDING)
             lane = node.hsm.epoch
-            result, now = yield CallHsm(node, hsm_deadline)
+            hsm_call.deadline = hsm_deadline
+            result, now = yield hsm_call
             if node.epoch != epoch:
                 outcome = self._died(req, now)
                 break
-            if result is Result.DONE and self._reply_lost(node, lane, now):
+            if result is _DONE and self._reply_lost(node, lane, now):
                 result, now = yield LostReply(node, hsm_deadline)
                 if node.epoch != epoch:
                     outcome = self._died(req, now)
                     break
-            if result is Result.DONE:
+            if result is _DONE:
                 # 4. forward to the backend and return its answer. The backend
                 # applies the registration whatever becomes of the reply.
-                req.advance(Phase.FORWARDED)
+                req.advance(_FORWARDED)
                 known = req.chip and ledger.register(req, design.idempotent_backend)
                 if not known:  # a known key is confirmed at once, and nothing applied
-                    result, now = yield CallBackend(node, expiry)
+                    backend_call.deadline = expiry
+                    result, now = yield backend_call
                     if node.epoch != epoch:
                         outcome = self._died(req, now)
                         break
-            elif design.hsm_call_deadline and node.hsm.stuck:
+            elif self._deadline_on and node.hsm.stuck:
                 # The HSM call's own deadline passed on a silent lane: reset the
                 # lane (re-open the HSM session) so the next request is served again.
                 self._reset_lane(node, now)
-            if result is Result.DONE:
-                req.advance(Phase.ANSWERED)
-                outcome = Outcome.COMPLETED
+            if result is _DONE:
+                req.advance(_ANSWERED)
+                outcome = _COMPLETED
                 # 5. reset the timer: a reset in the expiry's own tick may be
                 # dropped, leaving the notification pending for the next request.
-                node.timer.reset(now, expiry, scoped=design.request_scoped_timer)
+                node.timer.reset(now, expiry, scoped=self._scoped_timer)
             else:
-                req.advance(Phase.FAILED)
-                outcome = Outcome.TIMEOUT if now >= expiry else Outcome.ERROR
+                req.advance(_FAILED)
+                outcome = _TIMEOUT if now >= expiry else _ERROR
             # 5. free the work area.
             node.allocator.free(req.area)
             self._close(req, None, outcome, now)
-            if outcome is not Outcome.COMPLETED:
+            if outcome is not _COMPLETED:
                 break  # the operation stops at its failed message
             left -= 1
             if not left:
                 break
             # The counter's own steps before the operation's next message (the
             # resident, the card): the connection stays open meanwhile.
-            _, now = yield Think(node, now + self._between())
+            think.deadline = now + self._between()
+            _, now = yield think
             req = self._message(req.cs, req.attempt, now)
         # The operation is over: its connection closes.
         dispatcher.release(node, req.cs)

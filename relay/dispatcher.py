@@ -74,8 +74,8 @@ class Dispatcher:
         self.policy: Policy = policy
         n = len(cs_caps)
         self.caps = list(cs_caps)
-        # A terminal limit the CS-to-relay one reaches first never refuses anything:
-        # storing the smaller keeps one comparison per hop on the hot path.
+        # No limit on a hop is a limit nobody reaches: one integer comparison per hop
+        # on the hot path, no None check.
         unlimited = 1 << 62
         self.terminal_caps = [unlimited if t is None else t for t in (terminal_caps or [None] * n)]
         if len(self.terminal_caps) != n:

@@ -5,8 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PKGS   := relay hsm_adapter loadgen
 # The modules setup.py compiles with mypyc, and the stamp of their last build.
-CORE   := $(addprefix relay/,request.py ledger.py dispatcher.py node.py hsm.py monitor.py \
-	timer.py workarea.py backend.py tier.py driver_fast.py rng.py) loadgen/arrivals.py
+CORE   := $(addprefix relay/core/,request.py ledger.py dispatcher.py node.py hsm.py monitor.py \
+	timer.py workarea.py backend.py tier.py rng.py) relay/engines/fast.py loadgen/arrivals.py
 BUILT  := $(VENV)/.compiled-stamp
 
 .PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm bench-net \
@@ -28,16 +28,16 @@ $(STAMP): pyproject.toml
 # Rebuilt when one of them changes; `make pure` goes back to the sources alone.
 $(BUILT): $(STAMP) $(CORE) setup.py
 	@echo "compiling the core with mypyc (about a minute)"
-	@rm -f relay/*.cpython-*.so loadgen/*.cpython-*.so
+	@rm -f relay/*.cpython-*.so relay/*/*.cpython-*.so loadgen/*.cpython-*.so
 	@$(BIN)/python setup.py -q build_ext --inplace >/dev/null
 	@# build_ext copies unchanged builds with their old times: date them now, so
 	@# relay/__init__.py's check sees them as built from these sources
-	@for f in relay/*.cpython-*.so loadgen/*.cpython-*.so; do [ -e "$$f" ] && touch "$$f"; done; touch $(BUILT)
+	@for f in relay/*.cpython-*.so relay/*/*.cpython-*.so loadgen/*.cpython-*.so; do [ -e "$$f" ] && touch "$$f"; done; touch $(BUILT)
 
 compile: $(BUILT)
 
 pure:
-	rm -f relay/*.cpython-*.so loadgen/*.cpython-*.so $(BUILT)
+	rm -f relay/*.cpython-*.so relay/*/*.cpython-*.so loadgen/*.cpython-*.so $(BUILT)
 	rm -rf build
 
 # SoftHSM2 from Debian, when missing: installed as root, else the one command to run.

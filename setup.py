@@ -17,18 +17,18 @@ from setuptools import setup
 
 #: The modules a replay spends its time in: the model, the fast engine, the arrivals.
 CORE = [
-    "relay/request.py",
-    "relay/ledger.py",
-    "relay/dispatcher.py",
-    "relay/node.py",
-    "relay/hsm.py",
-    "relay/monitor.py",
-    "relay/timer.py",
-    "relay/workarea.py",
-    "relay/backend.py",
-    "relay/tier.py",
-    "relay/driver_fast.py",
-    "relay/rng.py",
+    "relay/core/request.py",
+    "relay/core/ledger.py",
+    "relay/core/dispatcher.py",
+    "relay/core/node.py",
+    "relay/core/hsm.py",
+    "relay/core/monitor.py",
+    "relay/core/timer.py",
+    "relay/core/workarea.py",
+    "relay/core/backend.py",
+    "relay/core/tier.py",
+    "relay/core/rng.py",
+    "relay/engines/fast.py",
     "loadgen/arrivals.py",
 ]
 

@@ -26,8 +26,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from relay.config import load_scenario
-from relay.replay import replay
+from relay.plan.replay import replay
+from relay.scenario.schema import load_scenario
 
 
 def figure(doc: dict[str, Any], name: str) -> float:

@@ -30,7 +30,7 @@ import trio
 from hsm_adapter.lane import open_pkcs11
 from hsm_adapter.token import TokenConfig
 from hsm_adapter.worker import Keys, _load, _open, _token
-from relay.summary import percentiles
+from relay.core.summary import percentiles
 
 
 def raw_rate(cfg: TokenConfig, seconds: float) -> float:

@@ -8,7 +8,7 @@ counted, `--seconds` (default 10) with
 `--connections` (default 50) client connections, each sending a request frame and
 waiting for its reply in a loop:
 
-1. **echo**: a bare trio server with the same framing (`relay.protocol`) that
+1. **echo**: a bare trio server with the same framing (`relay.serve.protocol`) that
    answers each request at once: the ceiling of this stack on this machine;
 2. **relay**: `relaysim serve` (dispatcher, relay step, simulated HSM and backend,
    ledger) with service times of a microsecond and caps that never bite, so what is
@@ -45,8 +45,8 @@ import trio
 from hsm import raw_rate
 
 from hsm_adapter.token import TokenConfig
-from relay.protocol import HEADER_SIZE, VERSION, Decoder, Frame, Status, Type
-from relay.summary import percentiles
+from relay.core.summary import percentiles
+from relay.serve.protocol import HEADER_SIZE, VERSION, Decoder, Frame, Status, Type
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP_S = 1.0  # load before each measured phase, not counted

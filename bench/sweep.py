@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from relay.sweep import load_sweep, local_pool, run
+from relay.plan.sweep import load_sweep, local_pool, run
 
 
 def main() -> None:

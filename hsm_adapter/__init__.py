@@ -8,7 +8,7 @@
 - `hsm_adapter.faults.FaultyHsm`: a wrapper around either that stalls, loses,
   slows or fails calls on demand.
 
-Virtual-time replays do not use these: their HSM is the core's `relay.hsm.HsmLane`,
+Virtual-time replays do not use these: their HSM is the core's `relay.core.hsm.HsmLane`,
 whose finish times are computed, not awaited.
 """
 

@@ -5,7 +5,7 @@ device), so serve mode and the tests can run the relay without a token. Signatur
 are keyed SHA-256 digests and "encryption" is a reversible XOR keystream: shaped
 like the real answers, and checkable, but not security. The service time of each
 call is drawn from `service` (seconds), a zero-argument sampler such as
-`relay.distributions.Distribution.sampler`.
+`relay.scenario.distributions.Distribution.sampler`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Literal
 
 import jpholiday
 
-from relay.config import Scenario
+from relay.scenario.schema import Scenario
 
 DAY_S = 86_400.0
 

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from relay.config import CsConnectionsConfig, PopulationConfig, TerminalConnectionsConfig
+from relay.scenario.schema import CsConnectionsConfig, PopulationConfig, TerminalConnectionsConfig
 
 
 @dataclass(frozen=True, slots=True)

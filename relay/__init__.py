@@ -2,7 +2,7 @@
 
 The core modules (dispatcher, node, hsm, monitor, timer, backend, workarea, tier,
 ledger) are plain Python: they are handed `now` and events and never touch trio,
-the wall clock or the global random generator. Drivers (`relay.driver_trio`) run
+the wall clock or the global random generator. Drivers (`relay.engines.trio`) run
 them under a clock of their choice. `make` compiles them (with the fast engine and
 loadgen's arrivals) with mypyc (setup.py); the sources stay the truth.
 """
@@ -16,7 +16,7 @@ def _refuse_stale_builds() -> None:
     """A compiled module older than its source would run the old code: stop, and
     say how to rebuild (or drop) the compiled modules."""
     here = Path(__file__).parent
-    for built in [*here.glob("*.cpython-*.so"), *(here.parent / "loadgen").glob("*.cpython-*.so")]:
+    for built in [*here.rglob("*.cpython-*.so"), *(here.parent / "loadgen").glob("*.cpython-*.so")]:
         source = built.parent / (built.name.split(".", 1)[0] + ".py")
         if source.exists() and source.stat().st_mtime > built.stat().st_mtime:
             raise ImportError(

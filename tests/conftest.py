@@ -11,11 +11,12 @@ import pytest
 import structlog
 from hypothesis import settings
 
-from relay import driver_fast, driver_trio
-from relay.config import FaultEvent, OperatorEvent, Scenario
-from relay.driver_trio import RunEnd
-from relay.rng import Streams
-from relay.tier import RelayTier
+from relay.core.rng import Streams
+from relay.core.tier import RelayTier
+from relay.engines import fast as driver_fast
+from relay.engines import trio as driver_trio
+from relay.engines.trio import RunEnd
+from relay.scenario.schema import FaultEvent, OperatorEvent, Scenario
 
 # Property-test profiles. `ci` (the default) runs the same 150 examples every time,
 # so a red CI is never a fluke; `nightly` runs 3,000 fresh ones. Choose with

@@ -17,9 +17,9 @@ import structlog
 import trio
 import trio.testing
 
-from relay.admin import Admin
-from relay.driver_trio import TrioDriver
-from relay.request import Outcome
+from relay.core.request import Outcome
+from relay.engines.trio import TrioDriver
+from relay.serve.admin import Admin
 from tests.conftest import tier_for
 
 BASE: dict[str, Any] = {

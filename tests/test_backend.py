@@ -7,10 +7,10 @@ import itertools
 
 import pytest
 
-from relay.backend import Backend
-from relay.config import ConfigError, load_scenario
-from relay.replay import replay
-from relay.summary import backend_figures
+from relay.core.backend import Backend
+from relay.core.summary import backend_figures
+from relay.plan.replay import replay
+from relay.scenario.schema import ConfigError, load_scenario
 from tests.conftest import CONFIGS
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay.config import load_scenario
-from relay.replay import replay
+from relay.plan.replay import replay
+from relay.scenario.schema import load_scenario
 from tests.conftest import CONFIGS
 
 AUDIT_OVERFLOWS = 12_650  # incident-2016.md: connection-overflow events on 29 March 2016

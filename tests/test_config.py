@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from relay.cli import main
-from relay.config import ConfigError, load_scenario
+from relay.scenario.schema import ConfigError, load_scenario
 from tests.conftest import CONFIGS
 
 

@@ -6,13 +6,13 @@ import random
 
 import pytest
 
-from relay.design import Design, preset
-from relay.dispatcher import Dispatcher, Refused
-from relay.hsm import HsmLane
-from relay.monitor import Monitor
-from relay.node import Node
-from relay.request import LifecycleError, Phase, Request
-from relay.timer import OsTimer
+from relay.core.design import Design, preset
+from relay.core.dispatcher import Dispatcher, Refused
+from relay.core.hsm import HsmLane
+from relay.core.monitor import Monitor
+from relay.core.node import Node
+from relay.core.request import LifecycleError, Phase, Request
+from relay.core.timer import OsTimer
 
 
 def make_node(number: int, max_connections: int = 2) -> Node:

@@ -4,10 +4,10 @@ every mechanism, not only on averages."""
 
 from __future__ import annotations
 
-from relay import checkers
-from relay.config import FaultEvent, OperatorEvent
-from relay.request import Outcome
-from relay.tier import RelayTier
+from relay.core import checkers
+from relay.core.request import Outcome
+from relay.core.tier import RelayTier
+from relay.scenario.schema import FaultEvent, OperatorEvent
 from tests.conftest import Drive, tier_for
 
 

@@ -23,10 +23,10 @@ from hsm_adapter.faults import FaultyHsm
 from hsm_adapter.lane import LaneState, Pkcs11Hsm, open_pkcs11
 from hsm_adapter.simulated import SimulatedHsm
 from hsm_adapter.token import TokenConfig, ensure, status
-from relay import checkers
 from relay.cli import main
-from relay.driver_trio import DeviceServices, TrioDriver
-from relay.request import Outcome
+from relay.core import checkers
+from relay.core.request import Outcome
+from relay.engines.trio import DeviceServices, TrioDriver
 from tests.conftest import tier_for
 
 PIN = "pin-7f3a9c51"  # distinctive, so a leak is found by searching for it

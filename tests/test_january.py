@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from relay.config import load_scenario
-from relay.replay import replay
+from relay.plan.replay import replay
+from relay.scenario.schema import load_scenario
 from tests.conftest import CONFIGS
 
 FORTNIGHT = ["calendar.until=2016-01-26"]

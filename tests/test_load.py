@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 import trio
 
-from relay import load
 from relay.cli import main
-from relay.config import Scenario
-from relay.driver_trio import TrioDriver
-from relay.request import Outcome
-from relay.rng import Streams
-from relay.serve import RelayServer
-from relay.tier import RelayTier
+from relay.core.request import Outcome
+from relay.core.rng import Streams
+from relay.core.tier import RelayTier
+from relay.engines.trio import TrioDriver
+from relay.scenario.schema import Scenario
+from relay.serve import load
+from relay.serve.server import RelayServer
 from tests.conftest import scenario
 from tests.test_serve import FAST
 

@@ -10,7 +10,7 @@ import pytest
 from loadgen.arrivals import first_attempts
 from loadgen.municipalities import build, cs_cap
 from loadgen.profile import WEEKDAY, slots
-from relay.config import CsConnectionsConfig, PopulationConfig
+from relay.scenario.schema import CsConnectionsConfig, PopulationConfig
 
 
 def test_sizes_are_heavy_tailed_like_japan() -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay import checkers
-from relay.config import FaultEvent
-from relay.request import Outcome
-from relay.tier import RelayTier
+from relay.core import checkers
+from relay.core.request import Outcome
+from relay.core.tier import RelayTier
+from relay.scenario.schema import FaultEvent
 from tests.conftest import Drive, tier_for
 
 CONSTANT = {

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.protocol import (
+from relay.serve.protocol import (
     HEADER_SIZE,
     MAX_FRAME,
     Decoder,

@@ -16,8 +16,8 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings, target
 
-from relay import checkers
-from relay.hunt import MIN_SHARE, Case, cases, judge, run_case, windows
+from relay.core import checkers
+from relay.plan.hunt import MIN_SHARE, Case, cases, judge, run_case, windows
 
 
 def check_never_fails(case: Case, design: str, hits: Counter[str]) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from relay.cli import main
-from relay.config import load_scenario
-from relay.replay import replay
+from relay.plan.replay import replay
+from relay.scenario.schema import load_scenario
 from tests.conftest import CONFIGS
 
 SUMMARY_KEYS = {

@@ -16,11 +16,11 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay import checkers
-from relay.driver_trio import TrioDriver
-from relay.protocol import Decoder, ErrorCode, Frame, Status, Type
-from relay.serve import RelayServer
-from relay.tier import RelayTier
+from relay.core import checkers
+from relay.core.tier import RelayTier
+from relay.engines.trio import TrioDriver
+from relay.serve.protocol import Decoder, ErrorCode, Frame, Status, Type
+from relay.serve.server import RelayServer
 from tests.conftest import tier_for
 
 FAST = {

@@ -19,7 +19,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from hsm_adapter.token import TokenConfig, ensure
-from relay.protocol import Decoder, Frame, Status, Type
+from relay.serve.protocol import Decoder, Frame, Status, Type
 from tests.conftest import CONFIGS
 
 # Fast services, and room for everything: smoke.yaml caps each of its 200 CSs at one

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from relay.cli import main
-from relay.config import ConfigError
-from relay.design import Design
-from relay.sweep import load_sweep, local_pool, run
+from relay.core.design import Design
+from relay.plan.sweep import load_sweep, local_pool, run
+from relay.scenario.schema import ConfigError
 from tests.conftest import CONFIGS
 
 SMOKE = (CONFIGS / "smoke.yaml").as_posix()

@@ -18,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from relay import checkers, driver_trio
-from relay.config import FaultEvent, Scenario
-from relay.rng import Streams
-from relay.tier import RelayTier
+from relay.core import checkers
+from relay.core.rng import Streams
+from relay.core.tier import RelayTier
+from relay.engines import trio as driver_trio
+from relay.scenario.schema import FaultEvent, Scenario
 
 
 @dataclass(frozen=True)

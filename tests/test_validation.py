@@ -22,9 +22,9 @@ from typing import Any, Literal
 import ciw
 import pytest
 
-from relay.config import Scenario, read_yaml_mapping, scenario_from_data
-from relay.ledger import BUCKET_S
-from relay.replay import Engine, replay
+from relay.core.ledger import BUCKET_S
+from relay.plan.replay import Engine, replay
+from relay.scenario.schema import Scenario, read_yaml_mapping, scenario_from_data
 from tests.conftest import CONFIGS
 
 VALIDATION = CONFIGS / "validation"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from relay.workarea import AllocatorError, WorkAreaAllocator
+from relay.core.workarea import AllocatorError, WorkAreaAllocator
 
 
 def test_allocate_then_free_balances() -> None:

@@ -27,7 +27,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
-from relay.request import Outcome
+from relay.core.request import Outcome
 
 VERSION = 1
 MAX_FRAME = 64 * 1024  # default bound on length: header plus body
@@ -45,7 +45,7 @@ class Type(enum.IntEnum):
 
 
 class Status(enum.IntEnum):
-    """A reply's outcome: the four outcomes of a request (relay.request.Outcome)."""
+    """A reply's outcome: the four outcomes of a request (relay.core.request.Outcome)."""
 
     COMPLETED = 0
     OVERFLOW = 1

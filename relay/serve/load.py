@@ -27,12 +27,12 @@ import trio
 from hdrh.histogram import HdrHistogram
 
 from loadgen import arrivals, calendar, municipalities
-from relay import summary
-from relay.config import Scenario
-from relay.ledger import Ledger
-from relay.protocol import OUTCOME_OF, Decoder, Frame, ProtocolError, Status, Type
-from relay.request import Outcome, Request
-from relay.rng import Streams
+from relay.core import summary
+from relay.core.ledger import Ledger
+from relay.core.request import Outcome, Request
+from relay.core.rng import Streams
+from relay.scenario.schema import Scenario
+from relay.serve.protocol import OUTCOME_OF, Decoder, Frame, ProtocolError, Status, Type
 
 
 class LoadError(Exception):

@@ -28,8 +28,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from loadgen.profile import slots
-from relay.design import Design, DesignName, preset
-from relay.distributions import Distribution
+from relay.core.design import Design, DesignName, preset
+from relay.scenario.distributions import Distribution
 
 
 class _Loader(yaml.SafeLoader):

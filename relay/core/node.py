@@ -1,7 +1,7 @@
 """One relay server: connection limit, work areas, timer, HSM lane, cores, monitor.
 
 The node is state plus small decisions; the order of the relay step itself lives in
-`relay.tier`, which calls these pieces in the order the incident describes.
+`relay.core.tier`, which calls these pieces in the order the incident describes.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from relay.hsm import HsmLane
-from relay.monitor import Monitor
-from relay.timer import OsTimer
-from relay.workarea import WorkAreaAllocator
+from relay.core.hsm import HsmLane
+from relay.core.monitor import Monitor
+from relay.core.timer import OsTimer
+from relay.core.workarea import WorkAreaAllocator
 
 
 @dataclass(slots=True)

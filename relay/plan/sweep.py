@@ -35,14 +35,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from relay.config import (
+from relay.core.summary import SIZE_CLASSES
+from relay.scenario.schema import (
     ConfigError,
     describe_error,
     parse_override,
     read_yaml_mapping,
     scenario_from_data,
 )
-from relay.summary import SIZE_CLASSES
 
 SCHEMA = "relaysim.sweep/1"
 
@@ -203,7 +203,7 @@ def run_point(
     engine: Literal["fast", "trio"],
 ) -> dict[str, Any]:
     """Run one point in a worker: the row's figures, or its `error`. Never raises."""
-    from relay.replay import replay  # in the worker
+    from relay.plan.replay import replay  # in the worker
 
     wall0 = time.perf_counter()
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from relay.rng import Sampler
+from relay.core.rng import Sampler
 
 
 class HsmLane:

@@ -1,6 +1,6 @@
 """Serve mode: the relay tier behind TCP ports on loopback, under the real clock.
 
-The dispatcher's port takes protocol frames (`relay.protocol`) from any number of
+The dispatcher's port takes protocol frames (`relay.serve.protocol`) from any number of
 CS connections and places each request on the node the distributor chooses; each
 relay node also has its own port, whose requests go to that node directly (as a CS
 connection the distributor has already placed there, or an SRE testing one node).
@@ -43,8 +43,10 @@ import trio
 
 from hsm_adapter.lane import Pkcs11Hsm, open_pkcs11, unwrap_group
 from hsm_adapter.token import TokenConfig
-from relay.config import Scenario
-from relay.driver_trio import (
+from relay.core.node import Node
+from relay.core.request import Request
+from relay.core.tier import Flow, LogSink, RelayTier
+from relay.engines.trio import (
     REAL_CLOCK_RESOLUTION,
     DeviceServices,
     Ended,
@@ -53,8 +55,8 @@ from relay.driver_trio import (
     TrioDriver,
     Waiting,
 )
-from relay.node import Node
-from relay.protocol import (
+from relay.scenario.schema import Scenario
+from relay.serve.protocol import (
     MAX_FRAME,
     STATUS_OF,
     Decoder,
@@ -64,8 +66,6 @@ from relay.protocol import (
     Type,
     error_frame,
 )
-from relay.request import Request
-from relay.tier import Flow, LogSink, RelayTier
 
 
 @dataclass
@@ -379,9 +379,9 @@ async def _run(
     announce: Callable[[str], None],
     token: TokenConfig | None,
 ) -> ServerStats:
-    from relay.admin import Admin, serve_admin
-    from relay.metrics import registry_for, serve_metrics
-    from relay.replay import build_tier
+    from relay.plan.replay import build_tier
+    from relay.serve.admin import Admin, serve_admin
+    from relay.serve.metrics import registry_for, serve_metrics
 
     tier, _ = build_tier(scenario, log)
     async with contextlib.AsyncExitStack() as stack:

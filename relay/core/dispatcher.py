@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from relay.node import Node
+from relay.core.node import Node
 
 Policy = Literal["round_robin", "least_connections"]
 

@@ -4,7 +4,7 @@ Nothing is counted twice: a custom collector reads the model's own records (the
 ledger, the dispatcher, the nodes, the server's stats, the HSM lane) at scrape
 time, so the request path pays nothing for metrics and the figures always agree
 with the summary a replay would print. The text format is prometheus_client's;
-the HTTP is `relay.http`'s.
+the HTTP is `relay.serve.httpd`'s.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from hsm_adapter.lane import LaneState, Pkcs11Hsm
-from relay.http import Answer, serve_http
-from relay.ledger import OUTCOMES
-from relay.serve import RelayServer
+from relay.core.ledger import OUTCOMES
+from relay.serve.httpd import Answer, serve_http
+from relay.serve.server import RelayServer
 
 #: Latency histogram bounds, seconds: the HSM's milliseconds to the 19 s timer.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)

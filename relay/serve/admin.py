@@ -23,9 +23,9 @@ from typing import Any
 
 import trio
 
-from relay.config import FaultEvent, OperatorEvent
-from relay.driver_trio import TrioDriver
-from relay.http import Answer, serve_http
+from relay.engines.trio import TrioDriver
+from relay.scenario.schema import FaultEvent, OperatorEvent
+from relay.serve.httpd import Answer, serve_http
 
 KINDS = ("hsm_stall", "crash", "timer_race", "slow_backend", "detach", "attach")
 JSON = "application/json"

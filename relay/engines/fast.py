@@ -1,6 +1,6 @@
 """The fast driver: runs the relay tier's flows on a discrete-event loop.
 
-Same flows, same core, same decisions as `relay.driver_trio`; only the waiting
+Same flows, same core, same decisions as `relay.engines.trio`; only the waiting
 differs. Where the trio driver parks one task per request in a cancel scope, this
 driver keeps one heap of wake-ups: when a flow yields an effect, the simulated
 service says when it will finish, and the flow is resumed at that instant or at the
@@ -25,9 +25,9 @@ import math
 from collections.abc import Iterable
 from typing import cast
 
-from relay.config import FaultEvent, OperatorEvent
-from relay.driver_trio import PROGRESS_EVERY, Progress, RunEnd
-from relay.tier import CallBackend, CallHsm, Flow, RelayTier, Result, Retry, Think
+from relay.core.tier import CallBackend, CallHsm, Flow, RelayTier, Result, Retry, Think
+from relay.engines.trio import PROGRESS_EVERY, Progress, RunEnd
+from relay.scenario.schema import FaultEvent, OperatorEvent
 
 _DONE = Result.DONE
 _DEADLINE = Result.DEADLINE

@@ -2,7 +2,7 @@
 
 This is where the parts meet: the load generator's municipalities and arrivals, the
 relay tier, a driver, the checkers and the summary. The CLI and the tests both call
-`replay`. Engines: `fast` (the discrete-event loop of `relay.driver_fast`, the
+`replay`. Engines: `fast` (the discrete-event loop of `relay.engines.fast`, the
 default) and `trio` (one trio task per request under a MockClock, as the property
 tests and the server run the core).
 """
@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from loadgen import arrivals, calendar, municipalities
-from relay import checkers, driver_fast, driver_trio, summary
-from relay.config import Scenario
-from relay.rng import Streams
-from relay.tier import LogSink, RelayTier
+from relay.core import checkers, summary
+from relay.core.rng import Streams
+from relay.core.tier import LogSink, RelayTier
+from relay.engines import fast as driver_fast
+from relay.engines import trio as driver_trio
+from relay.scenario.schema import Scenario
 
 Engine = Literal["fast", "trio"]
 ENGINES: tuple[Engine, ...] = ("fast", "trio")

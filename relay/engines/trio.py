@@ -27,8 +27,8 @@ import trio.testing
 
 from hsm_adapter import Hsm
 from hsm_adapter.errors import HsmError
-from relay.config import FaultEvent, OperatorEvent
-from relay.tier import CallBackend, CallHsm, Effect, Flow, RelayTier, Result, Retry, Think
+from relay.core.tier import CallBackend, CallHsm, Effect, Flow, RelayTier, Result, Retry, Think
+from relay.scenario.schema import FaultEvent, OperatorEvent
 
 Progress = Callable[[float, RelayTier], None]
 PROGRESS_EVERY = 2048  # arrivals between two progress callbacks

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from relay.backend import Backend
-from relay.dispatcher import RELAY_REASONS, Dispatcher
-from relay.ledger import BUCKET_S, Ledger, Tally
-from relay.node import Node
+from relay.core.backend import Backend
+from relay.core.dispatcher import RELAY_REASONS, Dispatcher
+from relay.core.ledger import BUCKET_S, Ledger, Tally
+from relay.core.node import Node
 
 #: /2 (from /1): adds chip_operations, inconsistent, duplicates_applied, deduplicated.
 #: /3: adds relay_overflows, `blocking` (overflows by municipality size class and each
@@ -129,7 +129,7 @@ def _ms(seconds: float) -> float | None:
 
 
 #: The summary's name for the request count, then for each outcome's, in the order
-#: of a Tally's counts (relay.ledger.OUTCOMES).
+#: of a Tally's counts (relay.core.ledger.OUTCOMES).
 _OUTCOME_KEYS = ("requests", "completed", "overflows", "timeouts", "errors")
 
 

@@ -32,8 +32,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from relay import summary as summaries
-from relay import sweep as sweeps
+from relay.core import summary as summaries
+from relay.plan import sweep as sweeps
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;

@@ -2,7 +2,7 @@
 
 The ledger records; it does not judge. A second outcome for the same request, or an
 outcome for a request never opened, is kept as a violation for the accounting
-checker (`relay.checkers`) to report, so a bug in the model fails the run with its
+checker (`relay.core.checkers`) to report, so a bug in the model fails the run with its
 seed instead of vanishing into a count.
 
 Counts are kept per 5-minute bucket of the request's arrival time, so each bucket
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from array import array
 
-from relay.request import Outcome, Request
+from relay.core.request import Outcome, Request
 
 BUCKET_S = 300.0
 OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)

@@ -23,10 +23,11 @@ from hypothesis import HealthCheck, given, settings, target
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from relay import checkers, driver_trio
-from relay.config import Scenario
-from relay.rng import Streams
-from relay.tier import RelayTier
+from relay.core import checkers
+from relay.core.rng import Streams
+from relay.core.tier import RelayTier
+from relay.engines import trio as driver_trio
+from relay.scenario.schema import Scenario
 
 # The liveness bound: after the last arrival every request has its outcome within
 # its deadline (the step timer) plus this, or the run is cut and the request lost.

@@ -3,7 +3,7 @@
 This is the sans-IO heart of relaysim. `RelayTier.arrive` returns the life of one
 request as a generator (a *flow*): it yields an effect (call the HSM, forward to the
 backend) with its deadline, and a driver sends back how the effect ended and the
-time it ended at. Every decision is taken here; drivers only wait (`relay.driver_trio`
+time it ended at. Every decision is taken here; drivers only wait (`relay.engines.trio`
 under trio, a discrete-event loop for fast replays), so all of them run the same
 model.
 
@@ -22,18 +22,18 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from relay.backend import Backend
-from relay.config import FaultEvent, OperatorEvent, Scenario
-from relay.design import Design
-from relay.dispatcher import Dispatcher, Refused
-from relay.hsm import HsmLane
-from relay.ledger import Ledger
-from relay.monitor import Monitor
-from relay.node import Node, Outage
-from relay.request import Outcome, Phase, Request
-from relay.rng import Streams
-from relay.timer import OsTimer
-from relay.workarea import AllocatorError
+from relay.core.backend import Backend
+from relay.core.design import Design
+from relay.core.dispatcher import Dispatcher, Refused
+from relay.core.hsm import HsmLane
+from relay.core.ledger import Ledger
+from relay.core.monitor import Monitor
+from relay.core.node import Node, Outage
+from relay.core.request import Outcome, Phase, Request
+from relay.core.rng import Streams
+from relay.core.timer import OsTimer
+from relay.core.workarea import AllocatorError
+from relay.scenario.schema import FaultEvent, OperatorEvent, Scenario
 
 
 class LogSink(Protocol):
@@ -135,7 +135,7 @@ class RelayTier:
         terminal_caps: Sequence[int | None] | None = None,
     ) -> None:
         """`cs_caps` / `terminal_caps`: each CS's CS-to-relay and terminal-to-CS
-        simultaneous-connection limits (`relay.dispatcher`)."""
+        simultaneous-connection limits (`relay.core.dispatcher`)."""
         self.scenario = scenario
         self.design: Design = scenario.resolved_design()
         # The switches the relay step reads on every message, as plain attributes.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import math
 
-from relay.rng import Sampler
+from relay.core.rng import Sampler
 
 
 class Backend:

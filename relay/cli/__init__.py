@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 from rich.console import Console
 
-from relay import logs, render
-from relay.config import ConfigError, Scenario, load_scenario
+from relay.cli import logs, render
+from relay.scenario.schema import ConfigError, Scenario, load_scenario
 
 if TYPE_CHECKING:
-    from relay.replay import Engine
+    from relay.plan.replay import Engine
 
 EXIT_CRASH = 1
 EXIT_BAD_INPUT = 2
@@ -82,7 +82,7 @@ def replay(
     log_level: str,
 ) -> None:
     """Replay a whole scenario under virtual time and print its summary."""
-    from relay.replay import replay as run_replay  # deferred: keeps --help fast
+    from relay.plan.replay import replay as run_replay  # deferred: keeps --help fast
 
     sets = list(overrides)
     if design:
@@ -132,7 +132,7 @@ def hunt(
     Exit 0: none found and every race window reached; 5: none found but a window was
     never reached (inconclusive); 1 crash, 3 hang, 4 invariant violation.
     """
-    from relay.hunt import hunt as run_hunt  # deferred: hypothesis loads slowly
+    from relay.plan.hunt import hunt as run_hunt  # deferred: hypothesis loads slowly
 
     sets = [*overrides, *([f"design={design}"] if design else [])]
     scenario = _load(config, sets, json_path)
@@ -203,7 +203,7 @@ def serve(
     import trio
 
     from hsm_adapter.errors import HsmSetupError
-    from relay import serve as serving
+    from relay.serve import server as serving
 
     sets = [*overrides, *([f"design={design}"] if design else [])]
     scenario = _load(config, sets, None)
@@ -263,7 +263,7 @@ def load(
     """Send an open-model load to a serving tier; print the replay's summary (engine tcp)."""
     import trio
 
-    from relay import load as loading
+    from relay.serve import load as loading
 
     if rate is not None and speed is not None:
         raise BadInput("--rate and --speed: choose one")
@@ -454,7 +454,7 @@ def sweep(
     import csv
     import os
 
-    from relay import sweep as sweeps
+    from relay.plan import sweep as sweeps
 
     if workers is not None and dask_address is not None:
         raise BadInput("--workers and --dask: choose one (Dask decides its own workers)")
@@ -518,7 +518,7 @@ def report(results: tuple[Path, ...], html_path: Path) -> None:
 
 
 def _write_report(path: Path, docs: list[tuple[str, Any]]) -> None:
-    from relay.report import ReportError, html_report
+    from relay.plan.report import ReportError, html_report
 
     if not path.parent.is_dir():
         raise BadInput(f"--html {path}: directory {path.parent} does not exist")

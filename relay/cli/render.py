@@ -20,9 +20,9 @@ from rich.progress import (
 from rich.table import Table
 
 from loadgen import calendar
-from relay.config import Scenario
-from relay.driver_trio import Progress as ProgressHook
-from relay.tier import RelayTier
+from relay.core.tier import RelayTier
+from relay.engines.trio import Progress as ProgressHook
+from relay.scenario.schema import Scenario
 
 
 def clock(t: float) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.ledger import Ledger
-from relay.node import Node
+from relay.core.ledger import Ledger
+from relay.core.node import Node
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from relay.rng import Sampler, blocks
+from relay.core.rng import Sampler, blocks
 
 BLOCK = 4096  # values drawn per numpy call
 

@@ -1,0 +1,1 @@
+"""Capacity planning and CI: replays, sweeps, reports, the hunt."""

@@ -1,0 +1,1 @@
+"""Scenario files: the schema, YAML and overrides, and the builder into the core."""

@@ -1,0 +1,1 @@
+"""Serve mode: the tier on loopback, its wire protocol, load client, admin, metrics."""

@@ -66,6 +66,7 @@ demo: $(BUILT) hsm-token
 lint: $(STAMP)
 	$(BIN)/ruff check $(PKGS) tests bench setup.py
 	$(BIN)/ruff format --check $(PKGS) tests bench setup.py
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKGS) tests

@@ -11,12 +11,11 @@ counter traffic. Times of the run count in seconds from the first day's midnight
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import jpholiday
-
-from relay.scenario.schema import Scenario
 
 DAY_S = 86_400.0
 
@@ -46,7 +45,7 @@ class Day:
         return self.offset + self.hours[1]
 
 
-def kind_of(day: dt.date, closed: tuple[dt.date, ...] = ()) -> DayKind:
+def kind_of(day: dt.date, closed: Sequence[dt.date] = ()) -> DayKind:
     """Whether `day` runs the weekday schedule, the holiday one, or is closed."""
     if day in closed:
         return "closed"
@@ -55,7 +54,45 @@ def kind_of(day: dt.date, closed: tuple[dt.date, ...] = ()) -> DayKind:
     return "weekday"
 
 
-def days(scenario: Scenario) -> list[Day]:
+class _Load(Protocol):
+    @property
+    def requests(self) -> int: ...
+    @property
+    def profile(self) -> str: ...
+    @property
+    def service_hours(self) -> tuple[float, float]: ...
+    @property
+    def peak_flattening(self) -> float: ...
+
+
+class _Calendar(Protocol):
+    @property
+    def until(self) -> dt.date | None: ...
+    @property
+    def last_requests(self) -> int | None: ...
+    @property
+    def holiday_share(self) -> float: ...
+    @property
+    def holiday_profile(self) -> str: ...
+    @property
+    def holiday_hours(self) -> tuple[float, float]: ...
+    @property
+    def closed(self) -> Sequence[dt.date]: ...
+
+
+class DaysSpec(Protocol):
+    """What the calendar reads of a scenario (`relay.scenario.schema.Scenario` is one):
+    the load generator depends on no package of the relay's."""
+
+    @property
+    def date(self) -> dt.date: ...
+    @property
+    def load(self) -> _Load: ...
+    @property
+    def calendar(self) -> _Calendar: ...
+
+
+def days(scenario: DaysSpec) -> list[Day]:
     """The days of `scenario`, in order (exactly one for a scenario without a calendar)."""
     load, cal = scenario.load, scenario.calendar
     if cal.until is None:

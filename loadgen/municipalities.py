@@ -21,7 +21,56 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from relay.scenario.schema import CsConnectionsConfig, PopulationConfig, TerminalConnectionsConfig
+from collections.abc import Mapping
+from typing import Protocol
+
+
+class PopulationSpec(Protocol):
+    """Municipality sizes as the scenario states them (`load.population`)."""
+
+    @property
+    def count(self) -> int: ...
+    @property
+    def median(self) -> float: ...
+    @property
+    def mean(self) -> float: ...
+    @property
+    def minimum(self) -> float: ...
+    @property
+    def maximum(self) -> float: ...
+    @property
+    def named(self) -> Mapping[str, int]: ...
+
+
+class RaiseSpec(Protocol):
+    """Limits raised from a size on (`load.cs_connections.raise`)."""
+
+    @property
+    def from_residents(self) -> int: ...
+    @property
+    def factor(self) -> float: ...
+
+
+class CapRule(Protocol):
+    """The CS-to-relay limit formula (`load.cs_connections`)."""
+
+    @property
+    def base(self) -> int: ...
+    @property
+    def per_100k(self) -> float: ...
+    @property
+    def maximum(self) -> int: ...
+    @property
+    def overrides(self) -> Mapping[str, int]: ...
+    @property
+    def raise_(self) -> RaiseSpec | None: ...
+
+
+class TerminalLimits(Protocol):
+    """Terminal-to-CS limits by name (`load.terminal_connections`)."""
+
+    @property
+    def overrides(self) -> Mapping[str, int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +84,7 @@ class Municipality:
     terminal_cap: int | None = None  # terminal-to-CS; None: no limit on that hop
 
 
-def cs_cap(population: int, cfg: CsConnectionsConfig, name: str = "") -> int:
+def cs_cap(population: int, cfg: CapRule, name: str = "") -> int:
     """The CS's CS-to-relay limit: base plus a share per 100k residents, at most
     `maximum`, raised for the large municipalities; an override by name wins."""
     if name in cfg.overrides:
@@ -48,9 +97,9 @@ def cs_cap(population: int, cfg: CsConnectionsConfig, name: str = "") -> int:
 
 
 def build(
-    pop: PopulationConfig,
-    caps: CsConnectionsConfig,
-    terminal: TerminalConnectionsConfig | None = None,
+    pop: PopulationSpec,
+    caps: CapRule,
+    terminal: TerminalLimits | None = None,
 ) -> list[Municipality]:
     """All municipalities: the named cities first, then the body, smallest first.
 

@@ -11,12 +11,13 @@ import pytest
 import structlog
 from hypothesis import settings
 
-from relay.core.rng import Streams
+from relay.core.events import FaultEvent, OperatorEvent
 from relay.core.tier import RelayTier
 from relay.engines import fast as driver_fast
 from relay.engines import trio as driver_trio
-from relay.engines.trio import RunEnd
-from relay.scenario.schema import FaultEvent, OperatorEvent, Scenario
+from relay.engines.common import RunEnd
+from relay.scenario.build import new_tier
+from relay.scenario.schema import Scenario
 
 # Property-test profiles. `ci` (the default) runs the same 150 examples every time,
 # so a red CI is never a fluke; `nightly` runs 3,000 fresh ones. Choose with
@@ -73,7 +74,7 @@ def drive(request: pytest.FixtureRequest) -> Drive:
         events: Iterable[OperatorEvent | FaultEvent] = (),
     ) -> RunEnd:
         if request.param == "trio":
-            return driver_trio.run(tier, arrivals, events, seed=tier.scenario.seed)
+            return driver_trio.run(tier, arrivals, events, seed=tier.params.seed)
         return driver_fast.run(tier, arrivals, events)
 
     return run
@@ -81,4 +82,4 @@ def drive(request: pytest.FixtureRequest) -> Drive:
 
 def tier_for(**over: Any) -> RelayTier:
     s = scenario(**over)
-    return RelayTier(s, cs_caps=[100] * 4, streams=Streams(s.seed))
+    return new_tier(s, cs_caps=[100] * 4)

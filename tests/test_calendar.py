@@ -12,8 +12,9 @@ import pytest
 
 from loadgen import arrivals, calendar, municipalities
 from relay.cli import main
+from relay.core.events import FaultEvent, OperatorEvent
 from relay.plan.replay import replay
-from relay.scenario.schema import ConfigError, FaultEvent, OperatorEvent, load_scenario
+from relay.scenario.schema import ConfigError, load_scenario
 from tests.conftest import CONFIGS, Drive, scenario, tier_for
 from tests.test_races import PROBE_RACE, mechanisms, outcomes
 

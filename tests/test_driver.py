@@ -5,9 +5,9 @@ every mechanism, not only on averages."""
 from __future__ import annotations
 
 from relay.core import checkers
+from relay.core.events import FaultEvent, OperatorEvent
 from relay.core.request import Outcome
 from relay.core.tier import RelayTier
-from relay.scenario.schema import FaultEvent, OperatorEvent
 from tests.conftest import Drive, tier_for
 
 

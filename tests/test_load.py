@@ -12,9 +12,8 @@ import trio
 
 from relay.cli import main
 from relay.core.request import Outcome
-from relay.core.rng import Streams
-from relay.core.tier import RelayTier
 from relay.engines.trio import TrioDriver
+from relay.scenario.build import new_tier
 from relay.scenario.schema import Scenario
 from relay.serve import load
 from relay.serve.server import RelayServer
@@ -30,7 +29,7 @@ async def against_server(
     s: Scenario, **options: float | None
 ) -> tuple[dict[str, Any], RelayServer]:
     """Run `load.run` for `s` against a fast tier serving its 50 municipalities."""
-    tier = RelayTier(scenario(**FAST), cs_caps=[100] * 50, streams=Streams(1))
+    tier = new_tier(scenario(**FAST), cs_caps=[100] * 50)
     server = RelayServer(tier, TrioDriver(tier))
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.serve)

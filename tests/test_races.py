@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from relay.core import checkers
+from relay.core.events import FaultEvent
 from relay.core.request import Outcome
 from relay.core.tier import RelayTier
-from relay.scenario.schema import FaultEvent
 from tests.conftest import Drive, tier_for
 
 NO_OPERATORS = {"operators": False}

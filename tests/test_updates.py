@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from relay.core import checkers
-from relay.core.rng import Streams
 from relay.core.tier import RelayTier
 from relay.engines import trio as driver_trio
-from relay.scenario.schema import FaultEvent, Scenario
+from relay.scenario.build import new_tier
+from relay.scenario.schema import Scenario
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,8 @@ def run_world(world: World, design: str, switches: dict[str, bool] | None = None
         "run": {"drain_s": 3600},
     }
     s = Scenario.model_validate(doc)
-    tier = RelayTier(s, cs_caps=[world.cs_cap] * 4, streams=Streams(s.seed))
-    events: list[FaultEvent] = list(s.faults)
-    driver_trio.run(tier, world.arrivals, events, seed=world.seed)
+    tier = new_tier(s, cs_caps=[world.cs_cap] * 4)
+    driver_trio.run(tier, world.arrivals, tier.params.events, seed=world.seed)
     return tier
 
 

@@ -203,7 +203,7 @@ def serve(
     import trio
 
     from hsm_adapter.errors import HsmSetupError
-    from relay.serve import server as serving
+    from relay.serve import app as serving
 
     sets = [*overrides, *([f"design={design}"] if design else [])]
     scenario = _load(config, sets, None)

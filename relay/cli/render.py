@@ -21,7 +21,7 @@ from rich.table import Table
 
 from loadgen import calendar
 from relay.core.tier import RelayTier
-from relay.engines.trio import Progress as ProgressHook
+from relay.engines.common import Progress as ProgressHook
 from relay.scenario.schema import Scenario
 
 

@@ -25,15 +25,16 @@ from typing import Any, Final, Protocol
 from relay.core.backend import Backend
 from relay.core.design import Design
 from relay.core.dispatcher import Dispatcher, Refused
+from relay.core.events import Action, FaultEvent, OperatorEvent
 from relay.core.hsm import HsmLane
 from relay.core.ledger import Ledger
 from relay.core.monitor import Monitor
 from relay.core.node import Node, Outage
+from relay.core.params import TierParams
 from relay.core.request import Outcome, Phase, Request
 from relay.core.rng import Streams
 from relay.core.timer import OsTimer
 from relay.core.workarea import AllocatorError
-from relay.scenario.schema import FaultEvent, OperatorEvent, Scenario
 
 
 class LogSink(Protocol):
@@ -128,16 +129,17 @@ class RelayTier:
 
     def __init__(
         self,
-        scenario: Scenario,
+        params: TierParams,
         cs_caps: Sequence[int],
         streams: Streams,
         log: LogSink | None = None,
         terminal_caps: Sequence[int | None] | None = None,
     ) -> None:
-        """`cs_caps` / `terminal_caps`: each CS's CS-to-relay and terminal-to-CS
-        simultaneous-connection limits (`relay.core.dispatcher`)."""
-        self.scenario = scenario
-        self.design: Design = scenario.resolved_design()
+        """`params`: the run's parameters (`relay.scenario.build` makes them from a
+        scenario); `cs_caps` / `terminal_caps`: each CS's CS-to-relay and
+        terminal-to-CS simultaneous-connection limits (`relay.core.dispatcher`)."""
+        self.params = params
+        self.design: Design = params.design
         # The switches the relay step reads on every message, as plain attributes.
         self._deadline_on = self.design.hsm_call_deadline
         self._scoped_timer = self.design.request_scoped_timer
@@ -146,23 +148,22 @@ class RelayTier:
         self.ledger = Ledger()
         self.backend = self._make_backend()
         self.dispatcher = Dispatcher(
-            [self._make_node(n) for n in range(1, scenario.relays.count + 1)],
+            [self._make_node(n) for n in range(1, params.relays.count + 1)],
             cs_caps,
-            scenario.dispatcher.policy,
+            params.policy,
             terminal_caps,
         )
-        retry = scenario.load.retry
-        self._think = retry.think_s.sampler(streams.stream("counter-users"))
-        self._retry_on = frozenset(Outcome(o) for o in retry.outcomes)
-        self._max_retries = retry.max_retries
-        operation = scenario.load.operation
-        self._messages = operation.messages
-        self._between = operation.think_s.sampler(streams.stream("counter-steps"))
-        self._hsm_deadline = scenario.hsm.deadline_ms / 1000.0
-        self._max_resends = retry.max_resends
+        counters = params.counters
+        self._think = counters.retry_think_s.sampler(streams.stream("counter-users"))
+        self._retry_on = frozenset(Outcome(o) for o in counters.retry_on)
+        self._max_retries = counters.max_retries
+        self._messages = counters.messages
+        self._between = counters.step_think_s.sampler(streams.stream("counter-steps"))
+        self._hsm_deadline = params.hsm.deadline_s
+        self._max_resends = counters.max_resends
         # Which operations write the card's chip first: their own stream, drawn only
         # when the share is set (every other stream stays as it was).
-        self._chip_share = scenario.load.chip_write_share
+        self._chip_share = counters.chip_write_share
         self._operations = streams.stream("operations") if self._chip_share else None
         # Nodes that crashed since the driver last looked: it wakes their waiting
         # flows at once instead of letting them sleep until their deadlines.
@@ -170,41 +171,41 @@ class RelayTier:
         # Actions the model itself scheduled (operators reacting to a failure) since
         # the driver last looked; the driver runs each at its time.
         self.agenda: list[OperatorEvent] = []
-        recovery = scenario.recovery
+        recovery = params.recovery
         operators = streams.stream("operators")
         self._detection = recovery.detection_min.sampler(operators)
         self._standby_detection = recovery.standby_detection_min.sampler(operators)
         self._standby_from = math.inf if recovery.standby_from is None else recovery.standby_from
 
     def _make_backend(self) -> Backend:
-        b, design = self.scenario.backend, self.design
-        names = b.thread_names
+        b, design = self.params.backend, self.design
         memory = b.memory_mb_raised if design.large_backend_memory else b.memory_mb
         return Backend(
             b.service_ms.sampler(self._streams.stream("backend"), 1e-3),
-            base_chars=names.base_chars,
-            growth_chars=0.0 if design.short_thread_names else names.growth_chars,
-            reset_pause=names.reset_pause_s,
-            log_per_char=names.log_us_per_char * 1e-6,
+            base_chars=b.base_chars,
+            growth_chars=0.0 if design.short_thread_names else b.growth_chars,
+            reset_pause=b.reset_pause_s,
+            log_per_char=b.log_s_per_char,
             capacity=int(memory // b.request_mb) if b.request_mb else None,
         )
 
     def _make_node(self, number: int) -> Node:
-        s, r = self.scenario, self.scenario.relays
+        p, r, m = self.params, self.params.relays, self.params.monitor
         rng = self._streams.stream(f"relay{number}")
+        phase = rng.uniform(0.0, m.period_s)  # drawn either way: the stream stays as it was
         return Node(
             number=number,
             max_connections=r.max_connections,
             cores=r.cores,
-            interrupt=s.hsm.interrupt_ms / 1000.0,
-            timer=OsTimer(r.timeout_s, r.timer_resolution_ms / 1000.0),
-            hsm=HsmLane(s.hsm.service_ms.sampler(self._streams.stream(f"hsm{number}"), 1e-3)),
+            interrupt=p.hsm.interrupt_s,
+            timer=OsTimer(r.timeout_s, r.timer_resolution_s),
+            hsm=HsmLane(p.hsm.service_ms.sampler(self._streams.stream(f"hsm{number}"), 1e-3)),
             monitor=Monitor(
-                enabled=s.monitor.enabled,
-                period=s.monitor.period_s,
-                handling=s.monitor.handling_ms / 1000.0,
+                enabled=m.enabled,
+                period=m.period_s,
+                handling=m.handling_s,
                 cores=r.cores,
-                phase=rng.uniform(0.0, s.monitor.period_s),
+                phase=phase if m.phase_s is None else m.phase_s,
                 salt=rng.getrandbits(64),
             ),
             rng=rng,
@@ -389,18 +390,28 @@ class RelayTier:
     # -- operators ----------------------------------------------------------------
 
     def handle(self, event: OperatorEvent | FaultEvent, now: float) -> None:
-        """Carry out a scheduled operator action or fault injection at `now`."""
+        """Carry out an operator action or a fault at `now`: scheduled by a scenario,
+        injected live (`relay.serve.admin`), or decided by the model itself."""
         d = self.dispatcher
+        if isinstance(event, FaultEvent) and event.kind == "slow_backend":
+            self.backend.slowdown = event.factor
+            self.log.info("fault.slow_backend", t=now, factor=event.factor)
+            return
         if isinstance(event, OperatorEvent) and event.action == "restart_backend":
             self.backend.restart(now)
             self.log.info("operator.restart_backend", t=now)
             return
-        assert event.node is not None  # the scenario validator checked every node action
+        assert event.node is not None  # the builder and the admin checked every node action
         node = d.nodes[event.node - 1] if event.node <= len(d.nodes) else None
         if isinstance(event, FaultEvent):
-            assert node is not None  # the scenario validator checked the node exists
+            assert node is not None  # ... and that the node exists
             if event.kind == "crash":
                 self.crash(node, now, "injected_crash")
+            elif event.kind == "timer_race":
+                # What a dropped reset leaves behind (cause 2's first half): the
+                # node's next request meets a pending timeout notification.
+                node.timer.pending += 1
+                self.log.info("fault.timer_race", t=now, node=node.name)
             else:
                 self._hang(node, now, "injected_stall")
             return
@@ -417,6 +428,18 @@ class RelayTier:
             else:
                 node.monitor.enabled = event.action == "start_monitor"
         self.log.info(f"operator.{event.action}", t=now, node=f"relay{event.node}")
+
+    def heal(self, now: float) -> None:
+        """Undo every fault still in effect at `now` (`relaysim fault clear`): the
+        backend back to speed, no timeout notification pending, every crashed or
+        stalled node restarted and every node attached."""
+        self.handle(FaultEvent(now, "slow_backend", factor=1.0), now)
+        for node in self.nodes:
+            node.timer.pending = 0
+            if not node.up or node.hsm.stuck:
+                self.handle(OperatorEvent(now, "restart", node.number), now)
+            if not self.dispatcher.attached[node.number - 1]:
+                self.handle(OperatorEvent(now, "attach", node.number), now)
 
     def health_check(self, now: float) -> None:
         """The distributor checks every node once at `now` and acts on the results."""
@@ -492,13 +515,18 @@ class RelayTier:
         From `recovery.standby_from` on, staff waiting in the server room notice
         within `standby_detection_min` instead (from 22 January 2016).
         """
-        rec = self.scenario.recovery
+        rec = self.params.recovery
         if not rec.operators:
             return
         standby = now >= self._standby_from
         noticed = now + 60.0 * (self._standby_detection() if standby else self._detection())
         back = noticed + 60.0 * rec.restart_min
-        for at, action in ((noticed, "detach"), (back, "restart"), (back, "attach")):
+        plan: tuple[tuple[float, Action], ...] = (
+            (noticed, "detach"),
+            (back, "restart"),
+            (back, "attach"),
+        )
+        for at, action in plan:
             self.agenda.append(OperatorEvent(at=at, action=action, node=node.number))
 
     def restart(self, node: Node, now: float) -> None:

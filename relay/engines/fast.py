@@ -25,9 +25,9 @@ import math
 from collections.abc import Iterable
 from typing import cast
 
+from relay.core.events import FaultEvent, OperatorEvent
 from relay.core.tier import CallBackend, CallHsm, Flow, RelayTier, Result, Retry, Think
-from relay.engines.trio import PROGRESS_EVERY, Progress, RunEnd
-from relay.scenario.schema import FaultEvent, OperatorEvent
+from relay.engines.common import PROGRESS_EVERY, Progress, RunEnd
 
 _DONE = Result.DONE
 _DEADLINE = Result.DEADLINE
@@ -58,8 +58,8 @@ class FastDriver:
         push, pop = heapq.heappush, heapq.heappop
         arrive, backend_submit = tier.arrive, tier.backend.submit
         progress = self._progress
-        drain = tier.scenario.run.drain_s
-        period = tier.scenario.dispatcher.health_check_s
+        drain = tier.params.drain_s
+        period = tier.params.health_check_s
         # Operator actions and faults: the scenario's, then those the model schedules
         # (tier.agenda), in time order; equal times keep their order.
         controls = self._controls

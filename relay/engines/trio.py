@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,21 +27,11 @@ import trio.testing
 
 from hsm_adapter import Hsm
 from hsm_adapter.errors import HsmError
+from relay.core.events import FaultEvent, OperatorEvent
 from relay.core.tier import CallBackend, CallHsm, Effect, Flow, RelayTier, Result, Retry, Think
-from relay.scenario.schema import FaultEvent, OperatorEvent
+from relay.engines.common import PROGRESS_EVERY, Progress, RunEnd
 
-Progress = Callable[[float, RelayTier], None]
-PROGRESS_EVERY = 2048  # arrivals between two progress callbacks
 REAL_CLOCK_RESOLUTION = 0.001  # trio waits in epoll, whose timeout is whole milliseconds
-
-
-@dataclass(frozen=True, slots=True)
-class RunEnd:
-    """When the run stopped and whether the liveness bound cut it short."""
-
-    start: float
-    end: float
-    cut_short: bool
 
 
 @dataclass(slots=True)  # not frozen: one per wait, and a frozen __init__ costs 3x
@@ -263,13 +253,13 @@ class TrioDriver:
         events: Iterable[OperatorEvent | FaultEvent] = (),
     ) -> RunEnd:
         """Feed `arrivals` (time, CS) and scheduled `events`; return when the run is over."""
-        drain = self.tier.scenario.run.drain_s
+        drain = self.tier.params.drain_s
         start = trio.current_time()
         async with trio.open_nursery() as outer:
             self._outer = outer
             outer.start_soon(self._alarms.run)
             outer.start_soon(self._scheduled, list(events))
-            outer.start_soon(self._health_checks, self.tier.scenario.dispatcher.health_check_s)
+            outer.start_soon(self._health_checks, self.tier.params.health_check_s)
             async with trio.open_nursery() as work:
                 outer.start_soon(self._liveness_bound, work.cancel_scope, drain)
                 await self._feed(work, arrivals)
@@ -369,7 +359,7 @@ class TrioDriver:
         async with trio.open_nursery() as outer:
             self._outer = outer
             outer.start_soon(self._alarms.run)
-            outer.start_soon(self._health_checks, self.tier.scenario.dispatcher.health_check_s)
+            outer.start_soon(self._health_checks, self.tier.params.health_check_s)
             task_status.started()
             await trio.sleep_forever()
 
@@ -415,6 +405,11 @@ class TrioDriver:
     async def _at(self, event: OperatorEvent | FaultEvent) -> None:
         await trio.sleep_until(event.at)
         self.apply(event)
+
+    def heal(self) -> None:
+        """Undo every fault still in effect now (`RelayTier.heal`), and act on it."""
+        self.tier.heal(trio.current_time())
+        self._notice()
 
     def apply(self, event: OperatorEvent | FaultEvent) -> None:
         """Carry out an operator action or a fault now, and act on its consequences

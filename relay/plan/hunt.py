@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings, target
@@ -27,6 +27,7 @@ from relay.core import checkers
 from relay.core.rng import Streams
 from relay.core.tier import RelayTier
 from relay.engines import trio as driver_trio
+from relay.scenario.build import tier_params
 from relay.scenario.schema import Scenario
 
 # The liveness bound: after the last arrival every request has its outcome within
@@ -104,9 +105,9 @@ def cases(draw: st.DrawFn, focus: str = "both", monitor: bool = True) -> Case:
 def run_case(case: Case, design: str, base: Scenario | None = None) -> RelayTier:
     """Run one drawn world on the trio driver, on top of `base` (its other settings)."""
     s = world(case, design, base)
-    tier = RelayTier(s, cs_caps=[100] * 4, streams=Streams(s.seed))
-    for node in tier.nodes:
-        node.monitor.phase = case.phase_s
+    params = tier_params(s)
+    params = replace(params, monitor=replace(params.monitor, phase_s=case.phase_s))
+    tier = RelayTier(params, cs_caps=[100] * 4, streams=Streams(s.seed))
     driver_trio.run(tier, case.arrivals, seed=case.seed)
     return tier
 

@@ -13,12 +13,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from loadgen import arrivals, calendar, municipalities
+from loadgen import calendar
 from relay.core import checkers, summary
-from relay.core.rng import Streams
 from relay.core.tier import LogSink, RelayTier
 from relay.engines import fast as driver_fast
 from relay.engines import trio as driver_trio
+from relay.engines.common import Progress
+from relay.scenario.build import build
 from relay.scenario.schema import Scenario
 
 Engine = Literal["fast", "trio"]
@@ -34,45 +35,22 @@ class ReplayResult:
     tier: RelayTier
 
 
-def build_tier(scenario: Scenario, log: LogSink | None = None) -> tuple[RelayTier, Any]:
-    """The tier for `scenario` and the arrival stream of its first attempts."""
-    tier, stream, _ = _build(scenario, log)
-    return tier, stream
-
-
-def _build(
-    scenario: Scenario, log: LogSink | None
-) -> tuple[RelayTier, Any, list[municipalities.Municipality]]:
-    streams = Streams(scenario.seed)
-    load = scenario.load
-    munis = municipalities.build(load.population, load.cs_connections, load.terminal_connections)
-    tier = RelayTier(
-        scenario,
-        [m.cs_cap for m in munis],
-        streams,
-        log,
-        terminal_caps=[m.terminal_cap for m in munis],
-    )
-    days = calendar.days(scenario)
-    stream = arrivals.over_days(days, munis, streams.stream("arrivals"), load.operation.messages)
-    return tier, stream, munis
-
-
 def replay(
     scenario: Scenario,
     *,
     name: str | None = None,
     engine: Engine = "fast",
     log: LogSink | None = None,
-    progress: driver_trio.Progress | None = None,
+    progress: Progress | None = None,
 ) -> ReplayResult:
     """Run `scenario` on `engine` and check it; never raises for a failed check.
 
     `wall_seconds` covers building the load, the run and the checks.
     """
     wall0 = time.perf_counter()
-    tier, stream, munis = _build(scenario, log)
-    events = scenario.scheduled()
+    built = build(scenario, log)
+    tier, stream, munis = built.tier, built.arrivals, built.municipalities
+    events = tier.params.events
     if engine == "fast":
         end = driver_fast.run(tier, stream, events, progress=progress)
     else:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-import math
 import random
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from relay.core.rng import Sampler, blocks
-
-BLOCK = 4096  # values drawn per numpy call
+from relay.core.rng import Duration, Sampler
 
 
 class Distribution(BaseModel):
@@ -35,24 +30,10 @@ class Distribution(BaseModel):
         description="uniform only: values lie in mean*(1-spread) .. mean*(1+spread)",
     )
 
-    def sampler(self, rng: random.Random, scale: float = 1.0) -> Sampler:
-        """A zero-argument function drawing values (times `scale`) seeded from `rng`.
+    def duration(self) -> Duration:
+        """The core's own description of this distribution (`relay.core.rng.Duration`)."""
+        return Duration(self.dist, self.mean, self.cv, self.spread)
 
-        Values are drawn by numpy in blocks of `BLOCK` and handed out one by one: a
-        draw costs a generator step instead of a Python-level `random` call, which
-        matters at two draws per request and a million requests a day. The block
-        generator is seeded from `rng`, so the sequence is a pure function of the
-        scenario's seed.
-        """
-        mean = self.mean * scale
-        if self.dist == "constant":
-            return itertools.repeat(mean).__next__
-        gen = np.random.default_rng(rng.getrandbits(128))
-        if self.dist == "exponential":
-            return blocks(lambda: gen.exponential(mean, BLOCK))
-        if self.dist == "uniform":
-            lo, hi = mean * (1 - self.spread), mean * (1 + self.spread)
-            return blocks(lambda: gen.uniform(lo, hi, BLOCK))
-        sigma2 = math.log1p(self.cv * self.cv)
-        mu, sigma = math.log(mean) - sigma2 / 2, math.sqrt(sigma2)
-        return blocks(lambda: gen.lognormal(mu, sigma, BLOCK))
+    def sampler(self, rng: random.Random, scale: float = 1.0) -> Sampler:
+        """A zero-argument function drawing values (times `scale`): `Duration.sampler`."""
+        return self.duration().sampler(rng, scale)

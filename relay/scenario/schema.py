@@ -368,17 +368,21 @@ class OperatorEvent(_Model):
 
 
 class FaultEvent(_Model):
-    """A named fault injected at a time of day on one relay node.
-
-    crash: the relay application terminates abnormally; its in-flight requests end
-    with an error and it serves nothing until restarted. hsm_stall: the node's HSM
-    lane stops answering (what cause 1 does), while the node still accepts
-    connections; it answers again once the lane is reset or the node restarted.
+    """A named fault injected at an instant (`relay.core.events.FaultEvent` says what
+    each does): `crash`, `hsm_stall` and `timer_race` on relay `node`;
+    `slow_backend` (no node) makes the backend `factor` times slower, 1 restoring it.
     """
 
     at: Instant
-    kind: Literal["crash", "hsm_stall"]
-    node: int = Field(ge=1, description="relay number, 1-based")
+    kind: Literal["crash", "hsm_stall", "timer_race", "slow_backend"]
+    node: int | None = Field(default=None, ge=1, description="relay number, 1-based")
+    factor: float = Field(
+        default=1.0,
+        gt=0,
+        le=1000,
+        allow_inf_nan=False,
+        description="slow_backend only: how many times slower the backend runs",
+    )
 
 
 class RecoveryConfig(_Model):
@@ -504,12 +508,13 @@ class Scenario(_Model):
         relays = self.relays.count
         for ev in self.scheduled():
             what = ev.action if isinstance(ev, OperatorEvent) else ev.kind
-            if what == "restart_backend":
+            kind = "operators" if isinstance(ev, OperatorEvent) else "faults"
+            if what in ("restart_backend", "slow_backend"):
                 if ev.node is not None:
-                    raise ValueError(f"operators: restart_backend at {ev.at:.0f} s takes no node")
+                    raise ValueError(f"{kind}: {what} at {ev.at:.0f} s takes no node")
                 continue
             if ev.node is None:
-                raise ValueError(f"operators: {what} at {ev.at:.0f} s needs a node")
+                raise ValueError(f"{kind}: {what} at {ev.at:.0f} s needs a node")
             if what == "add":
                 if ev.node != relays + 1:
                     raise ValueError(
@@ -518,7 +523,6 @@ class Scenario(_Model):
                     )
                 relays += 1
             elif ev.node > relays:
-                kind = "operators" if isinstance(ev, OperatorEvent) else "faults"
                 raise ValueError(
                     f"{kind}: {what} of relay #{ev.node} at {ev.at:.0f} s, "
                     f"but only {relays} relay(s) exist then"

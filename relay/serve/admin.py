@@ -23,8 +23,8 @@ from typing import Any
 
 import trio
 
+from relay.core.events import FaultEvent, OperatorEvent
 from relay.engines.trio import TrioDriver
-from relay.scenario.schema import FaultEvent, OperatorEvent
 from relay.serve.httpd import Answer, serve_http
 
 KINDS = ("hsm_stall", "crash", "timer_race", "slow_backend", "detach", "attach")
@@ -66,31 +66,22 @@ class Admin:
             factor = fault.get("factor")
             if not isinstance(factor, int | float) or isinstance(factor, bool) or factor <= 0:
                 raise ValueError(f"factor: expected a number > 0, got {factor!r}")
-            self.tier.backend.slowdown = float(factor)
+            self.driver.apply(FaultEvent(now, "slow_backend", factor=float(factor)))
         else:
             number = fault.get("node")
             count = len(self.tier.nodes)
             if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= count:
                 raise ValueError(f"node: expected a relay number 1..{count}, got {number!r}")
-            if kind == "timer_race":
-                self.tier.nodes[number - 1].timer.pending += 1
-            elif kind in ("hsm_stall", "crash"):
-                self.driver.apply(FaultEvent(at=now, kind=kind, node=number))
+            if kind in ("hsm_stall", "crash", "timer_race"):
+                self.driver.apply(FaultEvent(now, kind, number))
             else:
-                self.driver.apply(OperatorEvent(at=now, action=kind, node=number))
+                self.driver.apply(OperatorEvent(now, kind, number))
         self.injected.append({"t": now, **fault})
         self.tier.log.info("admin.inject", **{k: v for k, v in fault.items() if k != "t"})
 
     def clear(self) -> None:
-        """Undo what is still in effect (see the module doc)."""
-        now = trio.current_time()
-        self.tier.backend.slowdown = 1.0
-        for node, attached in zip(self.tier.nodes, self.tier.dispatcher.attached, strict=True):
-            node.timer.pending = 0
-            if not node.up or node.hsm.stuck:
-                self.driver.apply(OperatorEvent(at=now, action="restart", node=node.number))
-            if not attached:
-                self.driver.apply(OperatorEvent(at=now, action="attach", node=node.number))
+        """Undo what is still in effect (`RelayTier.heal`)."""
+        self.driver.heal()
         self.tier.log.info("admin.clear")
 
     def state(self) -> dict[str, Any]:

@@ -32,30 +32,19 @@ its outcome, undelivered.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import trio
 
-from hsm_adapter.lane import Pkcs11Hsm, open_pkcs11, unwrap_group
-from hsm_adapter.token import TokenConfig
 from relay.core.node import Node
 from relay.core.request import Request
-from relay.core.tier import Flow, LogSink, RelayTier
+from relay.core.tier import Flow, RelayTier
 from relay.engines.trio import (
-    REAL_CLOCK_RESOLUTION,
-    DeviceServices,
     Ended,
-    Services,
-    SimulatedServices,
     TrioDriver,
     Waiting,
 )
-from relay.scenario.schema import Scenario
 from relay.serve.protocol import (
     MAX_FRAME,
     STATUS_OF,
@@ -341,85 +330,3 @@ class RelayServer:
         """Count `code` and send it as the connection's last frame."""
         self.stats.rejected[code.name] += 1
         await outbox.last(error_frame(code, message))
-
-
-async def run(
-    scenario: Scenario,
-    *,
-    hsm: Literal["simulated", "softhsm"] = "simulated",
-    port: int = 0,
-    metrics_port: int = 0,
-    admin_port: int = 0,
-    drain: float = 10.0,
-    log: LogSink,
-    announce: Callable[[str], None],
-    token: TokenConfig | None = None,
-) -> ServerStats:
-    """`relaysim serve`: the scenario's tier on loopback until SIGINT or SIGTERM.
-
-    `announce` gets one line per address (dispatcher, metrics, admin). Returns the server's
-    statistics once it has stopped accepting and drained.
-    """
-    try:
-        return await _run(
-            scenario, hsm, port, metrics_port, admin_port, drain, log, announce, token
-        )
-    except BaseExceptionGroup as group:
-        raise unwrap_group(group) from None
-
-
-async def _run(
-    scenario: Scenario,
-    hsm: Literal["simulated", "softhsm"],
-    port: int,
-    metrics_port: int,
-    admin_port: int,
-    drain: float,
-    log: LogSink,
-    announce: Callable[[str], None],
-    token: TokenConfig | None,
-) -> ServerStats:
-    from relay.plan.replay import build_tier
-    from relay.serve.admin import Admin, serve_admin
-    from relay.serve.metrics import registry_for, serve_metrics
-
-    tier, _ = build_tier(scenario, log)
-    async with contextlib.AsyncExitStack() as stack:
-        lane: Pkcs11Hsm | None = None
-        services: Services
-        if hsm == "softhsm":
-            deadline = scenario.hsm.deadline_ms / 1000.0
-            lane = await stack.enter_async_context(
-                open_pkcs11(token or TokenConfig(), deadline=deadline)
-            )
-            services = DeviceServices(tier, lane)
-        else:
-            services = SimulatedServices(tier)
-        driver = TrioDriver(tier, services=services, resolution=REAL_CLOCK_RESOLUTION)
-        server = RelayServer(tier, driver, drain=drain)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                bound = await nursery.start(server.serve, port)
-                scrape = await nursery.start(
-                    serve_metrics, registry_for(server, lane), metrics_port
-                )
-                admin = await nursery.start(serve_admin, Admin(driver), admin_port)
-                announce(f"dispatcher 127.0.0.1:{bound} (design {tier.design.name}, hsm {hsm})")
-                for name, node_port in server.node_ports.items():
-                    announce(f"{name:<10} 127.0.0.1:{node_port}")
-                announce(f"metrics    http://127.0.0.1:{scrape}/metrics")
-                announce(f"admin      http://127.0.0.1:{admin}/faults")
-                log.info("serve.started", port=bound, metrics_port=scrape, admin_port=admin)
-                async for signum in signals:
-                    log.info("serve.stopping", signal=signal.Signals(signum).name)
-                    server.stop()
-                    break
-                await server.stopped.wait()
-                nursery.cancel_scope.cancel()
-        log.info(
-            "serve.stopped",
-            requests=server.stats.requests,
-            replies=server.stats.replies,
-            in_flight=len(tier.ledger.still_open),
-        )
-    return server.stats

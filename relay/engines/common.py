@@ -1,0 +1,21 @@
+"""What every engine shares: how a run ends, and the progress hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from relay.core.tier import RelayTier
+
+#: Called now and then during a run with the simulated time and the tier.
+Progress = Callable[[float, RelayTier], None]
+PROGRESS_EVERY = 2048  # arrivals between two progress callbacks
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """When the run stopped and whether the liveness bound cut it short."""
+
+    start: float
+    end: float
+    cut_short: bool

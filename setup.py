@@ -28,6 +28,7 @@ CORE = [
     "relay/core/backend.py",
     "relay/core/tier.py",
     "relay/core/rng.py",
+    "relay/core/agenda.py",
     "relay/engines/fast.py",
     "loadgen/arrivals.py",
 ]

@@ -74,7 +74,7 @@ def drive(request: pytest.FixtureRequest) -> Drive:
         events: Iterable[OperatorEvent | FaultEvent] = (),
     ) -> RunEnd:
         if request.param == "trio":
-            return driver_trio.run(tier, arrivals, events, seed=tier.params.seed)
+            return driver_trio.run(tier, arrivals, events)
         return driver_fast.run(tier, arrivals, events)
 
     return run

@@ -1,8 +1,7 @@
-"""Property tests of the January 2016 races under trio, in virtual time.
+"""Property tests of the January 2016 races, in virtual time, on both engines.
 
 Hypothesis draws the arrival schedule, service times, the timer's timeout, the probe
-period, phase and length, and the seed of trio's scheduler (so the interleaving of
-tasks at the same instant is drawn too). Draws are steered toward the race windows:
+period, phase and length, and the run's seed. Draws are steered toward the race windows:
 arrivals on a coarse grid and service times that end the relay step within a tick of
 its timer (cause 2), probes that are long against their period on few cores
 (cause 1). The properties hold on `fixed`, and a pass counts only if the windows were
@@ -18,11 +17,12 @@ from hypothesis import HealthCheck, given, settings, target
 
 from relay.core import checkers
 from relay.plan.hunt import MIN_SHARE, Case, cases, judge, run_case, windows
+from relay.plan.replay import ENGINES, Engine
 
 
-def check_never_fails(case: Case, design: str, hits: Counter[str]) -> None:
+def check_never_fails(case: Case, design: str, hits: Counter[str], engine: Engine) -> None:
     """The properties: no crash, no hang, every request ends in time, invariants hold."""
-    tier = run_case(case, design)
+    tier = run_case(case, design, engine=engine)
     hits["examples"] += 1
     reached = windows(tier)
     hits["timer"] += reached["same_tick_reset"] > 0
@@ -42,30 +42,32 @@ def check_never_fails(case: Case, design: str, hits: Counter[str]) -> None:
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def test_fixed_never_crashes_or_hangs_and_reaches_both_windows() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fixed_never_crashes_or_hangs_and_reaches_both_windows(engine: Engine) -> None:
     """On fixed, no drawn world crashes, hangs, loses or leaks; both windows are reached."""
     hits: Counter[str] = Counter()
 
     @SETTINGS
     @given(cases())
     def prop(case: Case) -> None:
-        check_never_fails(case, "fixed", hits)
+        check_never_fails(case, "fixed", hits, engine)
 
     prop()
     assert hits["timer"] >= MIN_SHARE * hits["examples"], hits
     assert hits["probe"] >= MIN_SHARE * hits["examples"], hits
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(
     ("focus", "mechanism"), [("timer", "unallocated_free"), ("probe", "core_contention")]
 )
-def test_the_same_property_fails_on_legacy(focus: str, mechanism: str) -> None:
+def test_the_same_property_fails_on_legacy(focus: str, mechanism: str, engine: Engine) -> None:
     """On legacy, hypothesis finds a world where each fault strikes on its own."""
 
     @SETTINGS
     @given(cases(focus=focus))
     def prop(case: Case) -> None:
-        check_never_fails(case, "legacy", Counter())
+        check_never_fails(case, "legacy", Counter(), engine)
 
     with pytest.raises(AssertionError, match=f"legacy: .*{mechanism}"):
         prop()

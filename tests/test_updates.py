@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from relay.core import checkers
 from relay.core.tier import RelayTier
+from relay.engines import fast as driver_fast
 from relay.engines import trio as driver_trio
+from relay.plan.replay import ENGINES, Engine
 from relay.scenario.build import new_tier
 from relay.scenario.schema import Scenario
 
@@ -56,8 +58,10 @@ def worlds(draw: st.DrawFn) -> World:
     )
 
 
-def run_world(world: World, design: str, switches: dict[str, bool] | None = None) -> RelayTier:
-    """Run `world` on `design` (with `switches` overridden) under trio's virtual clock."""
+def run_world(
+    world: World, design: str, engine: Engine, switches: dict[str, bool] | None = None
+) -> RelayTier:
+    """Run `world` on `design` (with `switches` overridden) on `engine`."""
     doc: dict[str, Any] = {
         "name": "updates",
         "design": design,
@@ -78,13 +82,14 @@ def run_world(world: World, design: str, switches: dict[str, bool] | None = None
     }
     s = Scenario.model_validate(doc)
     tier = new_tier(s, cs_caps=[world.cs_cap] * 4)
-    driver_trio.run(tier, world.arrivals, tier.params.events, seed=world.seed)
+    run = driver_fast.run if engine == "fast" else driver_trio.run
+    run(tier, world.arrivals, tier.params.events)
     return tier
 
 
-def check_consistent(world: World, design: str) -> None:
+def check_consistent(world: World, design: str, engine: Engine) -> None:
     """Every operation registered exactly once; every request accounted for."""
-    tier = run_world(world, design)
+    tier = run_world(world, design, engine)
     ledger = tier.ledger
     assert checkers.check_run(ledger, tier.nodes) == []
     assert not ledger.still_open
@@ -109,7 +114,8 @@ STARVED = World(
 )
 
 
-def test_fixed_registers_every_chip_operation_exactly_once() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fixed_registers_every_chip_operation_exactly_once(engine: Engine) -> None:
     """On fixed, under any drawn congestion, timeouts and crashes, no card is left
     inconsistent and no registration is applied twice."""
 
@@ -117,32 +123,34 @@ def test_fixed_registers_every_chip_operation_exactly_once() -> None:
     @given(worlds())
     @example(STARVED)
     def prop(world: World) -> None:
-        check_consistent(world, "fixed")
+        check_consistent(world, "fixed", engine)
 
     prop()
 
 
-def test_legacy_leaves_cards_inconsistent_under_congestion() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_legacy_leaves_cards_inconsistent_under_congestion(engine: Engine) -> None:
     """On legacy (no re-send), hypothesis finds a world where a dropped connection
     leaves a written chip unregistered."""
 
     @SETTINGS
     @given(worlds())
     def prop(world: World) -> None:
-        check_consistent(world, "legacy")
+        check_consistent(world, "legacy", engine)
 
     with pytest.raises(AssertionError, match=r"legacy: \d+ inconsistent"):
         prop()
 
 
-def test_resend_without_an_idempotent_backend_applies_twice() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_resend_without_an_idempotent_backend_applies_twice(engine: Engine) -> None:
     """Re-sending without the backend's at-most-once check applies an operation the
     backend had already applied (its reply lost to the timer) a second time."""
 
     @SETTINGS
     @given(worlds())
     def prop(world: World) -> None:
-        tier = run_world(world, "fixed", {"idempotent_backend": False})
+        tier = run_world(world, "fixed", engine, {"idempotent_backend": False})
         assert tier.ledger.duplicates_applied == 0, "resend: duplicates"
 
     with pytest.raises(AssertionError, match="resend: duplicates"):

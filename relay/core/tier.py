@@ -57,44 +57,39 @@ class Result(enum.Enum):
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x
-class CallHsm:
+class Wait:
+    """An effect: what a flow waits for on `node`, until `deadline` at the latest."""
+
+    node: Node
+    deadline: float
+
+
+class CallHsm(Wait):
     """Wait for the node's HSM to process this request, until `deadline` at the latest."""
 
-    node: Node
-    deadline: float
 
-
-@dataclass(slots=True)
-class CallBackend:
+class CallBackend(Wait):
     """Wait for the backend's answer to this request, until `deadline` at the latest."""
 
-    node: Node
-    deadline: float
 
-
-@dataclass(slots=True)
-class LostReply:
+class LostReply(Wait):
     """The HSM reply was lost on its core: nothing will answer; wait for `deadline`.
 
     A driver resumes the flow at the deadline with Result.DEADLINE (or earlier,
     if the node crashes or restarts).
     """
 
-    node: Node
-    deadline: float
 
-
-@dataclass(slots=True)
-class Think:
+class Think(Wait):
     """The counter works between two messages of one operation (the resident, the
     card) until `deadline`, its connection held open. A driver resumes the flow at
     the deadline with Result.DONE (or earlier, if the node crashes)."""
 
-    node: Node
-    deadline: float
 
-
-Effect = CallHsm | CallBackend | LostReply | Think
+#: What a flow yields: one base class, not a union, so that compiled code reads an
+#: effect's `node` and `deadline` as native attributes (measured: 0.5% of a day's
+#: instructions).
+Effect = Wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +205,20 @@ class RelayTier:
             ),
             rng=rng,
         )
+
+    def submit(self, effect: Effect, now: float) -> float:
+        """When the simulated service behind `effect`, started at `now`, finishes:
+        the node's HSM lane (first come, first served), the backend, the end of a
+        think; never (math.inf) for a lost reply."""
+        # isinstance, not type(): compiled, it narrows `effect` to one native
+        # class, whose attributes are then read directly, not looked up.
+        if isinstance(effect, CallHsm):
+            return effect.node.hsm.submit(now)
+        if isinstance(effect, CallBackend):
+            return self.backend.submit(now)
+        if isinstance(effect, Think):
+            return effect.deadline
+        return math.inf
 
     @property
     def nodes(self) -> list[Node]:

@@ -1,34 +1,39 @@
-"""The trio driver: runs the relay tier's flows as trio tasks under a virtual clock.
+"""The trio engine: the relay tier's flows as trio tasks, one per request.
 
-One task per request performs its flow's effects, on trio's clock. The simulated
-HSM and backend say when they finish (`SimulatedServices`), and the flow's task is
-parked on the driver's one timer (`Alarms`) until that instant or the deadline,
-whichever comes first; under a real clock `DeviceServices` calls a real HSM instead
-and the deadline is a cancel scope around the call. Under
-`trio.testing.MockClock(autojump_threshold=0)` the clock jumps to the next deadline
-whenever every task is blocked, so a day runs in wall seconds, not hours.
+**Replays** (`run`, under `trio.testing.MockClock`): a conductor takes the run's
+steps from the core's rule book (`relay.core.agenda.Agenda`), moves the virtual
+clock to each step's instant and hands the step to the task it belongs to: a new
+request's task starts, a waiting one is rescheduled with how its wait ended. The
+task performs its flow up to its next effect, tells the agenda what it waits for
+and hands control back. One step at a time, in the agenda's order: the trio engine
+takes exactly the fast engine's steps (a test holds them to identical summaries),
+with trio doing the waiting.
 
-The run ends when the load has stopped and every request has its outcome, or, at the
-latest, `drain_s` after the last arrival (the liveness bound): requests still open
-then are lost, and the accounting checker fails the run.
+**Serve mode** (`serve` and `perform`, on the real clock): requests arrive from
+sockets, so there is no agenda; each request's task waits for its effects itself,
+parked on the driver's one timer (`Alarms`) until the simulated service finishes
+or the deadline passes, or inside a cancel scope around a real device's call
+(`DeviceServices`). When it wakes, and with what, is still the core's rule
+(`relay.core.agenda.wake`, `due_now`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+import outcome
 import trio
 import trio.testing
 
 from hsm_adapter import Hsm
 from hsm_adapter.errors import HsmError
-from relay.core.events import FaultEvent, OperatorEvent
-from relay.core.tier import CallBackend, CallHsm, Effect, Flow, RelayTier, Result, Retry, Think
+from relay.core.agenda import ACTION, ARRIVAL, CHECK, END, RETRY, Agenda, due_now, wake
+from relay.core.events import Event, FaultEvent, OperatorEvent
+from relay.core.tier import CallHsm, Effect, Flow, RelayTier, Result, Retry
 from relay.engines.common import PROGRESS_EVERY, Progress, RunEnd
 
 REAL_CLOCK_RESOLUTION = 0.001  # trio waits in epoll, whose timeout is whole milliseconds
@@ -68,17 +73,11 @@ class SimulatedServices:
     """The core's simulated HSM lanes and backend: every finishing time is known."""
 
     def __init__(self, tier: RelayTier) -> None:
-        self._backend = tier.backend
+        self._tier = tier
 
     def finish(self, effect: Effect, now: float) -> float:
-        """When the simulated reply or answer arrives (math.inf: a lost reply)."""
-        if type(effect) is CallHsm:
-            return effect.node.hsm.submit(now)
-        if type(effect) is CallBackend:
-            return self._backend.submit(now)
-        if type(effect) is Think:
-            return effect.deadline  # the counter's own steps end on time
-        return math.inf  # LostReply: nothing will answer; the caller's deadline ends it
+        """When the simulated service finishes (`RelayTier.submit`)."""
+        return self._tier.submit(effect, now)
 
     async def perform(self, effect: Effect) -> Result:
         """Wait until the simulated reply or answer arrives."""
@@ -198,30 +197,40 @@ class Alarms:
             self._timer = None
 
 
-@contextlib.contextmanager
-def deterministic_scheduling(seed: int) -> Iterator[None]:
-    """Make trio's choice among tasks runnable at the same instant follow `seed`.
+class _Conductor:
+    """The replay's conductor task and the handshake with the flows' tasks: one of
+    them runs at a time, so the steps happen in the agenda's order."""
 
-    trio shuffles each batch of runnable tasks with a private generator seeded from
-    the OS; pytest-trio's hypothesis support seeds it and sorts batches first. We do
-    the same, so one seed reproduces a run task for task. Private names: checked
-    against trio 0.35; if they move, runs stay correct but lose bit-reproducibility,
-    which the determinism test will catch.
-    """
-    core = trio._core._run
-    saved_state = core._r.getstate()
-    saved_flag = core._ALLOW_DETERMINISTIC_SCHEDULING
-    core._r.seed(f"relaysim-trio:{seed}")
-    setattr(core, "_ALLOW_DETERMINISTIC_SCHEDULING", True)  # noqa: B010 - Final in trio
-    try:
-        yield
-    finally:
-        core._r.setstate(saved_state)
-        setattr(core, "_ALLOW_DETERMINISTIC_SCHEDULING", saved_flag)  # noqa: B010
+    __slots__ = ("task",)
+
+    def __init__(self) -> None:
+        self.task = trio.lowlevel.current_task()
+
+    async def hand_over(self) -> None:
+        """Sleep until the task just woken or started hands control back."""
+        await trio.lowlevel.wait_task_rescheduled(_abort)
+
+    def take_back(self) -> None:
+        """(In a flow's task) hand control back to the conductor."""
+        trio.lowlevel.reschedule(self.task)
+
+
+class _FlowTask:
+    """A flow's task as the agenda knows it: what to reschedule when it wakes."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+
+
+def _abort(raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.SUCCEEDED  # cancelled (the liveness bound): let it go
 
 
 class TrioDriver:
-    """Drives one RelayTier through a stream of arrivals and operator events."""
+    """Drives one RelayTier: a whole replay under a virtual clock (`run`), or the
+    requests of serve mode one by one on the real clock (`serve`, `perform`)."""
 
     def __init__(
         self,
@@ -236,55 +245,106 @@ class TrioDriver:
         self.tier = tier
         self.services = services or SimulatedServices(tier)
         self._progress = progress
-        # The latest instant at which load is known to arrive: the last arrival so
-        # far, or a retry some counter user has already decided on.
-        self._horizon = -math.inf
-        self._load_done = trio.Event()
-        self._cut_short = False
-        # Cancel scopes of the waits in progress, by node number, so a crash can
-        # wake every flow on the crashed node at the crash instant.
+        # Serve mode: the waits in progress by node number (a crash wakes them).
         self._waiting: dict[int, set[trio.CancelScope | Parked]] = {}
         self._alarms = Alarms(resolution)
         self._outer: trio.Nursery | None = None
+        self._start = 0.0  # serve mode: when the periodic work began
+
+    # -- replays: the conductor ------------------------------------------------------
 
     async def run(
-        self,
-        arrivals: Iterable[tuple[float, int]],
-        events: Iterable[OperatorEvent | FaultEvent] = (),
+        self, arrivals: Iterable[tuple[float, int]], events: Iterable[Event] = ()
     ) -> RunEnd:
-        """Feed `arrivals` (time, CS) and scheduled `events`; return when the run is over."""
-        drain = self.tier.params.drain_s
+        """Replay `arrivals` (time, CS) and `events`; return when the run is over.
+
+        Under a `MockClock` with the simulated services, step by step in the
+        agenda's order. Otherwise (a real device, the real clock) the requests run
+        as in serve mode, each task waiting for its own effects (`_run_live`).
+        """
+        clock = trio.lowlevel.current_clock()
+        if not isinstance(clock, trio.testing.MockClock) or not isinstance(
+            self.services, SimulatedServices
+        ):
+            return await self._run_live(arrivals, events)
+        tier = self.tier
+        agenda = Agenda(tier, arrivals, events)
+        conductor = _Conductor()
         start = trio.current_time()
-        async with trio.open_nursery() as outer:
-            self._outer = outer
-            outer.start_soon(self._alarms.run)
-            outer.start_soon(self._scheduled, list(events))
-            outer.start_soon(self._health_checks, self.tier.params.health_check_s)
-            async with trio.open_nursery() as work:
-                outer.start_soon(self._liveness_bound, work.cancel_scope, drain)
-                await self._feed(work, arrivals)
-            outer.cancel_scope.cancel()
+        async with trio.open_nursery() as work:
+            while True:
+                kind = agenda.next()
+                now = agenda.now
+                if now > clock.current_time():
+                    clock.jump(now - clock.current_time())
+                if kind == END:
+                    break
+                if kind == ARRIVAL:
+                    work.start_soon(self._flow, tier.arrive(agenda.cs, 0, now), agenda, conductor)
+                    await conductor.hand_over()
+                    if self._progress and agenda.arrivals % PROGRESS_EVERY == 0:
+                        self._progress(now, tier)
+                elif kind == RETRY:
+                    assert agenda.retry is not None
+                    work.start_soon(self._flow, tier.again(agenda.retry), agenda, conductor)
+                    await conductor.hand_over()
+                elif kind == ACTION:
+                    assert agenda.event is not None
+                    tier.handle(agenda.event, now)
+                elif kind == CHECK:
+                    tier.health_check(now)
+                else:  # WAKE
+                    waiter = agenda.waiter
+                    assert isinstance(waiter, _FlowTask)
+                    trio.lowlevel.reschedule(waiter.task, outcome.Value((agenda.result, now)))
+                    await conductor.hand_over()
+                if agenda.pending:
+                    agenda.settle()
+            # The liveness bound (or the end): what still waits is lost.
+            work.cancel_scope.cancel()
         end = trio.current_time()
         if self._progress:
-            self._progress(end, self.tier)
-        return RunEnd(start, end, self._cut_short)
+            self._progress(end, tier)
+        return RunEnd(start, end, agenda.cut_short)
 
-    async def _feed(self, work: trio.Nursery, arrivals: Iterable[tuple[float, int]]) -> None:
-        tier, serve = self.tier, self._serve
-        for count, (t, cs) in enumerate(arrivals, 1):
-            if t > trio.current_time():
-                await trio.sleep_until(t)
-            self._horizon = max(self._horizon, t)
-            work.start_soon(serve, work, tier.arrive(cs, 0, t))
-            if self._progress and count % PROGRESS_EVERY == 0:
-                self._progress(t, tier)
-        self._load_done.set()
+    async def _flow(self, flow: Flow, agenda: Agenda, conductor: _Conductor) -> None:
+        """One request's task in a replay: perform its flow, one effect per step."""
+        me = _FlowTask(trio.lowlevel.current_task())
+        step: tuple[Result, float] | None = None
+        while True:
+            try:
+                effect = next(flow) if step is None else flow.send(step)
+            except StopIteration as stop:
+                agenda.ended(stop.value)
+                conductor.take_back()
+                return
+            agenda.wait(me, effect, trio.current_time())
+            conductor.take_back()
+            step = await trio.lowlevel.wait_task_rescheduled(_abort)
 
-    async def _serve(self, work: trio.Nursery, flow: Flow) -> None:
+    async def _run_live(
+        self, arrivals: Iterable[tuple[float, int]], events: Iterable[Event]
+    ) -> RunEnd:
+        """Arrivals and events on whatever clock runs, the requests performed as serve
+        mode performs them; over when every request and retry has ended."""
+        start = trio.current_time()
+        async with trio.open_nursery() as outer:
+            await outer.start(self.serve)
+            outer.start_soon(self._scheduled, list(events))
+            async with trio.open_nursery() as work:
+                for t, cs in arrivals:
+                    await trio.sleep_until(t)
+                    work.start_soon(self._live, work, self.tier.arrive(cs, 0, t))
+            outer.cancel_scope.cancel()
+        return RunEnd(start, trio.current_time(), False)
+
+    async def _live(self, work: trio.Nursery, flow: Flow) -> None:
         retry = await self.perform(flow)
         if retry is not None:
-            self._horizon = max(self._horizon, retry.at)
-            work.start_soon(self._retry, work, retry)
+            await trio.sleep_until(retry.at)
+            work.start_soon(self._live, work, self.tier.again(retry))
+
+    # -- serve mode: requests one by one on the real clock -----------------------------
 
     def advance(self, flow: Flow, step: tuple[Result, float] | None = None) -> Waiting | Ended:
         """Run `flow` from its start (or resumed with `step`) until it must wait.
@@ -303,11 +363,9 @@ class TrioDriver:
                     self._notice()
                 now = now_()
                 finish = finish_of(effect, now)
-                deadline = effect.deadline
-                if not resolution or finish is None or min(finish, deadline) > now + resolution:
+                if finish is None or not due_now(finish, effect.deadline, now, resolution):
                     return Waiting(effect, finish)
-                result = Result.DONE if finish <= deadline else Result.DEADLINE
-                effect = flow.send((result, now))
+                effect = flow.send((wake(finish, effect.deadline)[1], now))
         except StopIteration as stop:
             if tier.crashed or tier.agenda:
                 self._notice()
@@ -320,17 +378,16 @@ class TrioDriver:
         deadline = effect.deadline
         scopes = self._waiting.setdefault(effect.node.number, set())
         if finish is not None:
-            # Known finishing time: parked until the reply or the deadline (a reply
-            # landing on the deadline is in time, as in the fast engine), or earlier
-            # by a crash (`_notice`).
+            # Known finishing time: parked until the core's rule says (`wake`), or
+            # earlier by a crash (`_notice`).
+            when, result = wake(finish, deadline)
             parked = Parked(trio.lowlevel.current_task())
             scopes.add(parked)
             try:
-                await self._alarms.park(parked, finish if finish < deadline else deadline)
+                await self._alarms.park(parked, when)
             finally:
                 scopes.discard(parked)
-            in_time = finish <= deadline and not parked.early
-            return (Result.DONE if in_time else Result.DEADLINE), trio.current_time()
+            return (Result.DEADLINE if parked.early else result), trio.current_time()
         result = Result.DEADLINE
         with trio.move_on_at(deadline) as scope:
             scopes.add(scope)
@@ -358,6 +415,7 @@ class TrioDriver:
         until cancelled, for requests performed one by one (`perform`): serve mode."""
         async with trio.open_nursery() as outer:
             self._outer = outer
+            self._start = trio.current_time()
             outer.start_soon(self._alarms.run)
             outer.start_soon(self._health_checks, self.tier.params.health_check_s)
             task_status.started()
@@ -379,23 +437,14 @@ class TrioDriver:
             tier.agenda.clear()
             self._outer.start_soon(self._scheduled, batch)
 
-    async def _retry(self, work: trio.Nursery, retry: Retry) -> None:
-        await trio.sleep_until(retry.at)
-        await self._serve(work, self.tier.again(retry))
-
-    async def _liveness_bound(self, scope: trio.CancelScope, drain: float) -> None:
-        # Load has stopped once the arrival stream is exhausted and every retry
-        # decided on has arrived; from then on everything must end within `drain`.
-        await self._load_done.wait()
-        while trio.current_time() < self._horizon + drain:  # noqa: ASYNC110 - horizon moves
-            await trio.sleep_until(self._horizon + drain)
-        self._cut_short = True
-        scope.cancel()
-
     async def _health_checks(self, period: float) -> None:
+        # Check k at k * period from the start, as the agenda schedules them (a sum
+        # of sleeps would drift).
+        k = 1
         while True:
-            await trio.sleep(period)
+            await trio.sleep_until(self._start + k * period)
             self.tier.health_check(trio.current_time())
+            k += 1
 
     async def _scheduled(self, events: list[OperatorEvent | FaultEvent]) -> None:
         # One task, in the scenario's order: equal times keep their order.
@@ -421,13 +470,13 @@ class TrioDriver:
 def run(
     tier: RelayTier,
     arrivals: Iterable[tuple[float, int]],
-    events: Iterable[OperatorEvent | FaultEvent] = (),
+    events: Iterable[Event] = (),
     *,
-    seed: int,
     progress: Progress | None = None,
 ) -> RunEnd:
-    """Run a whole replay under trio's virtual clock; deterministic for a given seed."""
+    """Run a whole replay on the trio engine under a virtual clock: the same steps
+    as the fast engine (`relay.core.agenda`), deterministic by construction."""
     driver = TrioDriver(tier, progress=progress)
-    clock = trio.testing.MockClock(autojump_threshold=0)
-    with deterministic_scheduling(seed):
-        return trio.run(driver.run, arrivals, events, clock=clock)
+    # The conductor moves the clock itself, step by step: no autojump needed.
+    clock = trio.testing.MockClock(autojump_threshold=math.inf)
+    return trio.run(driver.run, arrivals, events, clock=clock)

@@ -1,11 +1,13 @@
 """Searching for the January 2016 races: drawn worlds, and `relaysim hunt`.
 
 A *world* is a short schedule with its timings: arrivals, HSM and backend service
-times, the step timer, the monitor's probe period, phase and length, and the seed
-of trio's scheduler (so the interleaving of tasks at one instant is drawn too).
-Hypothesis draws worlds steered toward the race windows: steps that end within a
-tick of their timer (cause 2), long probes on few cores (cause 1), arrival grids off
-the tick. Each world runs on the trio driver on top of a base scenario.
+times, the step timer, the monitor's probe period, phase and length, and the run's
+seed (the cores replies land on, the counters' retries). Hypothesis draws worlds
+steered toward the race windows: steps that end within a tick of their timer
+(cause 2), long probes on few cores (cause 1), arrival grids off the tick. Each
+world runs on either engine (the trio engine by default) on top of a base
+scenario; both take the same steps (`relay.core.agenda`), so a world fails on both
+or on neither.
 
 The property tests (tests/test_race_properties.py) and `relaysim hunt` share this
 module: on `fixed` no world crashes, hangs, loses a request or breaks an invariant;
@@ -26,7 +28,9 @@ from hypothesis import strategies as st
 from relay.core import checkers
 from relay.core.rng import Streams
 from relay.core.tier import RelayTier
+from relay.engines import fast as driver_fast
 from relay.engines import trio as driver_trio
+from relay.plan.replay import Engine
 from relay.scenario.build import tier_params
 from relay.scenario.schema import Scenario
 
@@ -38,7 +42,7 @@ MIN_SHARE = 0.25  # of examples that must reach each window
 
 @dataclass(frozen=True)
 class Case:
-    """One drawn world: load, timings, probes and the scheduler's seed."""
+    """One drawn world: load, timings, probes and the run's seed."""
 
     arrivals: list[tuple[float, int]]
     timeout_s: float
@@ -102,13 +106,18 @@ def cases(draw: st.DrawFn, focus: str = "both", monitor: bool = True) -> Case:
     )
 
 
-def run_case(case: Case, design: str, base: Scenario | None = None) -> RelayTier:
-    """Run one drawn world on the trio driver, on top of `base` (its other settings)."""
+def run_case(
+    case: Case, design: str, base: Scenario | None = None, engine: Engine = "trio"
+) -> RelayTier:
+    """Run one drawn world on `engine`, on top of `base` (its other settings)."""
     s = world(case, design, base)
     params = tier_params(s)
     params = replace(params, monitor=replace(params.monitor, phase_s=case.phase_s))
     tier = RelayTier(params, cs_caps=[100] * 4, streams=Streams(s.seed))
-    driver_trio.run(tier, case.arrivals, seed=case.seed)
+    if engine == "fast":
+        driver_fast.run(tier, case.arrivals)
+    else:
+        driver_trio.run(tier, case.arrivals)
     return tier
 
 

@@ -54,7 +54,7 @@ def replay(
     if engine == "fast":
         end = driver_fast.run(tier, stream, events, progress=progress)
     else:
-        end = driver_trio.run(tier, stream, events, seed=scenario.seed, progress=progress)
+        end = driver_trio.run(tier, stream, events, progress=progress)
     violations = checkers.check_run(tier.ledger, tier.nodes)
     wall = time.perf_counter() - wall0
     doc = summary.build(

@@ -1,0 +1,224 @@
+"""The rule book of a run: what happens next, and when a waiting flow wakes.
+
+Every engine runs the model by these rules and by nothing of its own, so the fast
+engine and the trio engine cannot disagree: given the same tier, arrivals and
+events they take the same steps in the same order and produce the same run.
+
+When a flow wakes (`wake`): the service behind its effect says when it finishes
+(`RelayTier.submit`: the HSM lane's FIFO finish, the backend's answer, a think's
+end, never for a lost reply); the flow wakes then with `DONE`, or at the effect's
+deadline with `DEADLINE`, whichever comes first. A reply landing exactly on its
+deadline is in time. On a real clock that cannot wake a task sooner than its
+`resolution`, an effect that ends within it of now is done at once (`due_now`).
+
+What happens next (`Agenda.next`), from earliest to latest instant, and at one
+instant in this order:
+1. scheduled actions and faults (the scenario's, then the ones the model decides
+   on, each in the order given), then the distributor's health check, which runs
+   every `health_check_s` from time 0 (check k at k × period);
+2. flows and counter users' retries due then, in the order their waits began;
+3. the next first attempt.
+Actions and checks run only while work is left. A crash wakes every flow waiting
+on the crashed node at the crash instant, in the order their waits began. Once
+the arrivals are exhausted and nothing is due before the horizon (the last
+arrival, or the latest retry any counter user decided on) plus `drain_s`, the
+run ends there, cut short: what is still open then is lost (the liveness bound).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from heapq import heappop, heappush
+from typing import Final, cast
+
+from relay.core.events import Event, in_order
+from relay.core.tier import Effect, RelayTier, Result, Retry
+
+_DONE: Final = Result.DONE
+_DEADLINE: Final = Result.DEADLINE
+_INF: Final = math.inf
+
+# What `Agenda.next` returns: the kind of the next step.
+END: Final = 0  # the run is over (`cut_short` says whether the liveness bound ended it)
+WAKE: Final = 1  # `waiter` wakes at `now` with `result`
+RETRY: Final = 2  # a counter user tries again: `retry`
+ARRIVAL: Final = 3  # a first attempt from CS `cs`
+ACTION: Final = 4  # carry out `event`
+CHECK: Final = 5  # the distributor's health check
+
+
+def wake(finish: float, deadline: float) -> tuple[float, Result]:
+    """When a flow waiting for a service that finishes at `finish`, until
+    `deadline`, wakes, and with what: a reply exactly on its deadline is in time."""
+    if finish <= deadline:
+        return finish, _DONE
+    return deadline, _DEADLINE
+
+
+def due_now(finish: float, deadline: float, now: float, resolution: float) -> bool:
+    """Whether an effect that ends at min(`finish`, `deadline`) is done at once: it
+    ends within a real clock's `resolution` of `now` (0 under virtual time: never)."""
+    return resolution > 0.0 and min(finish, deadline) <= now + resolution
+
+
+class Agenda:
+    """The steps of one run in order: a heap of waits, the arrival stream, the
+    scheduled actions and the health checks (the module doc has the rules).
+
+    `next()` returns the next step's kind and sets its details as attributes; the
+    engine carries the step out, reports what the flow did (`wait`, `ended`), and
+    calls `settle()` after every step so crashes and the model's own actions are
+    taken into account before the next one.
+    """
+
+    def __init__(
+        self,
+        tier: RelayTier,
+        arrivals: Iterable[tuple[float, int]],
+        events: Iterable[Event] = (),
+    ) -> None:
+        self.tier = tier
+        # Waits: (time, seq, waiter, result, node number) for a waiting flow, or
+        # (time, seq, None, retry, 0) for a counter user's retry.
+        self._heap: list[tuple[float, int, object, Result | Retry, int]] = []
+        self._stale: set[int] = set()  # waits a crash moved earlier
+        self._seq = 0
+        self._controls: list[tuple[float, int, Event]] = []
+        self._controls_seq = 0
+        for event in in_order(list(events)):
+            self._control(event)
+        self._period = tier.params.health_check_s
+        self._checks = 1  # the next health check is number k, at k * period
+        self._drain = tier.params.drain_s
+        self._next_control = _INF
+        self._feed: Iterator[tuple[float, int]] = iter(arrivals)
+        self._t_arrival = _INF
+        self._cs_next = 0
+        # The latest instant load is known to arrive at: the last arrival so far,
+        # or a retry some counter user has already decided on.
+        self.horizon = -_INF
+        self._advance_feed()
+        self._update_control()
+        # The current step, for the engine.
+        self.now = 0.0
+        self.waiter: object = None
+        self.result: Result = _DONE
+        self.retry: Retry | None = None
+        self.cs = 0
+        self.event: Event | None = None
+        self.arrivals = 0  # first attempts handed out so far
+        self.cut_short = False
+
+    # -- the order of steps ------------------------------------------------------
+
+    def next(self) -> int:
+        """The next step of the run (END, WAKE, RETRY, ARRIVAL, ACTION or CHECK)."""
+        heap, stale = self._heap, self._stale
+        while True:
+            t_arrival = self._t_arrival
+            if heap and heap[0][0] <= t_arrival:
+                t = heap[0][0]
+                if t_arrival == _INF and t > self.horizon + self._drain:
+                    self.now, self.cut_short = self.horizon + self._drain, True
+                    return END
+            elif t_arrival < _INF:
+                t = t_arrival
+            else:
+                return END  # no load left and every flow has ended
+            if t >= self._next_control:
+                # An action or a health check is due first; a crash there may move
+                # waits before t, so the engine settles and asks again.
+                self.now = self._next_control
+                if self._controls and self._controls[0][0] <= self.now:
+                    self.event = heappop(self._controls)[2]
+                    self._update_control()
+                    return ACTION
+                self._checks += 1
+                self._update_control()
+                return CHECK
+            self.now = t
+            if heap and heap[0][0] == t:
+                _, number, waiter, what, _ = heappop(heap)
+                if stale and number in stale:
+                    stale.discard(number)
+                    continue
+                if waiter is None:
+                    self.retry = cast(Retry, what)
+                    return RETRY
+                self.waiter, self.result = waiter, cast(Result, what)
+                return WAKE
+            self.cs = self._cs_next
+            self.arrivals += 1
+            self._advance_feed()
+            return ARRIVAL
+
+    def _advance_feed(self) -> None:
+        nxt = next(self._feed, None)
+        if nxt is None:
+            self._t_arrival = _INF
+        else:
+            self._t_arrival, self._cs_next = nxt
+            self.horizon = nxt[0]
+
+    def _update_control(self) -> None:
+        event_at = self._controls[0][0] if self._controls else _INF
+        self._next_control = min(event_at, self._period * self._checks)
+
+    def _control(self, event: Event) -> None:
+        self._controls_seq += 1
+        heappush(self._controls, (event.at, self._controls_seq, event))
+
+    # -- what the engine reports ------------------------------------------------------
+
+    def wait(self, waiter: object, effect: Effect, now: float) -> None:
+        """`waiter` (a flow, or the task performing it) waits on `effect` from `now`:
+        it wakes as `wake` says."""
+        finish = self.tier.submit(effect, now)
+        deadline, number = effect.deadline, effect.node.number
+        self._seq += 1
+        if finish <= deadline:
+            heappush(self._heap, (finish, self._seq, waiter, _DONE, number))
+        else:
+            heappush(self._heap, (deadline, self._seq, waiter, _DEADLINE, number))
+
+    def ended(self, retry: Retry | None) -> None:
+        """A flow ended; the counter user tries again at `retry.at`, if at all."""
+        if retry is not None:
+            if retry.at > self.horizon:
+                self.horizon = retry.at
+            self._seq += 1
+            heappush(self._heap, (retry.at, self._seq, None, retry, 0))
+
+    def settle(self) -> None:
+        """Take in what the last step changed: the actions the model scheduled
+        (operators reacting to a failure) join the schedule, and every flow waiting
+        on a node that crashed wakes now, in the order its wait began."""
+        tier = self.tier
+        if tier.agenda:
+            for event in tier.agenda:
+                self._control(event)
+            tier.agenda.clear()
+            self._update_control()
+        if not tier.crashed:
+            return
+        crashed = {node.number for node in tier.crashed}
+        tier.crashed.clear()
+        moved = sorted(
+            (
+                entry
+                for entry in self._heap
+                if entry[2] is not None and entry[4] in crashed and entry[1] not in self._stale
+            ),
+            key=lambda entry: entry[1],
+        )
+        for _, old, waiter, _, number in moved:
+            self._stale.add(old)
+            self._seq += 1
+            heappush(self._heap, (self.now, self._seq, waiter, _DEADLINE, number))
+
+    @property
+    def pending(self) -> bool:
+        """Whether the last step left something for `settle` to do (a crash, or an
+        action the model scheduled): engines skip the call when not."""
+        return bool(self.tier.crashed or self.tier.agenda)

@@ -2,11 +2,13 @@
 """Benchmark: a whole-day replay on the trio driver, against trio's own floor.
 
 Runs, in one process sequence on the same machine:
-1. the trio floor: a bare trio program under the same MockClock that does, per
-   request, what the driver cannot avoid (one task, three sleeps: arrival, HSM,
-   backend, each inside a cancel scope) and nothing else;
-2. `relaysim replay CONFIG --engine trio --quiet --json ...` in a child process (so its peak RSS is
-   its own).
+1. `relaysim replay CONFIG --engine trio --quiet --json ...` in a child process (so
+   its peak RSS is its own);
+2. the trio floor: a bare trio program under the same MockClock doing what the
+   trio engine cannot avoid (relay.engines.trio: a conductor, one task per
+   request, and per step of the run a clock jump and a hand-over to the step's
+   task and back) for as many requests and steps as the replay took, and nothing
+   else.
 
 Prints progress lines, then one JSON line: bench, scenario, engine, requests, wall_s,
 req_per_wall_s, peak_rss_mb, and the floor's wall_s and our overhead over it
@@ -30,25 +32,45 @@ from pathlib import Path
 import trio
 import trio.testing
 
+#: Steps per request in the floor: a start, an HSM wait and a backend wait per
+#: message, and a think between messages (two in three messages, on 29 March),
+#: about three in all.
+STEPS_PER_REQUEST = 3
 
-async def _floor(n: int) -> None:
-    async def one(i: int) -> None:
-        now = trio.current_time()
-        with trio.move_on_at(now + 30):
-            await trio.sleep(0.008)
-        with trio.move_on_at(now + 30):
-            await trio.sleep(1.5 * ((i * 7919) % 100) / 50)
+
+def _abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.SUCCEEDED
+
+
+async def _floor(requests: int) -> None:
+    conductor = trio.lowlevel.current_task()
+    clock = trio.lowlevel.current_clock()
+    assert isinstance(clock, trio.testing.MockClock)
+    started: list[trio.lowlevel.Task] = []
+
+    async def request() -> None:
+        started.append(trio.lowlevel.current_task())
+        for _ in range(STEPS_PER_REQUEST - 1):
+            trio.lowlevel.reschedule(conductor)
+            await trio.lowlevel.wait_task_rescheduled(_abort)
+        trio.lowlevel.reschedule(conductor)
 
     async with trio.open_nursery() as nursery:
-        for i in range(n):
-            await trio.sleep(50_400 / n)
-            nursery.start_soon(one, i)
+        for _ in range(requests):
+            clock.jump(0.001)
+            nursery.start_soon(request)
+            await trio.lowlevel.wait_task_rescheduled(_abort)
+            task = started.pop()
+            for _ in range(STEPS_PER_REQUEST - 1):
+                clock.jump(0.001)
+                trio.lowlevel.reschedule(task)
+                await trio.lowlevel.wait_task_rescheduled(_abort)
 
 
-def trio_floor(n: int) -> float:
-    """Wall seconds for n requests' worth of bare trio scheduling."""
+def trio_floor(requests: int) -> float:
+    """Wall seconds of bare trio doing the engine's unavoidable work."""
     t0 = time.perf_counter()
-    trio.run(_floor, n, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(_floor, requests, clock=trio.testing.MockClock(autojump_threshold=float("inf")))
     return time.perf_counter() - t0
 
 

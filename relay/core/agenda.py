@@ -79,9 +79,13 @@ class Agenda:
         events: Iterable[Event] = (),
     ) -> None:
         self.tier = tier
-        # Waits: (time, seq, waiter, result, node number) for a waiting flow, or
-        # (time, seq, None, retry, 0) for a counter user's retry.
-        self._heap: list[tuple[float, int, object, Result | Retry, int]] = []
+        # Waits by instant: a heap of the distinct instants, and for each the waits
+        # due then in the order they began: (seq, waiter, result, node number) for
+        # a waiting flow, (seq, None, retry, 0) for a counter user's retry. A heap
+        # of plain floats compares in a fraction of the time a heap of tuples does
+        # (a sixth of a whole day's instructions went to tuple comparisons).
+        self._times: list[float] = []
+        self._due: dict[float, list[tuple[int, object, Result | Retry, int]]] = {}
         self._stale: set[int] = set()  # waits a crash moved earlier
         self._seq = 0
         self._controls: list[tuple[float, int, Event]] = []
@@ -114,11 +118,11 @@ class Agenda:
 
     def next(self) -> int:
         """The next step of the run (END, WAKE, RETRY, ARRIVAL, ACTION or CHECK)."""
-        heap, stale = self._heap, self._stale
+        times, stale = self._times, self._stale
         while True:
             t_arrival = self._t_arrival
-            if heap and heap[0][0] <= t_arrival:
-                t = heap[0][0]
+            if times and times[0] <= t_arrival:
+                t = times[0]
                 if t_arrival == _INF and t > self.horizon + self._drain:
                     self.now, self.cut_short = self.horizon + self._drain, True
                     return END
@@ -138,8 +142,8 @@ class Agenda:
                 self._update_control()
                 return CHECK
             self.now = t
-            if heap and heap[0][0] == t:
-                _, number, waiter, what, _ = heappop(heap)
+            if times and times[0] == t:
+                number, waiter, what, _ = self._pop(t)
                 if stale and number in stale:
                     stale.discard(number)
                     continue
@@ -152,6 +156,23 @@ class Agenda:
             self.arrivals += 1
             self._advance_feed()
             return ARRIVAL
+
+    def _push(self, t: float, entry: tuple[int, object, Result | Retry, int]) -> None:
+        due = self._due.get(t)
+        if due is None:
+            self._due[t] = [entry]
+            heappush(self._times, t)
+        else:
+            due.append(entry)
+
+    def _pop(self, t: float) -> tuple[int, object, Result | Retry, int]:
+        """The first wait due at `t`, the earliest instant."""
+        due = self._due[t]
+        entry = due.pop(0)
+        if not due:
+            del self._due[t]
+            heappop(self._times)
+        return entry
 
     def _advance_feed(self) -> None:
         nxt = next(self._feed, None)
@@ -178,9 +199,9 @@ class Agenda:
         deadline, number = effect.deadline, effect.node.number
         self._seq += 1
         if finish <= deadline:
-            heappush(self._heap, (finish, self._seq, waiter, _DONE, number))
+            self._push(finish, (self._seq, waiter, _DONE, number))
         else:
-            heappush(self._heap, (deadline, self._seq, waiter, _DEADLINE, number))
+            self._push(deadline, (self._seq, waiter, _DEADLINE, number))
 
     def ended(self, retry: Retry | None) -> None:
         """A flow ended; the counter user tries again at `retry.at`, if at all."""
@@ -188,7 +209,7 @@ class Agenda:
             if retry.at > self.horizon:
                 self.horizon = retry.at
             self._seq += 1
-            heappush(self._heap, (retry.at, self._seq, None, retry, 0))
+            self._push(retry.at, (self._seq, None, retry, 0))
 
     def settle(self) -> None:
         """Take in what the last step changed: the actions the model scheduled
@@ -207,15 +228,16 @@ class Agenda:
         moved = sorted(
             (
                 entry
-                for entry in self._heap
-                if entry[2] is not None and entry[4] in crashed and entry[1] not in self._stale
+                for due in self._due.values()
+                for entry in due
+                if entry[1] is not None and entry[3] in crashed and entry[0] not in self._stale
             ),
-            key=lambda entry: entry[1],
+            key=lambda entry: entry[0],
         )
-        for _, old, waiter, _, number in moved:
+        for old, waiter, _, number in moved:
             self._stale.add(old)
             self._seq += 1
-            heappush(self._heap, (self.now, self._seq, waiter, _DEADLINE, number))
+            self._push(self.now, (self._seq, waiter, _DEADLINE, number))
 
     @property
     def pending(self) -> bool:

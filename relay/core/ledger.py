@@ -81,6 +81,8 @@ class Ledger:
             tally = self.buckets[b] = Tally()
             self.latencies[b] = array("d")
         tally.counts[0] += 1
+        req.bucket_counts = tally.counts
+        req.bucket_latencies = self.latencies[b]
         return req
 
     def at_node(self, req: Request, number: int) -> None:
@@ -90,6 +92,7 @@ class Ledger:
         if tally is None:
             tally = self.nodes[number] = Tally()
         tally.counts[0] += 1
+        req.node_counts = tally.counts
 
     def close(self, req: Request, outcome: Outcome, now: float, refusal: str | None = None) -> None:
         """`req` ended with `outcome` at `now`."""
@@ -99,12 +102,12 @@ class Ledger:
         req.outcome = outcome
         i = _SLOT[outcome]
         self.total.counts[i] += 1
-        b = int(req.arrived // BUCKET_S)
-        self.buckets[b].counts[i] += 1
-        if req.node >= 0:
-            self.nodes[req.node].counts[i] += 1
+        req.bucket_counts[i] += 1
+        node_counts = req.node_counts
+        if node_counts is not None:
+            node_counts[i] += 1
         if i == _COMPLETED:
-            self.latencies[b].append(now - req.arrived)
+            req.bucket_latencies.append(now - req.arrived)
         if refusal is not None:
             self.refusals[refusal] = self.refusals.get(refusal, 0) + 1
         if now > self.last_outcome_at:

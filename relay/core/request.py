@@ -13,6 +13,7 @@ enters the lifecycle at all.
 from __future__ import annotations
 
 import enum
+from array import array
 
 
 class Outcome(enum.StrEnum):
@@ -55,6 +56,9 @@ class LifecycleError(Exception):
     """A request was moved along a transition the table does not allow."""
 
 
+_NO_LATENCIES: array[float] = array("d")
+
+
 class Request:
     """One upstream request message; a retry is a new Request with `attempt` + 1.
 
@@ -80,6 +84,12 @@ class Request:
         self.outcome: Outcome | None = None  # set by the ledger when the request ends
         self.key = key  # the operation's idempotency key: the id of its first attempt
         self.chip = False  # the operation wrote the card's IC chip before registering
+        # Where the ledger counts this request (its arrival bucket's counts and
+        # latencies, its node's counts), set when it is opened and placed: closing
+        # it then costs no lookup.
+        self.bucket_counts: list[int] = []
+        self.bucket_latencies: array[float] = _NO_LATENCIES
+        self.node_counts: list[int] | None = None
 
     def __repr__(self) -> str:
         return (

@@ -1,15 +1,13 @@
-"""The relay's HSM: one async interface, three implementations.
+"""The relay's real HSM behind one async interface (`Hsm`).
 
 - `hsm_adapter.lane.Pkcs11Hsm`: a real PKCS#11 token (SoftHSM2 by default) owned by
   one worker process (`hsm_adapter.worker`), fed in batches from trio, with a
   deadline on every call and a lane that is killed and replaced when a call passes
   it; `hsm_adapter.token` sets the token up under the project's state folder.
-- `hsm_adapter.simulated.SimulatedHsm`: drawn service times, no real crypto.
-- `hsm_adapter.faults.FaultyHsm`: a wrapper around either that stalls, loses,
-  slows or fails calls on demand.
+- `hsm_adapter.testing`: a simulated device and a fault-injecting wrapper, for tests.
 
-Virtual-time replays do not use these: their HSM is the core's `relay.core.hsm.HsmLane`,
-whose finish times are computed, not awaited.
+Replays and serve mode's `--hsm simulated` use none of these: their HSM is the
+core's `relay.core.hsm.HsmLane`, whose finish times are computed, not awaited.
 """
 
 from __future__ import annotations

@@ -80,7 +80,6 @@ class Pkcs11Hsm:
         deadline: float = 2.0,
         start_timeout: float = 20.0,
         restart_backoff: float = 1.0,
-        test_ops: bool = False,
     ) -> None:
         self.cfg = cfg
         self.deadline = deadline
@@ -89,7 +88,6 @@ class Pkcs11Hsm:
         self.state = LaneState.STARTING
         self.history: list[tuple[float, str, str]] = []  # (time, state, why)
         self.restarts = 0
-        self._test_ops = test_ops
         self._why = ""
         self._ids = itertools.count()
         self._pending: dict[int, _Call] = {}
@@ -134,6 +132,13 @@ class Pkcs11Hsm:
     async def wait_ready(self) -> None:
         """Return once the lane serves (at once if it does now)."""
         await self._ready.wait()
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The process id of the worker that owns the token now (None between two)."""
+        if self._proc is None or self._proc.returncode is not None:
+            return None
+        return self._proc.pid
 
     def kill(self) -> None:
         """Kill the worker process now (a fault to inject, or an operator's hand):
@@ -202,7 +207,7 @@ class Pkcs11Hsm:
         self._proc = proc
         decoder = wire.Decoder()
         try:
-            request = self.cfg.request("serve", pin, test_ops=self._test_ops)
+            request = self.cfg.request("serve", pin)
             await proc.stdin.send_all(wire.encode(request))
             answer = None
             with trio.move_on_after(self.start_timeout):

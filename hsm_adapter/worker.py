@@ -138,12 +138,6 @@ class Keys:
         return bytes(self.aes.decrypt(blob[16:], mechanism_param=blob[:16]))
 
 
-def _hang(_: bytes = b"") -> bytes:
-    # A call that never returns, for the lane's tests: the real-world cause 1.
-    while True:
-        time.sleep(3600)
-
-
 def serve(init: dict[str, Any], arrivals: Iterable[list[Any]]) -> None:
     """Open the token and answer the batches of calls `arrivals` brings until it ends."""
     out = sys.stdout.buffer
@@ -160,8 +154,6 @@ def serve(init: dict[str, Any], arrivals: Iterable[list[Any]]) -> None:
         "encrypt": keys.encrypt,
         "decrypt": keys.decrypt,
     }
-    if init.get("test_ops"):
-        ops["hang"] = _hang
     wire.write(out, {"ok": True})
     label = init["label"]
     for frames in arrivals:

@@ -9,6 +9,7 @@ while the worker computes (trio issue 456). Nothing sleeps; deadlines are short.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import cast
 
@@ -19,9 +20,8 @@ import trio.testing
 
 from hsm_adapter import Hsm
 from hsm_adapter.errors import HsmOperationError, HsmSetupError, HsmStuck, HsmUnavailable
-from hsm_adapter.faults import FaultyHsm
 from hsm_adapter.lane import LaneState, Pkcs11Hsm, open_pkcs11
-from hsm_adapter.simulated import SimulatedHsm
+from hsm_adapter.testing import FaultyHsm, SimulatedHsm
 from hsm_adapter.token import TokenConfig, ensure, status
 from relay.cli import main
 from relay.core import checkers
@@ -106,24 +106,32 @@ async def test_hundreds_of_tasks_share_one_token_without_a_crash(token: TokenCon
 async def test_a_hung_worker_fails_within_the_deadline_and_the_lane_recovers(
     token: TokenConfig,
 ) -> None:
-    """A call that never returns fails at its deadline, fails the calls queued behind
-    it, and the lane kills the worker and serves again from a new one."""
-    async with open_pkcs11(token, deadline=0.5, test_ops=True) as hsm:
+    """When the worker stops answering (frozen with SIGSTOP, as the HSM froze in
+    2016), the call in it fails at its deadline with the calls queued behind it, and
+    the lane kills the worker and serves again from a new one."""
+    async with open_pkcs11(token, deadline=0.5) as hsm:
+        assert await hsm.sign(b"before")
+        pid = hsm.worker_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
         start = trio.current_time()
-        outcomes: list[tuple[str, str]] = []
+        outcomes: list[tuple[bytes, str]] = []
 
-        async def call(op: str, *args: bytes) -> None:
+        async def call(data: bytes) -> None:
             try:
-                await hsm.call(op, *args)
-                outcomes.append((op, "answered"))
+                await hsm.sign(data)
+                outcomes.append((data, "answered"))
             except HsmStuck:
-                outcomes.append((op, "stuck"))
+                outcomes.append((data, "stuck"))
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(call, "hang")
-            nursery.start_soon(call, "sign", b"queued with the hang")
+            nursery.start_soon(call, b"into the frozen worker")
+            nursery.start_soon(call, b"queued behind it")
         assert trio.current_time() - start < 0.5 + 0.5
-        assert sorted(outcomes) == [("hang", "stuck"), ("sign", "stuck")]
+        assert sorted(outcomes) == [
+            (b"into the frozen worker", "stuck"),
+            (b"queued behind it", "stuck"),
+        ]
         with pytest.raises(HsmUnavailable, match="HSM lane stuck"):
             await hsm.sign(b"while the worker is replaced")
         with trio.fail_after(30):

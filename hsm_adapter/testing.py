@@ -1,20 +1,32 @@
-"""A fault-injecting wrapper around any HSM: the January failures, on demand.
+"""HSMs for tests: a simulated device and a fault-injecting wrapper.
 
-    hsm = FaultyHsm(SimulatedHsm(...), deadline=2.0)
-    hsm.inject("stall")             # every call hangs until cleared (cause 1)
-    hsm.inject("lose", count=1)     # the next call's reply is lost
-    hsm.inject("slow", delay=lambda: 0.5)
-    hsm.inject("fail", count=3)
-    hsm.clear()
+Neither runs in production: serve mode's `--hsm simulated` uses the core's own
+simulated lane (`relay.core.hsm`), whose finishing times are computed; replays never
+await an HSM at all. These are for exercising what awaits a device
+(`relay.engines.trio.DeviceServices`, the lane's callers) without a token:
 
-Faults can be set and cleared while calls are running (serve mode's live fault
-injection uses this). Every call through the wrapper has a deadline: a stalled or
-lost call fails with `HsmStuck` when it passes, and the next call is served again
-unless the fault is still set, as when the lane is reset.
+- `SimulatedHsm`: the PKCS#11 lane's interface, one operation at a time (a FIFO lane,
+  like the device), service times drawn from a sampler (seconds). Signatures are
+  keyed SHA-512 digests and "encryption" is a reversible XOR keystream: shaped like
+  the real answers, and checkable, but not security.
+- `FaultyHsm`: wraps any `Hsm` and stalls, loses, slows or fails calls on demand,
+  with a deadline on every call:
+
+      hsm = FaultyHsm(SimulatedHsm(lambda: 0.008), deadline=2.0)
+      hsm.inject("stall")             # every call hangs until cleared (cause 1)
+      hsm.inject("lose", count=1)     # the next call's reply is lost
+      hsm.inject("slow", delay=lambda: 0.5)
+      hsm.inject("fail", count=3)
+      hsm.clear()
+
+  A stalled or lost call fails with `HsmStuck` at its deadline, and the next call
+  is served again unless the fault is still set, as when the lane is reset.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -23,6 +35,55 @@ import trio
 
 from hsm_adapter import Hsm
 from hsm_adapter.errors import HsmError, HsmOperationError, HsmStuck
+
+_KEY = b"relaysim-simulated-hsm"
+
+
+class SimulatedHsm:
+    """One simulated device: a lock for the single lane, a sampler for its pace."""
+
+    def __init__(self, service: Callable[[], float]) -> None:
+        self._service = service
+        self._lane = trio.Lock()  # FIFO: trio's Lock is fair
+        self.calls = 0
+
+    async def _busy(self) -> None:
+        async with self._lane:
+            self.calls += 1
+            await trio.sleep(self._service())
+
+    async def sign(self, data: bytes) -> bytes:
+        """A keyed digest of `data` standing in for an ECDSA signature (64 bytes)."""
+        await self._busy()
+        return hmac.new(_KEY, data, hashlib.sha512).digest()
+
+    async def verify(self, data: bytes, signature: bytes) -> bool:
+        """Whether `signature` is this device's signature of `data`."""
+        await self._busy()
+        return hmac.compare_digest(hmac.new(_KEY, data, hashlib.sha512).digest(), signature)
+
+    async def encrypt(self, data: bytes) -> bytes:
+        """A reversible transform of `data` (not encryption)."""
+        await self._busy()
+        return b"SIM1" + _xor(data)
+
+    async def decrypt(self, blob: bytes) -> bytes:
+        """The inverse of `encrypt`; anything else is refused like bad ciphertext."""
+        await self._busy()
+        if not blob.startswith(b"SIM1"):
+            raise HsmOperationError("simulated HSM: decrypt: ciphertext invalid")
+        return _xor(blob[4:])
+
+    async def health(self) -> bool:
+        """A simulated device always answers when it is not stalled by a fault."""
+        await self._busy()
+        return True
+
+
+def _xor(data: bytes) -> bytes:
+    stream = hashlib.shake_256(_KEY).digest(len(data))
+    return bytes(a ^ b for a, b in zip(data, stream, strict=True))
+
 
 FaultKind = Literal["stall", "lose", "slow", "fail"]
 T = TypeVar("T")

@@ -7,7 +7,7 @@
 - `hsm_adapter.testing`: a simulated device and a fault-injecting wrapper, for tests.
 
 Replays and serve mode's `--hsm simulated` use none of these: their HSM is the
-core's `relay.core.hsm.HsmLane`, whose finish times are computed, not awaited.
+core's `relay.core.hsm.HsmQueue`, whose finish times are computed, not awaited.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ class HsmStuck(HsmError):
     """The call passed its deadline: the lane is declared stuck and is being replaced."""
 
 
+class HsmLost(HsmError):
+    """The worker owning the token exited (killed, or crashed) with the call in it;
+    the lane is being replaced."""
+
+
 class HsmUnavailable(HsmError):
     """The lane is not serving (starting, restarting after a stuck call, or failed)."""
 

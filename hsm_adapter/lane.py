@@ -14,8 +14,10 @@ they were made, so it need only watch the oldest): a call that passes it declare
 the lane **stuck**: every
 caller waiting on it fails at once with `HsmStuck`, new calls fail fast with
 `HsmUnavailable`, the worker is killed (a process can be; a thread in C cannot) and
-a new one re-opens the token and keys. `state` and `history` report each step
-(starting, ready, stuck, restarting, failed). This is cause 1 of January 2016 in
+a new one re-opens the token and keys. A worker that exits by itself (or is killed
+from outside) fails the calls in it with `HsmLost`, and is replaced the same way.
+`state` and `history` report each step (starting, ready, stuck, restarting,
+failed). This is cause 1 of January 2016 in
 the real world, and the design's answer to it: a silent HSM costs one deadline,
 not the relay.
 """
@@ -36,6 +38,7 @@ import trio
 from hsm_adapter import wire
 from hsm_adapter.errors import (
     HsmError,
+    HsmLost,
     HsmOperationError,
     HsmSetupError,
     HsmStuck,
@@ -284,8 +287,10 @@ class Pkcs11Hsm:
         self._fail_pending(why)
 
     def _fail_pending(self, why: str) -> None:
+        # Stuck: a call passed its deadline; otherwise the worker went away under them.
+        error = HsmStuck if self.state is LaneState.STUCK else HsmLost
         for call in self._pending.values():
-            call.error = HsmStuck(f"HSM lane {self.state.value}: {why}")
+            call.error = error(f"HSM lane {self.state.value}: {why}")
             call.wake()
         self._pending.clear()
         self._queue.clear()

@@ -8,7 +8,7 @@ import pytest
 
 from relay.core.design import Design, preset
 from relay.core.dispatcher import Dispatcher, Refused
-from relay.core.hsm import HsmLane
+from relay.core.hsm import HsmQueue
 from relay.core.monitor import Monitor
 from relay.core.node import Node
 from relay.core.request import LifecycleError, Phase, Request
@@ -22,7 +22,7 @@ def make_node(number: int, max_connections: int = 2) -> Node:
         cores=4,
         interrupt=0.001,
         timer=OsTimer(30.0, 0.015625),
-        hsm=HsmLane(lambda: 0.01),
+        hsm=HsmQueue(lambda: 0.01),
         monitor=Monitor(enabled=False, period=10, handling=0.002, cores=4, phase=0, salt=1),
         rng=random.Random(number),
     )
@@ -68,7 +68,7 @@ def test_timer_reset_in_expiry_tick_is_the_race_window() -> None:
 
 def test_hsm_lane_is_first_come_first_served() -> None:
     """Calls queue behind each other; a stuck lane never answers."""
-    lane = HsmLane(lambda: 0.5)
+    lane = HsmQueue(lambda: 0.5)
     assert lane.submit(10.0) == 10.5
     assert lane.submit(10.1) == 11.0  # waits for the first
     assert lane.submit(20.0) == 20.5  # idle lane starts at once

@@ -19,7 +19,13 @@ import trio
 import trio.testing
 
 from hsm_adapter import Hsm
-from hsm_adapter.errors import HsmOperationError, HsmSetupError, HsmStuck, HsmUnavailable
+from hsm_adapter.errors import (
+    HsmLost,
+    HsmOperationError,
+    HsmSetupError,
+    HsmStuck,
+    HsmUnavailable,
+)
 from hsm_adapter.lane import LaneState, Pkcs11Hsm, open_pkcs11
 from hsm_adapter.testing import FaultyHsm, SimulatedHsm
 from hsm_adapter.token import TokenConfig, ensure, status
@@ -148,7 +154,7 @@ async def test_a_killed_worker_is_reported_unhealthy_then_replaced(token: TokenC
     health is false until the new worker serves."""
     async with open_pkcs11(token, deadline=5.0) as hsm:
         hsm.kill()
-        with pytest.raises((HsmStuck, HsmUnavailable), match="HSM"):
+        with pytest.raises((HsmLost, HsmUnavailable), match="HSM"):
             await hsm.sign(b"during the kill")
         assert not await hsm.health()
         with trio.fail_after(30):

@@ -7,7 +7,7 @@ events they take the same steps in the same order and produce the same run.
 When a flow wakes (`wake`): the service behind its effect says when it finishes
 (`RelayTier.submit`: the HSM lane's FIFO finish, the backend's answer, a think's
 end, never for a lost reply); the flow wakes then with `DONE`, or at the effect's
-deadline with `DEADLINE`, whichever comes first. A reply landing exactly on its
+deadline with `UNANSWERED`, whichever comes first. A reply landing exactly on its
 deadline is in time. On a real clock that cannot wake a task sooner than its
 `resolution`, an effect that ends within it of now is done at once (`due_now`).
 
@@ -36,7 +36,7 @@ from relay.core.events import Event, in_order
 from relay.core.tier import Effect, RelayTier, Result, Retry
 
 _DONE: Final = Result.DONE
-_DEADLINE: Final = Result.DEADLINE
+_UNANSWERED: Final = Result.UNANSWERED
 _INF: Final = math.inf
 
 # What `Agenda.next` returns: the kind of the next step.
@@ -53,7 +53,7 @@ def wake(finish: float, deadline: float) -> tuple[float, Result]:
     `deadline`, wakes, and with what: a reply exactly on its deadline is in time."""
     if finish <= deadline:
         return finish, _DONE
-    return deadline, _DEADLINE
+    return deadline, _UNANSWERED
 
 
 def due_now(finish: float, deadline: float, now: float, resolution: float) -> bool:
@@ -210,7 +210,7 @@ class Agenda:
         if finish <= deadline:
             heappush(self._heap, _Due(finish, self._seq, waiter, _DONE, None, number))
         else:
-            heappush(self._heap, _Due(deadline, self._seq, waiter, _DEADLINE, None, number))
+            heappush(self._heap, _Due(deadline, self._seq, waiter, _UNANSWERED, None, number))
 
     def ended(self, retry: Retry | None) -> None:
         """A flow ended; the counter user tries again at `retry.at`, if at all."""
@@ -245,7 +245,9 @@ class Agenda:
         for due in moved:
             self._stale.add(due.seq)
             self._seq += 1
-            heappush(self._heap, _Due(self.now, self._seq, due.waiter, _DEADLINE, None, due.number))
+            heappush(
+                self._heap, _Due(self.now, self._seq, due.waiter, _UNANSWERED, None, due.number)
+            )
 
     @property
     def pending(self) -> bool:

@@ -1,10 +1,12 @@
-"""The simulated HSM of one relay node: a single lane, first come first served.
+"""The simulated HSM of one relay node and the queue in front of it, first come,
+first served.
 
 A tamper-resistant device works on one request at a time. With service times drawn
-when a call is submitted, the lane's finishing time is known at once (virtual finish
-time of a FIFO queue), so the model needs no queue object: `submit` returns when the
-reply will arrive. A call whose caller gave up still occupies the lane, as a real
-HSM call cannot be withdrawn.
+when a call is submitted, the queue's finishing time is known at once (virtual
+finish time of a FIFO queue), so the model needs no queue object: `submit` returns
+when the reply will arrive. A call whose caller gave up still occupies the device,
+as a real HSM call cannot be withdrawn. (Not to be confused with `hsm_adapter`'s
+lane, the worker process that owns a real token.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 from relay.core.rng import Sampler
 
 
-class HsmLane:
+class HsmQueue:
     """One HSM and the queue in front of it."""
 
     __slots__ = ("_service", "busy_until", "calls", "epoch", "stuck")

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from relay.core.hsm import HsmLane
+from relay.core.hsm import HsmQueue
 from relay.core.monitor import Monitor
 from relay.core.timer import OsTimer
 from relay.core.workarea import WorkAreaAllocator
@@ -39,7 +39,7 @@ class Node:
     cores: int
     interrupt: float  # seconds of core time per HSM reply
     timer: OsTimer
-    hsm: HsmLane
+    hsm: HsmQueue
     monitor: Monitor
     rng: random.Random  # which core takes each HSM reply interrupt
     allocator: WorkAreaAllocator = field(default_factory=WorkAreaAllocator)
@@ -59,7 +59,7 @@ class Node:
         """Whether one more CS connection fits under the node's limit."""
         return self.active < self.max_connections
 
-    def hsm_reply_core(self, now: float) -> bool:
+    def probe_hits_reply(self, now: float) -> bool:
         """Process an HSM reply arriving at `now` on a core: whether a monitor probe
         landed on that core while it was being processed (cause 1's window)."""
         core = int(self.rng.random() * self.cores)  # uniform; cheaper than randrange

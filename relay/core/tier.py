@@ -26,7 +26,7 @@ from relay.core.backend import Backend
 from relay.core.design import Design
 from relay.core.dispatcher import Dispatcher, Refused
 from relay.core.events import Action, FaultEvent, OperatorEvent
-from relay.core.hsm import HsmLane
+from relay.core.hsm import HsmQueue
 from relay.core.ledger import Ledger
 from relay.core.monitor import Monitor
 from relay.core.node import Node, Outage
@@ -52,8 +52,10 @@ class Result(enum.Enum):
     """How a driver says an effect ended."""
 
     DONE = "done"  # the reply or answer arrived
-    DEADLINE = "deadline"  # the effect's deadline passed first (or the driver woke
-    # the wait early because the node crashed; the flow tells the two apart)
+    # The effect ended without its answer: its deadline passed first, its node
+    # crashed under it (woken early), or a real device failed the call. The flow
+    # tells them apart (the node's epoch, the clock against the step's timer).
+    UNANSWERED = "unanswered"
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x
@@ -75,7 +77,7 @@ class CallBackend(Wait):
 class LostReply(Wait):
     """The HSM reply was lost on its core: nothing will answer; wait for `deadline`.
 
-    A driver resumes the flow at the deadline with Result.DEADLINE (or earlier,
+    A driver resumes the flow at the deadline with Result.UNANSWERED (or earlier,
     if the node crashes or restarts).
     """
 
@@ -194,7 +196,7 @@ class RelayTier:
             cores=r.cores,
             interrupt=p.hsm.interrupt_s,
             timer=OsTimer(r.timeout_s, r.timer_resolution_s),
-            hsm=HsmLane(p.hsm.service_ms.sampler(self._streams.stream(f"hsm{number}"), 1e-3)),
+            hsm=HsmQueue(p.hsm.service_ms.sampler(self._streams.stream(f"hsm{number}"), 1e-3)),
             monitor=Monitor(
                 enabled=m.enabled,
                 period=m.period_s,
@@ -346,7 +348,7 @@ class RelayTier:
         """Whether the HSM reply due at `now` for a call made in lane epoch `lane` is lost."""
         if node.hsm.epoch != lane:
             return True  # the lane stopped or was reset while the call was in it
-        if node.hsm_reply_core(now) and not self.design.probe_safe_interrupts:
+        if node.probe_hits_reply(now) and not self.design.probe_safe_interrupts:
             # Cause 1: a monitor probe took the core while it processed this reply;
             # the reply is lost and the lane never answers again.
             self._hang(node, now, "core_contention")

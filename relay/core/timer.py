@@ -26,10 +26,6 @@ class OsTimer:
         """Start the timer for a step beginning at `now`; returns its expiry."""
         return now + self.timeout
 
-    def tick(self, t: float) -> int:
-        """The OS tick that instant `t` falls in."""
-        return int(t // self.resolution)
-
     def reset(self, now: float, expiry: float, *, scoped: bool) -> bool:
         """Reset at `now` a timer expiring at `expiry`; True if the reset was dropped.
 
@@ -38,7 +34,7 @@ class OsTimer:
         dies with its request.
         """
         r = self.resolution
-        if now // r != expiry // r:  # tick(now) != tick(expiry), inlined: per request
+        if now // r != expiry // r:  # not in the expiry's OS tick
             return False
         self.same_tick_resets += 1
         if scoped:

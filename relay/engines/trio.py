@@ -60,7 +60,7 @@ class Services(Protocol):
 
     `finish` says when the reply or answer arrives if that is known the moment the
     effect starts (the core's simulated services; math.inf for never), or None: the
-    driver then awaits `perform`, which returns DONE when it arrived, or DEADLINE
+    driver then awaits `perform`, which returns DONE when it arrived, or UNANSWERED
     when the service failed it early (the flow then ends it as an error).
     """
 
@@ -120,7 +120,7 @@ class DeviceServices:
         except HsmError as exc:
             self.failures += 1
             self._log.info("hsm.failed", node=effect.node.name, error=str(exc))
-            return Result.DEADLINE
+            return Result.UNANSWERED
         return Result.DONE
 
 
@@ -387,8 +387,8 @@ class TrioDriver:
                 await self._alarms.park(parked, when)
             finally:
                 scopes.discard(parked)
-            return (Result.DEADLINE if parked.early else result), trio.current_time()
-        result = Result.DEADLINE
+            return (Result.UNANSWERED if parked.early else result), trio.current_time()
+        result = Result.UNANSWERED
         with trio.move_on_at(deadline) as scope:
             scopes.add(scope)
             try:

@@ -18,10 +18,9 @@ the scenario overrides it by name (the raised limits of February and March 2016)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
-
-from collections.abc import Mapping
 from typing import Protocol
 
 

@@ -4,6 +4,7 @@ import itertools
 import math
 import random
 
+import numpy as np
 import pytest
 
 from relay.core.design import Design, preset
@@ -12,6 +13,7 @@ from relay.core.hsm import HsmQueue
 from relay.core.monitor import Monitor
 from relay.core.node import Node
 from relay.core.request import LifecycleError, Phase, Request
+from relay.core.summary import percentiles
 from relay.core.timer import OsTimer
 
 
@@ -173,3 +175,18 @@ def test_designs_are_presets_of_switches() -> None:
     with pytest.raises(KeyError):
         preset("fixed").with_switches({"no_such_fix": True})
     assert "name" not in Design.switch_names()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 101, 12_345])
+def test_percentiles_are_nearest_rank(n: int) -> None:
+    """A percentile is the ceil(p/100 x n)-th smallest value, as a sort shows."""
+    values = np.random.default_rng(n).random(n)
+    ps = (0.1, 1, 50, 90, 99, 100)
+    ordered = sorted(values.tolist())
+    expected = [ordered[max(1, math.ceil(p / 100 * n)) - 1] for p in ps]
+    assert percentiles(values, ps) == expected
+
+
+def test_percentiles_of_nothing_are_nan() -> None:
+    """No values, no percentile: NaN (the summary writes null)."""
+    assert all(math.isnan(v) for v in percentiles(np.empty(0), (50, 99)))

@@ -11,13 +11,12 @@ import pytest
 import structlog
 from hypothesis import settings
 
+from relay import testing
 from relay.core.events import FaultEvent, OperatorEvent
 from relay.core.tier import RelayTier
-from relay.engines import fast as driver_fast
-from relay.engines import trio as driver_trio
-from relay.engines.common import RunEnd
+from relay.engines.common import ENGINES, RunEnd
 from relay.scenario.build import new_tier
-from relay.scenario.schema import Scenario
+from relay.testing import scenario
 
 # Property-test profiles. `ci` (the default) runs the same 150 examples every time,
 # so a red CI is never a fluke; `nightly` runs 3,000 fresh ones. Choose with
@@ -38,17 +37,6 @@ def _fresh_structlog() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-def scenario(**over: Any) -> Scenario:
-    """A small valid scenario with nested overrides, e.g. scenario(load={"requests": 50})."""
-    base: dict[str, Any] = {"name": "test", "load": {"requests": 200}}
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    return Scenario.model_validate(base)
-
-
 @pytest.fixture
 def tmp_yaml(tmp_path: Path) -> Callable[..., Path]:
     """Write YAML text to a file and return its path."""
@@ -64,7 +52,7 @@ def tmp_yaml(tmp_path: Path) -> Callable[..., Path]:
 Drive = Callable[..., RunEnd]
 
 
-@pytest.fixture(params=["trio", "fast"])
+@pytest.fixture(params=ENGINES)
 def drive(request: pytest.FixtureRequest) -> Drive:
     """Run a tier to its end on the engine of this parametrisation (trio: MockClock)."""
 
@@ -73,9 +61,7 @@ def drive(request: pytest.FixtureRequest) -> Drive:
         arrivals: Iterable[tuple[float, int]],
         events: Iterable[OperatorEvent | FaultEvent] = (),
     ) -> RunEnd:
-        if request.param == "trio":
-            return driver_trio.run(tier, arrivals, events)
-        return driver_fast.run(tier, arrivals, events)
+        return testing.drive(request.param, tier, arrivals, events)
 
     return run
 

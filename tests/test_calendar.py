@@ -15,7 +15,8 @@ from relay.cli import main
 from relay.core.events import FaultEvent, OperatorEvent
 from relay.plan.replay import replay
 from relay.scenario.schema import ConfigError, load_scenario
-from tests.conftest import CONFIGS, Drive, scenario, tier_for
+from relay.testing import scenario
+from tests.conftest import CONFIGS, Drive, tier_for
 from tests.test_races import PROBE_RACE, mechanisms, outcomes
 
 FEB_WEEK: dict[str, Any] = {"until": "2016-02-14", "last_requests": 1600}

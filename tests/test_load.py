@@ -17,7 +17,7 @@ from relay.scenario.build import new_tier
 from relay.scenario.schema import Scenario
 from relay.serve import load
 from relay.serve.server import RelayServer
-from tests.conftest import scenario
+from relay.testing import scenario
 from tests.test_serve import FAST
 
 

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, target
 
 from relay.core import checkers
-from relay.plan.hunt import MIN_SHARE, Case, cases, judge, run_case, windows
-from relay.plan.replay import ENGINES, Engine
+from relay.engines.common import ENGINES, Engine
+from relay.plan.hunt import judge, windows
+from relay.testing.worlds import MIN_SHARE, Case, cases, run_case
 
 
 def check_never_fails(case: Case, design: str, hits: Counter[str], engine: Engine) -> None:

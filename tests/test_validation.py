@@ -23,7 +23,8 @@ import ciw
 import pytest
 
 from relay.core.ledger import BUCKET_S
-from relay.plan.replay import Engine, replay
+from relay.engines.common import Engine
+from relay.plan.replay import replay
 from relay.scenario.schema import Scenario, read_yaml_mapping, scenario_from_data
 from tests.conftest import CONFIGS
 

@@ -21,7 +21,7 @@ from relay.cli import logs, render
 from relay.scenario.schema import ConfigError, Scenario, load_scenario
 
 if TYPE_CHECKING:
-    from relay.plan.replay import Engine
+    from relay.engines.common import Engine
 
 EXIT_CRASH = 1
 EXIT_BAD_INPUT = 2

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from relay.core.tier import RelayTier
+
+#: The two engines: the discrete-event loop, and trio tasks.
+Engine = Literal["fast", "trio"]
+ENGINES: tuple[Engine, ...] = ("fast", "trio")
 
 #: Called now and then during a run with the simulated time and the tier.
 Progress = Callable[[float, RelayTier], None]

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from loadgen import calendar
 from relay.core import checkers, summary
 from relay.core.tier import LogSink, RelayTier
 from relay.engines import fast as driver_fast
 from relay.engines import trio as driver_trio
-from relay.engines.common import Progress
+from relay.engines.common import Engine, Progress
 from relay.scenario.build import build
 from relay.scenario.schema import Scenario
-
-Engine = Literal["fast", "trio"]
-ENGINES: tuple[Engine, ...] = ("fast", "trio")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,61 @@
+"""A test kit: small scenarios built in code, runs on either engine, and the
+worlds hypothesis draws. Shared by the test suite and `relaysim hunt`, so the hunt
+searches exactly the worlds the property tests check (`relay.testing.worlds`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from relay.core.events import Event
+from relay.core.params import TierParams
+from relay.core.rng import Streams
+from relay.core.tier import RelayTier
+from relay.engines import fast, trio
+from relay.engines.common import Engine, RunEnd
+from relay.scenario.build import tier_params
+from relay.scenario.schema import Scenario
+
+
+def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """`a` with `b` laid over it, mapping by mapping."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def scenario(**over: Any) -> Scenario:
+    """A small valid scenario with nested overrides, e.g. scenario(load={"requests": 50})."""
+    return Scenario.model_validate(merge({"name": "test", "load": {"requests": 200}}, over))
+
+
+def drive(
+    engine: Engine,
+    tier: RelayTier,
+    arrivals: Iterable[tuple[float, int]],
+    events: Iterable[Event] | None = None,
+) -> RunEnd:
+    """Run `tier` to its end on `engine` (the tier's own scheduled events if none given)."""
+    run = fast.run if engine == "fast" else trio.run
+    return run(tier, arrivals, tier.params.events if events is None else events)
+
+
+def run_world(
+    doc: dict[str, Any],
+    arrivals: Sequence[tuple[float, int]],
+    *,
+    cs_caps: Sequence[int],
+    engine: Engine,
+    tweak: Callable[[TierParams], TierParams] | None = None,
+) -> RelayTier:
+    """The one harness for drawn worlds: scenario `doc` validated, its parameters
+    adjusted by `tweak`, a tier with `cs_caps`, `arrivals` run on `engine`."""
+    s = Scenario.model_validate(doc)
+    params = tier_params(s)
+    if tweak is not None:
+        params = tweak(params)
+    tier = RelayTier(params, cs_caps, Streams(s.seed))
+    drive(engine, tier, arrivals)
+    return tier

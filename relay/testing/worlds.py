@@ -1,0 +1,162 @@
+"""The worlds hypothesis draws: near the January races (`Case`, `cases`), and under
+congestion for the lost card updates (`World`, `worlds`). Each runs through the
+one harness, `relay.testing.run_world`, on either engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hypothesis import strategies as st
+
+from relay.core.tier import RelayTier
+from relay.engines.common import Engine
+from relay.scenario.schema import Scenario
+from relay.testing import merge, run_world
+
+# The liveness bound: after the last arrival every request has its outcome within
+# its deadline (the step timer) plus this, or the run is cut and the request lost.
+DRAIN_S = 120.0
+MIN_SHARE = 0.25  # of examples that must reach each window
+
+
+@dataclass(frozen=True)
+class Case:
+    """One drawn world: load, timings, probes and the run's seed."""
+
+    arrivals: list[tuple[float, int]]
+    timeout_s: float
+    hsm_ms: float
+    backend_ms: float
+    cores: int
+    period_s: float
+    handling_ms: float
+    phase_s: float
+    seed: int
+    monitor: bool = True
+
+    def overrides(self) -> dict[str, Any]:
+        """The scenario keys this world sets."""
+        return {
+            "seed": self.seed,
+            "relays": {"count": 2, "cores": self.cores, "timeout_s": self.timeout_s},
+            "dispatcher": {"policy": "round_robin"},
+            "hsm": {"service_ms": {"dist": "constant", "mean": self.hsm_ms}},
+            "backend": {"service_ms": {"dist": "constant", "mean": self.backend_ms}},
+            "monitor": {
+                "enabled": self.monitor,
+                "period_s": self.period_s,
+                "handling_ms": self.handling_ms,
+            },
+            "load": {"retry": {"max_retries": 1, "think_s": {"dist": "constant", "mean": 1}}},
+            "recovery": {"detection_min": {"dist": "constant", "mean": 1}, "restart_min": 0},
+            "run": {"drain_s": DRAIN_S},
+        }
+
+
+@st.composite
+def cases(draw: st.DrawFn, focus: str = "both", monitor: bool = True) -> Case:
+    """Worlds near both windows; focus "timer" or "probe" keeps only that one open."""
+    timeout_s = draw(st.sampled_from([0.5, 1.0, 2.0]))
+    hsm_ms = draw(st.sampled_from([1.0, 5.0, 10.0]))
+    # End the step `slack` before the timer: within one 15.625 ms tick often, and
+    # exactly on the tick boundary sometimes (slack 0: reset and expiry coincide).
+    slack_ms = 200.0 if focus == "probe" else draw(st.floats(min_value=0.0, max_value=40.0))
+    backend_ms = max(0.1, timeout_s * 1000 - hsm_ms - slack_ms)
+    period_s = draw(st.sampled_from([0.005, 0.05, 0.5]))
+    handling_ms = draw(st.floats(min_value=0.5, max_value=period_s * 1000))
+    # Arrival grids that are not multiples of the tick, with a drawn offset, so
+    # expiries fall anywhere inside their tick (a tick-aligned expiry can never
+    # share its tick with an earlier reset).
+    grid = draw(st.sampled_from([0.005, 0.013, 0.37]))
+    offset = draw(st.floats(min_value=0.0, max_value=0.015625))
+    steps = draw(st.lists(st.integers(0, 40), min_size=1, max_size=25))
+    arrivals = sorted((10.0 + offset + grid * k, i % 4) for i, k in enumerate(steps))
+    return Case(
+        arrivals=arrivals,
+        timeout_s=timeout_s,
+        hsm_ms=hsm_ms,
+        backend_ms=backend_ms,
+        cores=draw(st.integers(1, 2)),
+        period_s=period_s,
+        handling_ms=handling_ms,
+        phase_s=draw(st.floats(min_value=0.0, max_value=period_s)),
+        seed=draw(st.integers(0, 2**32 - 1)),
+        monitor=monitor and focus != "timer",
+    )
+
+
+def run_case(
+    case: Case, design: str, base: Scenario | None = None, engine: Engine = "trio"
+) -> RelayTier:
+    """Run one race world on `engine`, on top of `base` (its other settings)."""
+    doc: dict[str, Any] = {"name": "hunt", "load": {"requests": 0}}
+    if base is not None:
+        doc = base.model_dump(mode="json", exclude={"operators", "faults"})
+    doc = merge(doc, {**case.overrides(), "design": design})
+    return run_world(
+        doc,
+        case.arrivals,
+        cs_caps=[100] * 4,
+        engine=engine,
+        tweak=lambda p: replace(p, monitor=replace(p.monitor, phase_s=case.phase_s)),
+    )
+
+
+@dataclass(frozen=True)
+class World:
+    """One drawn world of chip-writing operations under congestion."""
+
+    arrivals: list[tuple[float, int]]
+    cs_cap: int
+    node_limit: int
+    backend_s: float
+    timeout_s: float
+    crashes: list[tuple[float, int]]
+    seed: int
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> World:
+    """Congested worlds: caps and node limits of a few, backend times around the
+    relay's timer (some answers after the relay gave up), crashes."""
+    timeout_s = draw(st.sampled_from([1.0, 2.0]))
+    n = draw(st.integers(1, 30))
+    times = sorted(draw(st.lists(st.floats(0.0, 20.0), min_size=n, max_size=n)))
+    return World(
+        arrivals=[(10.0 + t, draw(st.integers(0, 3))) for t in times],
+        cs_cap=draw(st.integers(1, 3)),
+        node_limit=draw(st.integers(1, 4)),
+        # Around the timer: some answers come in time, some after the relay gave up
+        # (the backend applied them all the same).
+        backend_s=draw(st.floats(0.1, 2.0 * timeout_s)),
+        timeout_s=timeout_s,
+        crashes=draw(st.lists(st.tuples(st.floats(10.0, 40.0), st.integers(1, 2)), max_size=3)),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def run_updates(
+    world: World, design: str, engine: Engine, switches: dict[str, bool] | None = None
+) -> RelayTier:
+    """Run update world `world` on `design` (with `switches` overridden) on `engine`."""
+    doc: dict[str, Any] = {
+        "name": "updates",
+        "design": design,
+        "switches": switches or {},
+        "seed": world.seed,
+        "relays": {"count": 2, "timeout_s": world.timeout_s, "max_connections": world.node_limit},
+        "hsm": {"service_ms": {"dist": "constant", "mean": 5}},
+        "backend": {"service_ms": {"dist": "constant", "mean": world.backend_s * 1000}},
+        "monitor": {"enabled": False},  # the January races are tested elsewhere
+        "load": {
+            "requests": 0,
+            "chip_write_share": 1.0,
+            "retry": {"think_s": {"dist": "constant", "mean": 5}, "max_resends": 50},
+        },
+        "recovery": {"detection_min": {"dist": "constant", "mean": 1}, "restart_min": 0},
+        "faults": [{"at": at, "kind": "crash", "node": node} for at, node in world.crashes],
+        "run": {"drain_s": 3600},
+    }
+    return run_world(doc, world.arrivals, cs_caps=[world.cs_cap] * 4, engine=engine)

@@ -1,0 +1,78 @@
+"""`relaysim hunt`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from relay.cli import cli
+from relay.cli.options import (
+    EXIT_CRASH,
+    EXIT_HANG,
+    EXIT_INCONCLUSIVE,
+    EXIT_INVARIANT,
+    config_argument,
+    design_option,
+    json_option,
+    load_config,
+    set_option,
+    write_json,
+)
+
+
+@cli.command()
+@config_argument
+@design_option
+@set_option
+@click.option("--examples", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@json_option("Write the result.")
+def hunt(
+    config: Path,
+    design: str | None,
+    overrides: tuple[str, ...],
+    examples: int,
+    seed: int,
+    json_path: Path | None,
+) -> None:
+    """Search schedules and interleavings for a crash, a hang or a broken invariant.
+
+    Exit 0: none found and every race window reached; 5: none found but a window was
+    never reached (inconclusive); 1 crash, 3 hang, 4 invariant violation.
+    """
+    from relay.plan.hunt import hunt as run_hunt  # deferred: hypothesis loads slowly
+
+    sets = [*overrides, *([f"design={design}"] if design else [])]
+    scenario = load_config(config, sets, json_path)
+    parts = ["relaysim", "hunt", str(config), "--design", scenario.design]
+    for o in overrides:
+        parts += ["--set", o]
+    command = shlex.join([*parts, "--examples", str(examples), "--seed", str(seed)])
+    result = run_hunt(scenario, scenario.design, examples=examples, seed=seed)
+    missed = result.missed()
+    doc = {
+        "schema": "relaysim.hunt/1",
+        "scenario": config.stem,
+        "design": scenario.design,
+        "seed": seed,
+        **result.document(),
+        "windows_missed": missed,
+        "replay": command,
+    }
+    if json_path is not None:
+        write_json(json_path, doc)
+    reached = ", ".join(f"{k} in {v}" for k, v in sorted(result.reached.items()))
+    click.echo(f"{result.examples} worlds searched on {scenario.design}; windows: {reached}")
+    if result.failure is not None:
+        f = result.failure
+        click.echo(f"FOUND {f.kind}: {f.mechanism} ({f.detail})")
+        click.echo(f"shrunk world: {result.case}")
+        click.echo(f"replay with: {command}")
+        sys.exit({"crash": EXIT_CRASH, "hang": EXIT_HANG}.get(f.kind, EXIT_INVARIANT))
+    if missed:
+        click.echo(f"inconclusive: never reached {', '.join(missed)}")
+        sys.exit(EXIT_INCONCLUSIVE)
+    click.echo("nothing found, every race window reached")

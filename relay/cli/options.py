@@ -1,0 +1,81 @@
+"""What the commands share: exit codes, the one-line error, option decorators, and
+reading the scenario and writing results with errors that name what is wrong."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from relay.scenario.schema import ConfigError, Scenario, load_scenario
+
+EXIT_CRASH = 1
+EXIT_BAD_INPUT = 2
+EXIT_HANG = 3
+EXIT_INVARIANT = 4
+EXIT_INCONCLUSIVE = 5
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class BadInput(click.ClickException):
+    """A user error reported as one line with exit code 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+#: CONFIG: a scenario file.
+config_argument = click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+design_option = click.option(
+    "--design", type=click.Choice(["fixed", "legacy"]), help="Design preset."
+)
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a scenario key, e.g. --set load.requests=5000 (repeatable).",
+)
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bar, no table.")
+
+
+def json_option(help_text: str) -> Callable[[F], F]:
+    """`--json PATH`: where to write the command's result document."""
+    return click.option("--json", "json_path", type=click.Path(path_type=Path), help=help_text)
+
+
+def load_config(config: Path, sets: list[str], json_path: Path | None) -> Scenario:
+    """The scenario with its overrides, and a writable --json target, or BadInput."""
+    try:
+        scenario = load_scenario(config, sets)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise BadInput(f"--json {json_path}: directory {json_path.parent} does not exist")
+    return scenario
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    try:
+        path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"--json {path}: cannot write: {exc.strerror}") from None
+
+
+def write_report(path: Path, docs: list[tuple[str, Any]]) -> None:
+    from relay.plan.report import ReportError, html_report
+
+    if not path.parent.is_dir():
+        raise BadInput(f"--html {path}: directory {path.parent} does not exist")
+    try:
+        page = html_report(docs)
+    except (ReportError, KeyError, TypeError, AttributeError) as exc:
+        what = str(exc) if isinstance(exc, ReportError) else f"missing or wrong field {exc}"
+        raise BadInput(f"report: {what}") from None
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"--html {path}: cannot write: {exc.strerror}") from None

@@ -1,0 +1,131 @@
+"""`relaysim replay` and `relaysim report`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+
+from relay.cli import cli, logs, render
+from relay.cli.options import (
+    EXIT_INVARIANT,
+    BadInput,
+    config_argument,
+    design_option,
+    json_option,
+    load_config,
+    quiet_option,
+    set_option,
+    write_json,
+    write_report,
+)
+
+if TYPE_CHECKING:
+    from relay.engines.common import Engine
+
+
+@cli.command()
+@config_argument
+@design_option
+@set_option
+@click.option("--seed", type=click.IntRange(min=0), help="Seed (overrides the scenario's).")
+@click.option(
+    "--engine",
+    type=click.Choice(["fast", "trio"]),
+    default="fast",
+    show_default=True,
+    help="fast: discrete-event loop; trio: one trio task per request (same core).",
+)
+@json_option("Write the summary.")
+@click.option(
+    "--report", "report_path", type=click.Path(path_type=Path), help="Write an HTML report."
+)
+@quiet_option
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console")
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning"
+)
+def replay(
+    config: Path,
+    design: str | None,
+    overrides: tuple[str, ...],
+    seed: int | None,
+    engine: Engine,
+    json_path: Path | None,
+    report_path: Path | None,
+    quiet: bool,
+    log_format: logs.LogFormat,
+    log_level: str,
+) -> None:
+    """Replay a whole scenario under virtual time and print its summary."""
+    from relay.plan.replay import replay as run_replay  # deferred: keeps --help fast
+
+    sets = list(overrides)
+    if design:
+        sets.append(f"design={design}")
+    if seed is not None:
+        sets.append(f"seed={seed}")
+    scenario = load_config(config, sets, json_path)
+    command = _replay_command(config, overrides, scenario.design, scenario.seed, engine, json_path)
+    log = logs.configure(log_format, log_level)
+    log.info("replay.start", scenario=str(config), seed=scenario.seed, replay=command)
+    err = Console(stderr=True)
+    with render.progress(scenario, enabled=not quiet and err.is_terminal, console=err) as bar:
+        result = run_replay(scenario, name=config.stem, engine=engine, log=log, progress=bar)
+    doc = result.summary
+    if json_path is not None:
+        write_json(json_path, doc)
+    if report_path is not None:
+        write_report(report_path, [(config.name, doc)])
+    if not quiet:
+        render.summary_table(doc, Console())
+    log.info("replay.end", seed=scenario.seed, violations=len(result.violations))
+    if result.violations:
+        click.echo(f"relaysim: run failed its checks (seed {scenario.seed}):", err=True)
+        for v in result.violations:
+            click.echo(f"  {v}", err=True)
+        click.echo(f"replay with: {command}", err=True)
+        sys.exit(EXIT_INVARIANT)
+
+
+def _replay_command(
+    config: Path,
+    overrides: tuple[str, ...],
+    design: str,
+    seed: int,
+    engine: str,
+    json_path: Path | None,
+) -> str:
+    parts = ["relaysim", "replay", str(config), "--design", design, "--seed", str(seed)]
+    parts += ["--engine", engine]
+    for o in overrides:
+        parts += ["--set", o]
+    if json_path is not None:
+        parts += ["--json", str(json_path)]
+    return shlex.join(parts)
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--html", "html_path", type=click.Path(path_type=Path), required=True, help="Write here."
+)
+def report(results: tuple[Path, ...], html_path: Path) -> None:
+    """Write one self-contained HTML report of replay summaries and sweep results."""
+    docs = []
+    for path in results:
+        try:
+            docs.append((path.name, json.loads(path.read_text(encoding="utf-8"))))
+        except FileNotFoundError:
+            raise BadInput(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{path}: cannot read: {type(exc).__name__}") from None
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{path}: not JSON: line {exc.lineno}: {exc.msg}") from None
+    write_report(html_path, docs)
+    click.echo(f"wrote {html_path}")

@@ -1,0 +1,199 @@
+"""`relaysim serve`, `relaysim load` and `relaysim fault`: serve mode."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+from rich.console import Console
+
+from relay.cli import cli, logs, render
+from relay.cli.options import (
+    EXIT_INVARIANT,
+    BadInput,
+    config_argument,
+    design_option,
+    json_option,
+    load_config,
+    set_option,
+    write_json,
+)
+
+
+@cli.command()
+@config_argument
+@design_option
+@set_option
+@click.option(
+    "--hsm",
+    "hsm_kind",
+    type=click.Choice(["simulated", "softhsm"]),
+    default="simulated",
+    show_default=True,
+    help="simulated: drawn service times; softhsm: the project's SoftHSM2 token.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Dispatcher port (0: any).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, help="/metrics port.")
+@click.option("--admin-port", type=click.IntRange(0, 65535), default=0, help="/faults port.")
+@click.option("--drain", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
+@click.option(
+    "--log-file", type=click.Path(path_type=Path, dir_okay=False), help="Default: stdout."
+)
+def serve(
+    config: Path,
+    design: str | None,
+    overrides: tuple[str, ...],
+    hsm_kind: Literal["simulated", "softhsm"],
+    port: int,
+    metrics_port: int,
+    admin_port: int,
+    drain: float,
+    log_format: logs.LogFormat,
+    log_file: Path | None,
+) -> None:
+    """Serve the scenario's relay tier on 127.0.0.1 until SIGINT or SIGTERM."""
+    import trio
+
+    from hsm_adapter.errors import HsmSetupError
+    from relay.serve import app as serving
+
+    sets = [*overrides, *([f"design={design}"] if design else [])]
+    scenario = load_config(config, sets, None)
+    try:
+        stream = log_file.open("a", encoding="utf-8") if log_file else sys.stdout
+    except OSError as exc:
+        raise BadInput(f"--log-file {log_file}: cannot open: {exc.strerror}") from None
+    log = logs.configure(log_format, "info", stream)
+
+    def announce(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        stats = trio.run(
+            functools.partial(
+                serving.run,
+                scenario,
+                hsm=hsm_kind,
+                port=port,
+                metrics_port=metrics_port,
+                admin_port=admin_port,
+                drain=drain,
+                log=log,
+                announce=announce,
+            )
+        )
+    except HsmSetupError as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+    click.echo(f"stopped: {stats.requests} requests, {stats.replies} replies", err=True)
+
+
+@cli.command()
+@config_argument
+@click.option("--target", required=True, metavar="HOST:PORT", help="A relaysim serve dispatcher.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0.001), help="Requests per second (Poisson).")
+@click.option(
+    "--speed", type=click.FloatRange(min=0.001), help="The scenario's day, X times faster."
+)
+@click.option("--connections", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@set_option
+@json_option("Write the summary.")
+@click.option("--quiet", is_flag=True, help="No progress line, no table.")
+def load(
+    config: Path,
+    target: str,
+    duration: float,
+    rate: float | None,
+    speed: float | None,
+    connections: int,
+    overrides: tuple[str, ...],
+    json_path: Path | None,
+    quiet: bool,
+) -> None:
+    """Send an open-model load to a serving tier; print the replay's summary (engine tcp)."""
+    import trio
+
+    from relay.serve import load as loading
+
+    if rate is not None and speed is not None:
+        raise BadInput("--rate and --speed: choose one")
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise BadInput(f"--target {target!r}: expected HOST:PORT, for example 127.0.0.1:7000")
+    scenario = load_config(config, list(overrides), json_path)
+    console = Console()
+    with render.load_progress(
+        scenario.name, duration, enabled=not quiet and console.is_terminal, console=console
+    ) as hook:
+        try:
+            doc, _ = trio.run(
+                functools.partial(
+                    loading.run,
+                    scenario,
+                    host,
+                    int(port_text),
+                    duration=duration,
+                    rate=rate,
+                    speed=speed if rate is None else None,
+                    connections=connections,
+                    progress=hook,
+                )
+            )
+        except loading.LoadError as exc:
+            raise BadInput(str(exc)) from None
+    doc["scenario"] = config.stem
+    if json_path is not None:
+        write_json(json_path, doc)
+    if not quiet:
+        render.summary_table(doc, console)
+    if doc["lost"]:
+        click.echo(f"relaysim: {doc['lost']} requests had no reply", err=True)
+        sys.exit(EXIT_INVARIANT)
+
+
+@cli.command()
+@click.option("--admin", required=True, metavar="HOST:PORT", help="A serve's admin endpoint.")
+@click.argument("action", type=click.Choice(["inject", "clear", "show"]))
+@click.argument("kind", required=False)
+@click.option("--node", type=int, help="Relay number (1-based).")
+@click.option("--factor", type=float, help="slow_backend: how many times slower.")
+def fault(
+    admin: str, action: str, kind: str | None, node: int | None, factor: float | None
+) -> None:
+    """Inject a fault into a running `relaysim serve`, clear them, or show the tier.
+
+    KIND: hsm_stall, crash, timer_race, slow_backend, detach, attach.
+    """
+    import urllib.error
+    import urllib.request
+
+    method = {"inject": "POST", "clear": "DELETE", "show": "GET"}[action]
+    body = None
+    if action == "inject":
+        if not kind:
+            raise BadInput("inject: name the fault KIND, for example `inject crash --node 1`")
+        payload: dict[str, Any] = {"kind": kind}
+        if node is not None:
+            payload["node"] = node
+        if factor is not None:
+            payload["factor"] = factor
+        body = json.dumps(payload).encode()
+    url = f"http://{admin}/faults"
+    request = urllib.request.Request(url, data=body, method=method)
+    request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            click.echo(response.read().decode().strip())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        raise BadInput(f"fault {action}: {detail}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BadInput(f"cannot reach the admin endpoint {url}: {reason}") from None

@@ -1,0 +1,92 @@
+"""`relaysim sweep`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from relay.cli import cli, render
+from relay.cli.options import (
+    EXIT_INVARIANT,
+    BadInput,
+    json_option,
+    quiet_option,
+    write_json,
+)
+from relay.scenario.schema import ConfigError
+
+
+@cli.command()
+@click.argument("sweep_file", metavar="SWEEP", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Local worker processes (default: one per core).",
+)
+@click.option("--dask", "dask_address", metavar="ADDRESS", help="Run on a Dask cluster instead.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a scenario key on every point, e.g. --set calendar.until=2016-01-20.",
+)
+@json_option("Write the rows.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Write the rows as CSV.")
+@quiet_option
+def sweep(
+    sweep_file: Path,
+    workers: int | None,
+    dask_address: str | None,
+    overrides: tuple[str, ...],
+    json_path: Path | None,
+    csv_path: Path | None,
+    quiet: bool,
+) -> None:
+    """Run what-if points of a scenario in parallel; one row of figures per point."""
+    import csv
+    import os
+
+    from relay.plan import sweep as sweeps
+
+    if workers is not None and dask_address is not None:
+        raise BadInput("--workers and --dask: choose one (Dask decides its own workers)")
+    for opt, path in (("--json", json_path), ("--csv", csv_path)):
+        if path is not None and not path.parent.is_dir():
+            raise BadInput(f"{opt} {path}: directory {path.parent} does not exist")
+    try:
+        plan = sweeps.load_sweep(sweep_file, overrides)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    err = Console(stderr=True)
+    n = workers or os.cpu_count() or 1
+    label = f"dask {dask_address}" if dask_address else f"{n} local worker{'s' * (n > 1)}"
+    pool = sweeps.dask_pool(dask_address) if dask_address else sweeps.local_pool(n)
+    show = not quiet and err.is_terminal
+    try:
+        with (
+            pool as executor,
+            render.sweep_progress(plan.name, len(plan.points), enabled=show, console=err) as bar,
+        ):
+            doc = sweeps.run(plan, executor, progress=bar, label=label)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    if json_path is not None:
+        write_json(json_path, doc)
+    if csv_path is not None:
+        header, lines = sweeps.csv_rows(doc)
+        try:
+            with csv_path.open("w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(header)
+                writer.writerows(lines)
+        except OSError as exc:
+            raise BadInput(f"--csv {csv_path}: cannot write: {exc.strerror}") from None
+    if not quiet:
+        render.sweep_table(doc, Console())
+    if doc["failed"]:
+        click.echo(f"relaysim: {doc['failed']} of {doc['points']} points failed", err=True)
+        sys.exit(EXIT_INVARIANT)

@@ -10,7 +10,7 @@ CORE   := $(addprefix relay/core/,request.py ledger.py dispatcher.py node.py hsm
 BUILT  := $(VENV)/.compiled-stamp
 
 .PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm bench-net \
-	bench-sweep bench-validate setup compile pure softhsm chromium hsm-token clean
+	bench-sweep bench-validate bench-serve-memory setup compile pure softhsm chromium hsm-token clean
 
 setup: $(BUILT)
 
@@ -99,6 +99,10 @@ bench-net: $(BUILT) hsm-token
 # A 16-point sweep (relays x CS caps on 29 March) on 2 local workers and on 1.
 bench-sweep: $(BUILT)
 	$(BIN)/python bench/sweep.py configs/sweeps/relays-vs-caps.yaml
+
+# Serve mode's memory after 10^4 and 10^6 requests: bounded, against every latency kept.
+bench-serve-memory: $(BUILT)
+	$(BIN)/python bench/serve_memory.py
 
 # Queueing theory's ground truth, every point on both engines, longer than the tests
 # (docs/validation.md): a markdown table, then the JSON line.

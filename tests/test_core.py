@@ -10,9 +10,10 @@ import pytest
 from relay.core.design import Design, preset
 from relay.core.dispatcher import Dispatcher, Refused
 from relay.core.hsm import HsmQueue
+from relay.core.ledger import LatencyHistogram, Ledger
 from relay.core.monitor import Monitor
 from relay.core.node import Node
-from relay.core.request import LifecycleError, Phase, Request
+from relay.core.request import LifecycleError, Outcome, Phase, Request
 from relay.core.summary import percentiles
 from relay.core.timer import OsTimer
 
@@ -190,3 +191,27 @@ def test_percentiles_are_nearest_rank(n: int) -> None:
 def test_percentiles_of_nothing_are_nan() -> None:
     """No values, no percentile: NaN (the summary writes null)."""
     assert all(math.isnan(v) for v in percentiles(np.empty(0), (50, 99)))
+
+
+def test_a_latency_histogram_counts_each_latency_at_or_below_its_bound() -> None:
+    """Latencies land in the first bucket whose bound they do not exceed; the
+    cumulative counts are Prometheus' buckets; nothing else is kept."""
+    h = LatencyHistogram([0.1, 1.0, 10.0])
+    for seconds in (0.05, 0.1, 0.5, 1.0, 9.0, 11.0, 500.0):
+        h.append(seconds)
+    assert h.counts == [2, 2, 1, 2]
+    assert h.cumulative() == [2, 4, 5, 7]
+    assert (h.count, round(h.total, 6)) == (7, 521.65)
+
+
+def test_a_bounded_ledger_keeps_no_sample() -> None:
+    """With latency bounds (serve mode) completed requests go to the histogram, and
+    the per-bucket sample arrays a replay keeps stay empty."""
+    ledger = Ledger(latency_bounds=[1.0])
+    for i in range(100):
+        req = ledger.open(cs=0, attempt=0, now=float(i))
+        ledger.close(req, Outcome.COMPLETED, now=float(i) + 0.5)
+    assert ledger.histogram is not None
+    assert (ledger.histogram.count, ledger.histogram.counts) == (100, [100, 0])
+    assert all(len(samples) == 0 for samples in ledger.latencies.values())
+    assert ledger.total.count(Outcome.COMPLETED) == 100

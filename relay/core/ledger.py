@@ -12,6 +12,8 @@ balances on its own: requests == completed + overflows + timeouts + errors.
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left
+from collections.abc import Sequence
 
 from relay.core.request import Outcome, Request
 
@@ -46,10 +48,44 @@ class Tally:
         return sum(self.counts) - self.counts[0]
 
 
-class Ledger:
-    """Outcomes of all requests of a run, by node and by arrival bucket."""
+class LatencyHistogram:
+    """Latencies counted into fixed buckets: memory that stays flat however many
+    requests a server answers (a replay keeps every sample instead, for exact
+    percentiles). `append` is the array's method name, so a request records its
+    latency the same way into either."""
 
-    def __init__(self) -> None:
+    __slots__ = ("bounds", "count", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = sorted(bounds)  # upper bounds, seconds; above the last: +Inf
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.count = 0
+        self.total = 0.0  # seconds, the sum of every latency
+
+    def append(self, seconds: float) -> None:
+        """Count one latency."""
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.count += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[int]:
+        """Latencies at or below each bound, then all of them (Prometheus' buckets)."""
+        out, running = [], 0
+        for n in self.counts:
+            running += n
+            out.append(running)
+        return out
+
+
+class Ledger:
+    """Outcomes of all requests of a run, by node and by arrival bucket.
+
+    With `latency_bounds`, latencies go into one `LatencyHistogram` (serve mode,
+    which may answer requests for weeks) instead of every sample by bucket.
+    """
+
+    def __init__(self, latency_bounds: Sequence[float] | None = None) -> None:
+        self.histogram = None if latency_bounds is None else LatencyHistogram(latency_bounds)
         self._next_id = 0
         self._open: dict[int, Request] = {}
         self.total = Tally()
@@ -82,7 +118,8 @@ class Ledger:
             self.latencies[b] = array("d")
         tally.counts[0] += 1
         req.bucket_counts = tally.counts
-        req.bucket_latencies = self.latencies[b]
+        histogram = self.histogram
+        req.bucket_latencies = self.latencies[b] if histogram is None else histogram
         return req
 
     def at_node(self, req: Request, number: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 from array import array
+from typing import Protocol
 
 
 class Outcome(enum.StrEnum):
@@ -56,6 +57,13 @@ class LifecycleError(Exception):
     """A request was moved along a transition the table does not allow."""
 
 
+class LatencySink(Protocol):
+    """Where a completed request's latency goes: its bucket's array of samples, or
+    a bounded histogram (`relay.core.ledger.LatencyHistogram`)."""
+
+    def append(self, seconds: float, /) -> None: ...
+
+
 _NO_LATENCIES: array[float] = array("d")
 
 
@@ -88,7 +96,7 @@ class Request:
         # latencies, its node's counts), set when it is opened and placed: closing
         # it then costs no lookup.
         self.bucket_counts: list[int] = []
-        self.bucket_latencies: array[float] = _NO_LATENCIES
+        self.bucket_latencies: LatencySink = _NO_LATENCIES
         self.node_counts: list[int] | None = None
 
     def __repr__(self) -> str:

@@ -131,10 +131,12 @@ class RelayTier:
         streams: Streams,
         log: LogSink | None = None,
         terminal_caps: Sequence[int | None] | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         """`params`: the run's parameters (`relay.scenario.build` makes them from a
         scenario); `cs_caps` / `terminal_caps`: each CS's CS-to-relay and
-        terminal-to-CS simultaneous-connection limits (`relay.core.dispatcher`)."""
+        terminal-to-CS simultaneous-connection limits (`relay.core.dispatcher`);
+        `ledger`: where outcomes go (default: a replay's, every latency kept)."""
         self.params = params
         self.design: Design = params.design
         # The switches the relay step reads on every message, as plain attributes.
@@ -142,7 +144,7 @@ class RelayTier:
         self._scoped_timer = self.design.request_scoped_timer
         self.log: LogSink = log or _Silent()
         self._streams = streams
-        self.ledger = Ledger()
+        self.ledger = ledger or Ledger()
         self.backend = self._make_backend()
         self.dispatcher = Dispatcher(
             [self._make_node(n) for n in range(1, params.relays.count + 1)],

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from loadgen import arrivals, calendar, municipalities
 from relay.core import events as core
+from relay.core.ledger import Ledger
 from relay.core.params import (
     BackendParams,
     CountersParams,
@@ -96,11 +97,17 @@ def new_tier(
     streams: Streams | None = None,
     log: LogSink | None = None,
     terminal_caps: Sequence[int | None] | None = None,
+    ledger: Ledger | None = None,
 ) -> RelayTier:
     """A tier for scenario `s` with the given per-CS limits (tests and the hunt give
     their own; `build` takes them from the scenario's municipalities)."""
     return RelayTier(
-        tier_params(s), cs_caps, streams or Streams(s.seed), log, terminal_caps=terminal_caps
+        tier_params(s),
+        cs_caps,
+        streams or Streams(s.seed),
+        log,
+        terminal_caps=terminal_caps,
+        ledger=ledger,
     )
 
 
@@ -113,9 +120,10 @@ class Built:
     municipalities: list[municipalities.Municipality]
 
 
-def build(s: Scenario, log: LogSink | None = None) -> Built:
-    """The tier for scenario `s`, its municipalities and the stream of its first
-    attempts (counter operations, in time order)."""
+def build(s: Scenario, log: LogSink | None = None, ledger: Ledger | None = None) -> Built:
+    """The tier for scenario `s` (recording into `ledger`, if given), its
+    municipalities and the stream of its first attempts (counter operations, in
+    time order)."""
     streams = Streams(s.seed)
     load = s.load
     munis = municipalities.build(load.population, load.cs_connections, load.terminal_connections)
@@ -125,6 +133,7 @@ def build(s: Scenario, log: LogSink | None = None) -> Built:
         streams,
         log,
         terminal_caps=[m.terminal_cap for m in munis],
+        ledger=ledger,
     )
     stream = arrivals.over_days(
         calendar.days(s), munis, streams.stream("arrivals"), load.operation.messages

@@ -13,6 +13,7 @@ import trio
 
 from hsm_adapter.lane import Pkcs11Hsm, open_pkcs11, unwrap_group
 from hsm_adapter.token import TokenConfig
+from relay.core.ledger import Ledger
 from relay.core.tier import LogSink
 from relay.engines.trio import (
     REAL_CLOCK_RESOLUTION,
@@ -24,7 +25,7 @@ from relay.engines.trio import (
 from relay.scenario.build import build
 from relay.scenario.schema import Scenario
 from relay.serve.admin import Admin, serve_admin
-from relay.serve.metrics import registry_for, serve_metrics
+from relay.serve.metrics import BUCKETS, registry_for, serve_metrics
 from relay.serve.server import RelayServer, ServerStats
 
 
@@ -64,7 +65,8 @@ async def _run(
     announce: Callable[[str], None],
     token: TokenConfig | None,
 ) -> ServerStats:
-    tier = build(scenario, log).tier
+    # Latencies into a bounded histogram: a server may answer requests for weeks.
+    tier = build(scenario, log, Ledger(latency_bounds=BUCKETS)).tier
     async with contextlib.AsyncExitStack() as stack:
         lane: Pkcs11Hsm | None = None
         services: Services

@@ -99,36 +99,38 @@ class Dispatcher:
         `release` is called.
         """
         self.attempts[cs] += 1
-        held = self._cs_open[cs]
-        if held >= self.terminal_caps[cs]:
-            return self._refuse(cs, _TERMINAL_LIMIT)
-        if held >= self.caps[cs]:
-            return self._refuse(cs, _CS_LIMIT)
+        full = self._cs_full(cs)
+        if full is not None:
+            return full
         node = self._pick()
         if node is None:
             return self._refuse(cs, _NO_NODE)
-        if not node.has_room():
-            return self._refuse(cs, Refused("node_limit", node))
-        self._open(cs, held, node)
-        return node
+        return self._on(cs, node)
 
     def place(self, cs: int, node: Node) -> Node | Refused:
         """Open a connection from CS `cs` directly on `node`, bypassing the choice of
-        node (a client of the node's own port). The CS's cap and the node's limit
-        still apply; attachment does not: that is the distributor's business.
-
-        The same checks as `route` makes around its choice, written out again
-        because `route` is on every request of a whole-day replay.
-        """
+        node (a client of the node's own port). The CS's limits and the node's still
+        apply; attachment does not: that is the distributor's business."""
         self.attempts[cs] += 1
+        full = self._cs_full(cs)
+        if full is not None:
+            return full
+        return self._on(cs, node)
+
+    def _cs_full(self, cs: int) -> Refused | None:
+        """Why CS `cs` can open no more connections (either hop's limit), if so."""
         held = self._cs_open[cs]
         if held >= self.terminal_caps[cs]:
             return self._refuse(cs, _TERMINAL_LIMIT)
         if held >= self.caps[cs]:
             return self._refuse(cs, _CS_LIMIT)
+        return None
+
+    def _on(self, cs: int, node: Node) -> Node | Refused:
+        """Open the connection on `node`, if it has room."""
         if not node.has_room():
             return self._refuse(cs, Refused("node_limit", node))
-        self._open(cs, held, node)
+        self._open(cs, self._cs_open[cs], node)
         return node
 
     def _open(self, cs: int, held: int, node: Node) -> None:

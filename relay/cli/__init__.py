@@ -11,13 +11,9 @@ import sys
 
 import click
 
-from relay.cli.options import EXIT_BAD_INPUT
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="relaysim")
-def cli() -> None:
-    """Simulate the 2016 My Number card relay tier: legacy and fixed designs."""
+# The commands register themselves on the group when their modules load.
+from relay.cli import hsm, hunt, replay, serving, sweep  # noqa: F401
+from relay.cli.options import EXIT_BAD_INPUT, cli
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +28,3 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_BAD_INPUT if exc.exit_code == 1 else exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-
-
-# The commands register themselves on `cli` when their modules load.
-from relay.cli import hsm, hunt, replay, serving, sweep  # noqa: E402, F401

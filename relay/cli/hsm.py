@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from relay.cli import cli
 from relay.cli.options import (
     BadInput,
+    cli,
 )
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from relay.cli import cli
 from relay.cli.options import (
     EXIT_CRASH,
     EXIT_HANG,
     EXIT_INCONCLUSIVE,
     EXIT_INVARIANT,
+    cli,
     config_argument,
     design_option,
     json_option,

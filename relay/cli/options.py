@@ -1,5 +1,6 @@
-"""What the commands share: exit codes, the one-line error, option decorators, and
-reading the scenario and writing results with errors that name what is wrong."""
+"""What the commands share: the `relaysim` group they register on, exit codes, the
+one-line error, option decorators, and reading the scenario and writing results
+with errors that name what is wrong."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ EXIT_INVARIANT = 4
 EXIT_INCONCLUSIVE = 5
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="relaysim")
+def cli() -> None:
+    """Simulate the 2016 My Number card relay tier: legacy and fixed designs."""
 
 
 class BadInput(click.ClickException):

@@ -11,10 +11,11 @@ from typing import Any, Literal
 import click
 from rich.console import Console
 
-from relay.cli import cli, logs, render
+from relay.cli import logs, render
 from relay.cli.options import (
     EXIT_INVARIANT,
     BadInput,
+    cli,
     config_argument,
     design_option,
     json_option,

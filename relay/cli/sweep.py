@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from relay.cli import cli, render
+from relay.cli import render
 from relay.cli.options import (
     EXIT_INVARIANT,
     BadInput,
+    cli,
     json_option,
     quiet_option,
     write_json,

@@ -224,6 +224,13 @@ class RelayTier:
             return effect.deadline
         return math.inf
 
+    def silent(self, effect: Effect) -> bool:
+        """Whether nothing will ever answer `effect`: a reply already lost, or a call
+        into an HSM lane that has stopped answering (a real device is not asked)."""
+        return isinstance(effect, LostReply) or (
+            isinstance(effect, CallHsm) and effect.node.hsm.stuck
+        )
+
     @property
     def nodes(self) -> list[Node]:
         """Every relay node that has been part of the tier, in number order."""

@@ -97,18 +97,17 @@ class DeviceServices:
 
     def __init__(self, tier: RelayTier, hsm: Hsm) -> None:
         self._simulated = SimulatedServices(tier)  # the backend, and lost replies
+        self._tier = tier
         self._hsm = hsm
         self._log = tier.log
         self.failures = 0
 
     def finish(self, effect: Effect, now: float) -> float | None:
-        """None for an HSM step on the device (`perform` it); else as simulated."""
-        if type(effect) is not CallHsm:
+        """None for an HSM step on the device (`perform` it); else as simulated.
+        A step nothing will answer (`RelayTier.silent`: a stalled lane, cause 1 or
+        an injected stall) never reaches the device: its deadline ends the wait."""
+        if type(effect) is not CallHsm or self._tier.silent(effect):
             return self._simulated.finish(effect, now)
-        if effect.node.hsm.stuck:
-            # The node's lane is stalled (cause 1, or an injected stall): nothing
-            # answers; the step's deadline ends the wait.
-            return math.inf
         return None
 
     async def perform(self, effect: Effect) -> Result:

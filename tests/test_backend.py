@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from relay.core.backend import Backend
-from relay.core.summary import backend_figures
+from relay.core.summary import Summary, backend_figures
 from relay.plan.replay import replay
 from relay.scenario.schema import ConfigError, load_scenario
 from tests.conftest import CONFIGS
@@ -102,7 +102,7 @@ def test_restart_backend_takes_no_node_and_other_actions_need_one(
         load_scenario(CONFIGS / "2016-02-22.yaml", [override])
 
 
-def p99_at(doc: dict[str, object], hour: float) -> float:
+def p99_at(doc: Summary, hour: float) -> float:
     """The p99 latency (ms) of the 5-minute bucket starting at `hour`."""
     timeline = doc["timeline"]
     assert isinstance(timeline, list)

@@ -27,10 +27,12 @@ def test_29_march_shows_the_audited_overflows() -> None:
     assert AUDIT_REQUESTS <= doc["requests"] <= AUDIT_REQUESTS * 1.03
     # Where: the pools of the cities of a million and more, tens of connections at
     # their limits at the peaks (what the remedies aimed at); no smaller one refuses.
-    by_size = {r["class"]: r for r in doc["blocking"]["by_size"]}
+    blocking = doc["blocking"]
+    assert blocking is not None
+    by_size = {r["class"]: r for r in blocking["by_size"]}
     assert by_size[">=1M"]["relay_overflows"] == doc["relay_overflows"]
     assert by_size[">=1M"]["pools_at_cap"] >= 5
-    assert by_size[">=1M"]["cap_min"] >= 30
+    assert (by_size[">=1M"]["cap_min"] or 0) >= 30
 
 
 def test_18_april_changes_only_what_the_incident_lists() -> None:

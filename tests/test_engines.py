@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from relay.core.summary import Summary
 from relay.plan.replay import replay
 from relay.scenario.schema import load_scenario
 from tests.conftest import CONFIGS
@@ -78,11 +79,11 @@ CASES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def without_engine(doc: dict[str, Any]) -> dict[str, Any]:
+def without_engine(doc: Summary) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in ("engine", "wall_seconds")}
 
 
-def both(case: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def both(case: str) -> tuple[Summary, Summary]:
     config, overrides = CASES[case]
     s = load_scenario(CONFIGS / config, overrides)
     fast, slow = replay(s, engine="fast"), replay(s, engine="trio")
@@ -109,7 +110,9 @@ def test_the_cases_exercise_what_they_are_named_for() -> None:
     assert [n["name"] for n in operators["nodes"]] == ["relay1", "relay2", "relay3"]
     assert all(n["requests"] > 0 for n in operators["nodes"])
     slow, _ = both("the backend slowdown")
-    assert slow["backend"]["waits"] > 0
+    backend = slow["backend"]
+    assert backend is not None
+    assert backend["waits"] > 0
     assert slow["timeouts"] > 0
     chips, _ = both("chip re-sends")
     assert chips["errors"] > 0  # the crashes dropped chip operations ...

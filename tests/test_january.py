@@ -8,10 +8,9 @@ replay on both designs with the calibrated parameters.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
+from relay.core.summary import Summary
 from relay.plan.replay import replay
 from relay.scenario.schema import load_scenario
 from tests.conftest import CONFIGS
@@ -19,7 +18,7 @@ from tests.conftest import CONFIGS
 FORTNIGHT = ["calendar.until=2016-01-26"]
 
 
-def run(design: str) -> dict[str, Any]:
+def run(design: str) -> Summary:
     result = replay(load_scenario(CONFIGS / "jan-2016.yaml", [*FORTNIGHT, f"design={design}"]))
     assert result.violations == []
     assert result.summary["lost"] == 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -267,7 +267,7 @@ def formulas(system: System, s: Scenario) -> dict[str, float]:
 # -- runs -------------------------------------------------------------------------------
 
 
-def run(s: Scenario, engine: Engine) -> dict[str, Any]:
+def run(s: Scenario, engine: Engine) -> Mapping[str, Any]:
     """Replay `s`; the run must be clean: every request accounted for."""
     result = replay(s, engine=engine)
     doc = result.summary
@@ -277,7 +277,7 @@ def run(s: Scenario, engine: Engine) -> dict[str, Any]:
     return doc
 
 
-def per_bucket(doc: dict[str, Any], key: str, s: Scenario) -> list[float]:
+def per_bucket(doc: Mapping[str, Any], key: str, s: Scenario) -> list[float]:
     """`key` per 5-minute bucket of the service window (by the request's arrival),
     zeros included; anything arriving after it (an operation's later messages) is
     kept in the last bucket."""

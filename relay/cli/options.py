@@ -5,7 +5,7 @@ with errors that name what is wrong."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,7 +65,7 @@ def load_config(config: Path, sets: list[str], json_path: Path | None) -> Scenar
     return scenario
 
 
-def write_json(path: Path, doc: dict[str, Any]) -> None:
+def write_json(path: Path, doc: Mapping[str, Any]) -> None:
     try:
         path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     except OSError as exc:

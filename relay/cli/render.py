@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from rich.console import Console
@@ -102,7 +102,7 @@ def load_progress(
         yield hook
 
 
-def summary_table(doc: dict[str, Any], console: Console) -> None:
+def summary_table(doc: Mapping[str, Any], console: Console) -> None:
     """Print the run's summary (one row per figure) and the per-node table."""
     lat = doc["latency_ms"]
     head = Table(title=f"{doc['scenario']} · design {doc['design']} · seed {doc['seed']}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,154 @@ SIZE_CLASSES: tuple[tuple[str, int], ...] = (
 )
 
 
+# -- the document's shape -------------------------------------------------------------
+# TypedDicts: the summary is plain JSON (dicts, lists, numbers), and these say which
+# keys it has and what each holds, for mypy and for a reader of this module.
+
+
+class Outcomes(TypedDict):
+    requests: int
+    completed: int
+    overflows: int
+    timeouts: int
+    errors: int
+
+
+class Bucket(Outcomes):
+    """Five minutes of arrivals: their outcomes and the latency of the completed."""
+
+    t: int  # the bucket's start, seconds since the first midnight
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class RaceWindows(TypedDict):
+    """How often a node reached each race window (harmless on fixed)."""
+
+    same_tick_resets: int
+    probe_collisions: int
+
+
+class NodeRow(Outcomes):
+    """One relay node's figures."""
+
+    name: str
+    crashes: int
+    hangs: int
+    outage_minutes: float
+    peak_connections: int
+    max_connections: int
+    hsm_calls: int
+    race_windows: RaceWindows
+
+
+class OutageRow(TypedDict):
+    """One crash or hang, from start to recovery."""
+
+    t: float
+    node: str
+    kind: str
+    mechanism: str
+    end: float | None
+    outage_minutes: float
+
+
+class DayRow(Outcomes):
+    """One calendar day of a multi-day run."""
+
+    date: str
+    crashes: int
+    hangs: int
+
+
+SizeRow = TypedDict(
+    "SizeRow",
+    {
+        "class": str,
+        "municipalities": int,
+        "residents": int,
+        "cap_min": int | None,
+        "cap_max": int | None,
+        "attempts": int,
+        "relay_overflows": int,
+        "refused_at_cs": int,
+        "pools_at_cap": int,
+        "peak_occupancy_max": float | None,
+    },
+)
+
+
+class Pools(TypedDict):
+    """Every CS pool, as columns (one entry per CS, in CS id order)."""
+
+    name: list[str]
+    population: list[int]
+    cap: list[int]
+    terminal_cap: list[int | None]
+    peak: list[int]
+    attempts: list[int]
+    relay_overflows: list[int]
+    refused_at_cs: list[int]
+
+
+class Blocking(TypedDict):
+    """Where connections were refused: by size class, and per pool."""
+
+    by_size: list[SizeRow]
+    pools: Pools
+
+
+class BackendFigures(TypedDict):
+    """How requests queued for the backend's memory."""
+
+    calls: int
+    capacity: int | None
+    waits: int
+    mean_wait_ms: float | None
+
+
+class Latency(TypedDict):
+    """Latency of completed requests, ms (None: nothing completed)."""
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    max: float | None
+    mean: float | None
+
+
+class Summary(Outcomes):
+    """The whole document, `relaysim.summary/3`."""
+
+    schema: str
+    scenario: str
+    date: str
+    design: str
+    switches: dict[str, bool]
+    engine: str
+    seed: int
+    lost: int
+    relay_overflows: int
+    refusals: dict[str, int]
+    crashes: int
+    hangs: int
+    outage_minutes: float
+    chip_operations: int
+    inconsistent: int
+    duplicates_applied: int
+    deduplicated: int
+    latency_ms: Latency
+    sim_seconds: float
+    wall_seconds: float
+    violations: list[str]
+    events: list[OutageRow]
+    blocking: Blocking | None
+    backend: BackendFigures | None
+    nodes: list[NodeRow]
+    days: list[DayRow]
+    timeline: list[Bucket]
+
+
 def size_class(population: int) -> str:
     """The label of the size class `population` residents fall in."""
     label = SIZE_CLASSES[0][0]
@@ -45,7 +193,7 @@ def size_class(population: int) -> str:
     return label
 
 
-def blocking(dispatcher: Dispatcher, towns: Sequence[tuple[str, int]]) -> dict[str, Any]:
+def blocking(dispatcher: Dispatcher, towns: Sequence[tuple[str, int]]) -> Blocking:
     """Where connections were refused: per size class, and per CS pool (columns).
 
     `towns` are the municipalities `(name, population)` in CS id order. A pool is
@@ -55,7 +203,7 @@ def blocking(dispatcher: Dispatcher, towns: Sequence[tuple[str, int]]) -> dict[s
     d = dispatcher
     unlimited = 1 << 62
     limit = [min(c, t) for c, t in zip(d.caps, d.terminal_caps, strict=True)]
-    rows = []
+    rows: list[SizeRow] = []
     for label, _ in SIZE_CLASSES:
         ids = [i for i, (_, pop) in enumerate(towns) if size_class(pop) == label]
         caps = [limit[i] for i in ids]
@@ -90,7 +238,7 @@ def blocking(dispatcher: Dispatcher, towns: Sequence[tuple[str, int]]) -> dict[s
     }
 
 
-def backend_figures(backend: Backend) -> dict[str, Any]:
+def backend_figures(backend: Backend) -> BackendFigures:
     """How requests queued for the backend's memory: calls, its capacity (requests
     held at once; None: no bound), how many waited and the mean wait over all calls
     (queueing theory's W_q, in ms; None without calls)."""
@@ -124,13 +272,20 @@ def _ms(seconds: float) -> float | None:
 _OUTCOME_KEYS = ("requests", "completed", "overflows", "timeouts", "errors")
 
 
-def _outcomes(t: Tally) -> dict[str, int]:
-    return dict(zip(_OUTCOME_KEYS, t.counts, strict=True))
+def _outcomes(t: Tally) -> Outcomes:
+    c = t.counts  # requests, then the outcomes in relay.core.ledger.OUTCOMES order
+    return {
+        "requests": c[0],
+        "completed": c[1],
+        "overflows": c[2],
+        "timeouts": c[3],
+        "errors": c[4],
+    }
 
 
-def events(nodes: Sequence[Node], end: float) -> list[dict[str, Any]]:
+def events(nodes: Sequence[Node], end: float) -> list[OutageRow]:
     """Every crash and hang of the run in time order: the outage timeline."""
-    rows = [
+    rows: list[OutageRow] = [
         {
             "t": round(o.start, 3),
             "node": n.name,
@@ -145,25 +300,39 @@ def events(nodes: Sequence[Node], end: float) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["t"], r["node"]))
 
 
-def _days(
-    timeline: list[dict[str, Any]], rows: list[dict[str, Any]], first: dt.date
-) -> list[dict[str, Any]]:
+def _days(timeline: list[Bucket], rows: list[OutageRow], first: dt.date) -> list[DayRow]:
     """Per calendar day: outcomes of the requests that arrived that day, and the
     crashes and hangs that began on it."""
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[int, DayRow] = {}
 
-    def day(i: int) -> dict[str, Any]:
+    def day(i: int) -> DayRow:
         if i not in out:
             date = (first + dt.timedelta(days=i)).isoformat()
-            out[i] = {"date": date, **dict.fromkeys(_OUTCOME_KEYS, 0), "crashes": 0, "hangs": 0}
+            out[i] = {
+                "date": date,
+                "requests": 0,
+                "completed": 0,
+                "overflows": 0,
+                "timeouts": 0,
+                "errors": 0,
+                "crashes": 0,
+                "hangs": 0,
+            }
         return out[i]
 
     for b in timeline:
         d = day(int(b["t"] // 86_400))
-        for k in _OUTCOME_KEYS:
-            d[k] += b[k]
+        d["requests"] += b["requests"]
+        d["completed"] += b["completed"]
+        d["overflows"] += b["overflows"]
+        d["timeouts"] += b["timeouts"]
+        d["errors"] += b["errors"]
     for e in rows:
-        day(int(e["t"] // 86_400))["crashes" if e["kind"] == "crash" else "hangs"] += 1
+        d = day(int(e["t"] // 86_400))
+        if e["kind"] == "crash":
+            d["crashes"] += 1
+        else:
+            d["hangs"] += 1
     return [out[i] for i in sorted(out)]
 
 
@@ -184,7 +353,7 @@ def build(
     dispatcher: Dispatcher | None = None,
     towns: Sequence[tuple[str, int]] = (),
     backend: Backend | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """The summary document of a finished run; times count from `date`'s midnight.
 
     With the run's `dispatcher` and its `towns` (name, population per CS), the
@@ -194,13 +363,13 @@ def build(
     """
     arrays = [np.frombuffer(b, dtype=np.float64) for b in ledger.latencies.values() if len(b)]
     all_lat = np.concatenate(arrays) if arrays else np.empty(0)
-    timeline = []
+    timeline: list[Bucket] = []
     for b, tally in sorted(ledger.buckets.items()):
         p50, p99 = percentiles(np.frombuffer(ledger.latencies[b], dtype=np.float64), (50, 99))
         timeline.append(
             {"t": int(b * BUCKET_S), **_outcomes(tally), "p50_ms": _ms(p50), "p99_ms": _ms(p99)}
         )
-    node_rows = []
+    node_rows: list[NodeRow] = []
     crashes_total = hangs_total = 0
     outage_total = 0.0
     for n in nodes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from loadgen import calendar
 from relay.core import checkers, summary
@@ -27,7 +26,7 @@ from relay.scenario.schema import Scenario
 class ReplayResult:
     """The summary document and the invariant violations found (empty on success)."""
 
-    summary: dict[str, Any]
+    summary: summary.Summary
     violations: list[checkers.Violation]
     tier: RelayTier
 

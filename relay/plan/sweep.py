@@ -28,7 +28,7 @@ import concurrent.futures as cf
 import itertools
 import multiprocessing
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -214,12 +214,14 @@ def run_point(
     except Exception as exc:  # a bug in one point must not stop the sweep
         return {"error": f"{type(exc).__name__}: {exc}"}
     doc = result.summary
-    row: dict[str, Any] = {k: doc[k] for k in FIGURES if k in doc}
+    figures: Mapping[str, Any] = doc  # read by name, as the row's columns are
+    row: dict[str, Any] = {k: figures[k] for k in FIGURES if k in figures}
     row["overflow_rate"] = doc["overflows"] / doc["requests"] if doc["requests"] else 0.0
     row["p50_ms"] = doc["latency_ms"]["p50"]
     row["p99_ms"] = doc["latency_ms"]["p99"]
     # Where it overflows: refusals at the relays per municipality size class.
-    for r in (doc.get("blocking") or {}).get("by_size", []):
+    blocking = doc["blocking"]
+    for r in blocking["by_size"] if blocking is not None else []:
         row[f"overflows {r['class']}"] = r["relay_overflows"]
     row["seed"] = doc["seed"]
     row["design"] = doc["design"]

@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 from hdrh.histogram import HdrHistogram
@@ -89,7 +88,7 @@ async def run(
     connections: int = 50,
     drain: float = 30.0,
     progress: Callable[[LoadRun, float], None] | None = None,
-) -> tuple[dict[str, Any], LoadRun]:
+) -> tuple[summary.Summary, LoadRun]:
     """Run the load; the summary document and the live record."""
     wall0 = time.perf_counter()
     state = LoadRun()

@@ -50,7 +50,13 @@ class FaultEvent:
 Event = OperatorEvent | FaultEvent
 
 
+def order(at: float, fault: bool) -> tuple[float, bool]:
+    """The sort key of an event at `at`: time order, operators before faults at equal
+    times (a stable sort keeps the order given otherwise). The one order the
+    scenario is validated in and every engine carries events out in."""
+    return at, fault
+
+
 def in_order(events: list[Event]) -> list[Event]:
-    """`events` in time order, operators before faults at equal times, otherwise in
-    the order given: the one order every engine carries them out in."""
-    return sorted(events, key=lambda e: (e.at, isinstance(e, FaultEvent)))
+    """`events` in the one order (`order`)."""
+    return sorted(events, key=lambda e: order(e.at, isinstance(e, FaultEvent)))

@@ -203,9 +203,10 @@ def blocking(dispatcher: Dispatcher, towns: Sequence[tuple[str, int]]) -> Blocki
     d = dispatcher
     unlimited = 1 << 62
     limit = [min(c, t) for c, t in zip(d.caps, d.terminal_caps, strict=True)]
+    classes = [size_class(pop) for _, pop in towns]
     rows: list[SizeRow] = []
     for label, _ in SIZE_CLASSES:
-        ids = [i for i, (_, pop) in enumerate(towns) if size_class(pop) == label]
+        ids = [i for i, c in enumerate(classes) if c == label]
         caps = [limit[i] for i in ids]
         rows.append(
             {
@@ -269,7 +270,6 @@ def _ms(seconds: float) -> float | None:
 
 #: The summary's name for the request count, then for each outcome's, in the order
 #: of a Tally's counts (relay.core.ledger.OUTCOMES).
-_OUTCOME_KEYS = ("requests", "completed", "overflows", "timeouts", "errors")
 
 
 def _outcomes(t: Tally) -> Outcomes:

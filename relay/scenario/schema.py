@@ -29,6 +29,7 @@ from pydantic_core import ErrorDetails
 
 from loadgen.profile import slots
 from relay.core.design import Design, DesignName, preset
+from relay.core.events import order
 from relay.scenario.distributions import Distribution
 
 
@@ -532,7 +533,7 @@ class Scenario(_Model):
     def scheduled(self) -> list[OperatorEvent | FaultEvent]:
         """Operator and fault events in time order (operators first at equal times)."""
         events: list[OperatorEvent | FaultEvent] = [*self.operators, *self.faults]
-        return sorted(events, key=lambda e: (e.at, isinstance(e, FaultEvent)))
+        return sorted(events, key=lambda e: order(e.at, isinstance(e, FaultEvent)))
 
     def resolved_design(self) -> Design:
         """The preset named by `design`, with `switches` applied."""

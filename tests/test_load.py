@@ -5,6 +5,8 @@ Real sockets, so trio's real clock; runs last a second or two.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import trio
 
@@ -15,6 +17,7 @@ from relay.engines.trio import TrioDriver
 from relay.scenario.build import new_tier
 from relay.scenario.schema import Scenario
 from relay.serve import load
+from relay.serve.protocol import Decoder, ErrorCode, Frame, Status, Type, error_frame
 from relay.serve.server import RelayServer
 from relay.testing import scenario
 from tests.test_serve import FAST
@@ -97,3 +100,33 @@ def test_bad_load_input_gets_one_line(
     assert exc.value.code == 2
     assert err.count("\n") == 1
     assert expected in err
+
+
+async def test_ids_start_at_1_and_a_connection_error_is_nobodys() -> None:
+    """The protocol reserves id 0 for "no particular request": the load numbers its
+    requests from 1, so an error frame about a connection (a BUSY notice, id 0) is
+    not booked as some request's error."""
+    seen: list[int] = []
+
+    async def server(stream: trio.SocketStream) -> None:
+        await stream.send_all(error_frame(ErrorCode.BUSY, "just saying").encode())
+        decoder = Decoder()
+        while data := await stream.receive_some(65536):
+            for frame in decoder.feed(data):
+                seen.append(frame.id)
+                reply = Frame(Type.REPLY, frame.id, frame.key, frame.muni, Status.COMPLETED)
+                await stream.send_all(reply.encode())
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            [listener] = await nursery.start(
+                functools.partial(trio.serve_tcp, host="127.0.0.1"), server, 0
+            )
+            port = listener.socket.getsockname()[1]
+            doc, record = await load.run(small(), "127.0.0.1", port, duration=0.5, rate=100.0)
+            nursery.cancel_scope.cancel()
+    assert min(seen) == 1
+    assert sorted(seen) == list(range(1, doc["requests"] + 1))
+    assert (doc["completed"], doc["errors"], doc["lost"]) == (doc["requests"], 0, 0)
+    assert record.notices == {"BUSY": 50}
+    assert doc["errors_by_code"] == {}

@@ -9,10 +9,12 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from subprocess import PIPE
+from typing import Any
 
 import pytest
 import trio
@@ -24,7 +26,8 @@ from tests.conftest import CONFIGS
 
 # Fast services, and room for everything: smoke.yaml caps each of its 200 CSs at one
 # connection and each relay at 8, so a burst would be mostly overflows.
-admin_ports: list[int] = []  # the admin port of the server `serving` started last
+# The admin endpoint of the server `serving` started last: port, token, state folder.
+admin: dict[str, Any] = {}
 
 FAST = [
     "--set",
@@ -41,11 +44,13 @@ async def serving(
     """`relaysim serve` in a child process; its dispatcher and metrics ports and a
     list that fills with its JSON log lines once it has exited."""
     cmd = [sys.executable, "-m", "relay", "serve", str(CONFIGS / "smoke.yaml"), *args]
+    if env is None:  # the admin token goes to a state folder of this run's own
+        env = {**os.environ, "RELAYSIM_STATE": tempfile.mkdtemp(prefix="relaysim-state-")}
     proc = await trio.lowlevel.open_process(cmd, stdout=PIPE, stderr=PIPE, env=env)
     assert proc.stderr is not None
     assert proc.stdout is not None
     logs: list[str] = []
-    admin_ports.clear()
+    admin.clear()
     try:
         text = b""
         with trio.fail_after(30):
@@ -53,12 +58,15 @@ async def serving(
                 chunk = await proc.stderr.receive_some(4096)
                 assert chunk, f"serve exited early: {text.decode()}"
                 text += chunk
-        # "dispatcher 127.0.0.1:P (...)", "relay1 127.0.0.1:P", "metrics http://...:P/metrics"
+        # "dispatcher 127.0.0.1:P (...)", "relay1 127.0.0.1:P", "metrics http://...:P/metrics",
+        # "token T (in PATH, ...)"
+        lines = {line.split()[0]: line.split()[1] for line in text.decode().splitlines()}
         ports = {
-            line.split()[0]: int(line.split()[1].rsplit(":", 1)[1].split("/")[0])
-            for line in text.decode().splitlines()
+            name: int(value.rsplit(":", 1)[1].split("/")[0])
+            for name, value in lines.items()
+            if name != "token"
         }
-        admin_ports.append(ports["admin"])
+        admin.update(port=ports["admin"], token=lines["token"], state=env["RELAYSIM_STATE"])
         yield proc, ports["dispatcher"], ports["metrics"], logs
     finally:
         if proc.returncode is None:
@@ -77,13 +85,14 @@ async def send_requests(port: int, n: int) -> list[Frame]:
     """`n` pipelined requests on one connection; their replies."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
-        wire = b"".join(Frame(Type.REQUEST, i, os.urandom(16), i % 200).encode() for i in range(n))
+        ids = range(1, n + 1)
+        wire = b"".join(Frame(Type.REQUEST, i, os.urandom(16), i % 200).encode() for i in ids)
         await stream.send_all(wire)
         decoder, replies = Decoder(), list[Frame]()
         while len(replies) < n:
             data = await stream.receive_some(65536)
             assert data, "server closed before answering everything"
-            replies += decoder.feed(data)
+            replies += [f for f in decoder.feed(data) if f.id]  # not a notice (id 0)
     return replies
 
 
@@ -114,17 +123,32 @@ async def test_serve_answers_load_reports_metrics_and_stops_cleanly() -> None:
             samples = await scrape(metrics)
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
-    assert sorted(r.id for r in replies) == list(range(200))
+    assert sorted(r.id for r in replies) == list(range(1, 201))
     done = sum(r.status == Status.COMPLETED for r in replies)
     assert done == 200
     assert samples["relaysim_requests_total"] == 200
     assert samples["relaysim_outcomes_total{outcome=completed}"] == done
     assert samples["relaysim_latency_seconds_count"] == done
     assert samples["relaysim_node_up{node=relay1}"] == 1
+    assert samples["relaysim_serve_limit{limit=idle_timeout_seconds}"] == 300
+    assert samples["relaysim_serve_limit{limit=drain_seconds}"] == 30 + 0.015625 + 5
+    assert samples["relaysim_rejected_input_total{code=BUSY}"] == 0  # every code, from 0
+    assert samples["relaysim_connections_refused_total{limit=per_peer}"] == 0
     assert proc.returncode == 0
     stopped = [json.loads(line) for line in logs if '"serve.stopped"' in line]
     assert stopped == [
-        {"event": "serve.stopped", "level": "info", "requests": 200, "replies": 200, "in_flight": 0}
+        {
+            "event": "serve.stopped",
+            "level": "info",
+            "requests": 200,
+            "replies": 200,
+            "undelivered": 0,
+            "refused_stopping": 0,
+            "cut": 0,
+            "aborted": 0,
+            "in_flight": 0,
+            "outcomes": {"completed": 200, "overflow": 0, "timeout": 0, "error": 0},
+        }
     ]
 
 
@@ -146,8 +170,88 @@ async def test_sigterm_drains_requests_in_flight() -> None:
                 proc.send_signal(signal.SIGTERM)
             await proc.wait()
     assert len(got) == 20
+    assert {f.status for f in got} == {Status.COMPLETED}
     assert proc.returncode == 0
     assert any('"in_flight": 0' in line for line in logs)
+
+
+async def test_a_second_signal_stops_at_once_and_says_what_it_cut() -> None:
+    """A second SIGTERM during the drain ends serve at once (not after the drain of
+    the 30 s timer), logging how many requests it cut."""
+    slow = [*FAST, "--set", "backend.service_ms={dist: constant, mean: 20000}"]
+    async with serving(*slow) as (proc, port, metrics, logs):
+        with trio.fail_after(30):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            ids = range(1, 11)
+            await stream.send_all(b"".join(Frame(Type.REQUEST, i, muni=i).encode() for i in ids))
+            while (await scrape(metrics))["relaysim_in_flight"] < 10:
+                pass
+            proc.send_signal(signal.SIGTERM)
+            while (await scrape(metrics))[
+                "relaysim_connections_closed_total{reason=SHUTTING_DOWN}"
+            ] < 1:
+                pass
+            proc.send_signal(signal.SIGTERM)
+            start = trio.current_time()
+            await proc.wait()
+            took = trio.current_time() - start
+            await stream.aclose()
+    events = {e["event"]: e for e in map(json.loads, logs) if e["event"].startswith("serve.")}
+    assert took < 5
+    assert proc.returncode == 0
+    assert events["serve.cut"]["cut"] == 10
+    assert (events["serve.stopped"]["aborted"], events["serve.stopped"]["in_flight"]) == (10, 10)
+
+
+async def test_sigterm_under_load_loses_nothing_on_either_side(tmp_path: Path) -> None:
+    """SIGTERM while `relaysim load` sends 300 requests a second: the load stops when
+    told, exits 0 with nothing lost, and every request it sent has exactly one
+    outcome on both sides: admitted and answered with the outcome the server
+    recorded, or refused unread with SHUTTING_DOWN (the client's error)."""
+    slow = [*FAST, "--set", "backend.service_ms={dist: exponential, mean: 200}"]
+    out = tmp_path / "load.json"
+    async with serving(*slow) as (proc, port, metrics, logs):
+        load = [
+            *("load", str(CONFIGS / "smoke.yaml"), "--target", f"127.0.0.1:{port}"),
+            *("--rate", "300", "--duration", "30", "--quiet", "--json", str(out)),
+        ]
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                result: list[tuple[int, str, str]] = []
+
+                async def client() -> None:
+                    result.append(await relaysim(*load))
+
+                nursery.start_soon(client)
+                # Until the load is well under way (each scrape is a real round trip).
+                while (await scrape(metrics))["relaysim_requests_total"] < 300:
+                    pass
+                proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+    [(code, _, err)] = result
+    doc = json.loads(out.read_text())
+    [stopped] = [json.loads(line) for line in logs if '"serve.stopped"' in line]
+    assert (code, proc.returncode) == (0, 0), (
+        err,
+        {k: doc[k] for k in ("requests", "lost", "completed", "errors", "errors_by_code")},
+        stopped,
+    )
+    assert "the server stopped during the load" in err
+    assert 300 <= doc["requests"] < 300 * 30 / 2
+    assert doc["lost"] == 0
+    # Every request the client sent reached the server once: admitted or refused.
+    refused = stopped["refused_stopping"]
+    assert doc["requests"] == stopped["requests"] + refused
+    assert doc["errors_by_code"].get("SHUTTING_DOWN", 0) == refused
+    # Each admitted one has the outcome the server recorded; none was cut or undelivered.
+    served = stopped["outcomes"]
+    assert (doc["completed"], doc["overflows"], doc["timeouts"]) == (
+        served["completed"],
+        served["overflow"],
+        served["timeout"],
+    )
+    assert doc["errors"] == served["error"] + refused
+    assert (stopped["undelivered"], stopped["cut"], stopped["in_flight"]) == (0, 0, 0)
 
 
 async def test_serve_on_the_softhsm_token(tmp_path: Path) -> None:
@@ -186,10 +290,14 @@ async def test_serve_with_a_wrong_pin_says_so_in_one_line(tmp_path: Path) -> Non
     assert "wrong-77aa" not in err + result.stdout.decode()
 
 
-async def relaysim(*args: str) -> tuple[int, str, str]:
-    """Run the relaysim CLI as a child process: exit code, stdout, stderr."""
+async def relaysim(*args: str, state: str | None = None) -> tuple[int, str, str]:
+    """Run the relaysim CLI as a child process (with RELAYSIM_STATE `state`): exit
+    code, stdout, stderr."""
     cmd = [sys.executable, "-m", "relay", *args]
-    result = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+    env = {**os.environ, **({"RELAYSIM_STATE": state} if state else {})}
+    result = await trio.run_process(
+        cmd, capture_stdout=True, capture_stderr=True, check=False, env=env
+    )
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
@@ -198,13 +306,15 @@ async def test_relaysim_fault_injects_into_a_running_server() -> None:
     it at once: the outage shows in the metrics), and refuses an unknown kind in one
     line with exit 2."""
     async with serving(*FAST) as (proc, port, metrics, _):
-        admin = f"127.0.0.1:{admin_ports[0]}"
+        where = f"127.0.0.1:{admin['port']}"
         with trio.fail_after(30):
             code, out, _ = await relaysim(
-                "fault", "--admin", admin, "inject", "crash", "--node", "1"
+                "fault", "--admin", where, "inject", "crash", "--node", "1", state=admin["state"]
             )
             samples = await scrape(metrics)
-            bad = await relaysim("fault", "--admin", admin, "inject", "meteor", "--node", "1")
+            bad = await relaysim(
+                "fault", "--admin", where, "inject", "meteor", "--node", "1", state=admin["state"]
+            )
             replies = await send_requests(port, 20)
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
@@ -218,3 +328,87 @@ async def test_relaysim_fault_injects_into_a_running_server() -> None:
         "slow_backend, detach, attach, got 'meteor'"
     ]
     assert all(r.status == Status.COMPLETED for r in replies)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--port", "65533"],
+            "relaysim: --port 65533: the relay nodes need ports 65534..65537, past 65535; "
+            "choose a port up to 65531",
+        ),
+        (
+            ["--metrics-port", "{taken}"],
+            "relaysim: cannot listen on 127.0.0.1:{taken} (metrics port):",
+        ),
+        (["--admin-port", "{taken}"], "relaysim: cannot listen on 127.0.0.1:{taken} (admin port):"),
+        (["--port", "{below}"], "relaysim: cannot listen on 127.0.0.1:{taken} (relay2 port):"),
+    ],
+)
+async def test_port_problems_name_the_port_in_one_line(
+    args: list[str], expected: str, tmp_path: Path
+) -> None:
+    """A base port whose relay nodes would pass 65535, or a port already taken (the
+    metrics', the admin's, a node's): one line naming that port and what it was
+    for, exit 2."""
+    taken = trio.socket.socket()
+    await taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    fill = {"taken": str(port), "below": str(port - 2)}
+    try:
+        with trio.fail_after(30):
+            code, _, err = await relaysim(
+                "serve",
+                str(CONFIGS / "smoke.yaml"),
+                *(a.format(**fill) for a in args),
+                state=str(tmp_path),
+            )
+    finally:
+        taken.close()
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(expected.format(**fill))
+
+
+async def test_the_admin_token_is_private_required_and_found_by_fault(tmp_path: Path) -> None:
+    """serve prints a token and writes it 0600 under the state folder; a change
+    without it is refused (401) while `relaysim fault` finds it there; without the
+    file `fault` says so in one line; the file goes when serve stops."""
+    env = {**os.environ, "RELAYSIM_STATE": str(tmp_path)}
+    async with serving(*FAST, env=env) as (proc, _, _, _):
+        saved = tmp_path / f"admin-{admin['port']}.token"
+        mode = saved.stat().st_mode & 0o777
+        written = saved.read_text().strip()
+        where = f"127.0.0.1:{admin['port']}"
+        with trio.fail_after(30):
+            stream = await trio.open_tcp_stream("127.0.0.1", admin["port"])
+            async with stream:
+                body = b'{"kind": "crash", "node": 1}'
+                head = (
+                    f"POST /faults HTTP/1.1\r\nhost: {where}\r\ncontent-type: application/json"
+                    f"\r\ncontent-length: {len(body)}\r\n\r\n"
+                )
+                await stream.send_all(head.encode() + body)
+                raw = b""
+                while chunk := await stream.receive_some(65536):
+                    raw += chunk
+            ok = await relaysim(
+                "fault", "--admin", where, "inject", "crash", "--node", "2", state=str(tmp_path)
+            )
+            elsewhere = await relaysim(
+                "fault", "--admin", where, "clear", state=str(tmp_path / "no")
+            )
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+    assert (mode, written) == (0o600, admin["token"])
+    assert raw.startswith(b"HTTP/1.1 401")
+    assert ok[0] == 0
+    assert json.loads(ok[1])["nodes"][1]["outages"] == 1
+    assert elsewhere[0] == 2
+    assert elsewhere[2].strip().splitlines() == [
+        f"relaysim: fault clear: no admin token: {tmp_path / 'no'}/admin-{admin['port']}.token "
+        "cannot be read (run this where serve runs, or pass --token)"
+    ]
+    assert not saved.exists()

@@ -25,6 +25,14 @@ from relay.cli.options import (
 )
 
 
+def _address(option: str, text: str) -> tuple[str, int]:
+    """HOST:PORT from an option's value, or BadInput naming it."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise BadInput(f"{option} {text!r}: expected HOST:PORT, for example 127.0.0.1:7000")
+    return host, int(port_text)
+
+
 @cli.command()
 @config_argument
 @design_option
@@ -37,10 +45,26 @@ from relay.cli.options import (
     show_default=True,
     help="simulated: drawn service times; softhsm: the project's SoftHSM2 token.",
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Dispatcher port (0: any).")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, help="/metrics port.")
-@click.option("--admin-port", type=click.IntRange(0, 65535), default=0, help="/faults port.")
-@click.option("--drain", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Dispatcher port; relay nodes take the next ones. Default 0: any free ports.",
+)
+@click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), default=0, help="/metrics port (0: any)."
+)
+@click.option(
+    "--admin-port", type=click.IntRange(0, 65535), default=0, help="/faults port (0: any)."
+)
+@click.option(
+    "--drain",
+    type=click.FloatRange(min=0, max=86400),
+    default=None,
+    metavar="SECONDS",
+    help="On stop, time to answer admitted requests. Default: the longest a request "
+    "can live (relays.timeout_s) plus serve.frame_timeout_s.",
+)
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 @click.option(
     "--log-file", type=click.Path(path_type=Path, dir_okay=False), help="Default: stdout."
@@ -53,7 +77,7 @@ def serve(
     port: int,
     metrics_port: int,
     admin_port: int,
-    drain: float,
+    drain: float | None,
     log_format: logs.LogFormat,
     log_file: Path | None,
 ) -> None:
@@ -62,6 +86,7 @@ def serve(
 
     from hsm_adapter.errors import HsmSetupError
     from relay.serve import app as serving
+    from relay.serve.ports import PortError
 
     sets = [*overrides, *([f"design={design}"] if design else [])]
     scenario = load_config(config, sets, None)
@@ -75,7 +100,7 @@ def serve(
         click.echo(line, err=True)
 
     try:
-        stats = trio.run(
+        server = trio.run(
             functools.partial(
                 serving.run,
                 scenario,
@@ -88,11 +113,15 @@ def serve(
                 announce=announce,
             )
         )
-    except HsmSetupError as exc:
+    except (HsmSetupError, PortError) as exc:
         raise BadInput(str(exc)) from None
-    except OSError as exc:
-        raise BadInput(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
-    click.echo(f"stopped: {stats.requests} requests, {stats.replies} replies", err=True)
+    stats = server.stats
+    click.echo(
+        f"stopped: {stats.requests} requests, {stats.replies} replies, "
+        f"{stats.undelivered} undelivered, {stats.cut} cut by the drain, "
+        f"{stats.aborted} cancelled",
+        err=True,
+    )
 
 
 @cli.command()
@@ -125,21 +154,19 @@ def load(
 
     if rate is not None and speed is not None:
         raise BadInput("--rate and --speed: choose one")
-    host, sep, port_text = target.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise BadInput(f"--target {target!r}: expected HOST:PORT, for example 127.0.0.1:7000")
+    host, port = _address("--target", target)
     scenario = load_config(config, list(overrides), json_path)
     console = Console()
     with render.load_progress(
         scenario.name, duration, enabled=not quiet and console.is_terminal, console=console
     ) as hook:
         try:
-            doc, _ = trio.run(
+            doc, record = trio.run(
                 functools.partial(
                     loading.run,
                     scenario,
                     host,
-                    int(port_text),
+                    port,
                     duration=duration,
                     rate=rate,
                     speed=speed if rate is None else None,
@@ -154,6 +181,15 @@ def load(
         write_json(json_path, doc)
     if not quiet:
         render.summary_table(doc, console)
+    if record.error_codes:
+        codes = ", ".join(f"{code} {n:,}" for code, n in sorted(record.error_codes.items()))
+        click.echo(f"relaysim: error frames from the server: {codes}", err=True)
+    if record.stopped_by_server:
+        click.echo(
+            f"relaysim: the server stopped during the load: {record.sent:,} requests sent, "
+            "the rest of the schedule was not",
+            err=True,
+        )
     if doc["lost"]:
         click.echo(f"relaysim: {doc['lost']} requests had no reply", err=True)
         sys.exit(EXIT_INVARIANT)
@@ -165,8 +201,19 @@ def load(
 @click.argument("kind", required=False)
 @click.option("--node", type=int, help="Relay number (1-based).")
 @click.option("--factor", type=float, help="slow_backend: how many times slower.")
+@click.option(
+    "--token",
+    envvar="RELAYSIM_ADMIN_TOKEN",
+    help="The serve run's admin token. Default: read from state/admin-PORT.token, "
+    "which serve writes (RELAYSIM_STATE moves state/).",
+)
 def fault(
-    admin: str, action: str, kind: str | None, node: int | None, factor: float | None
+    admin: str,
+    action: str,
+    kind: str | None,
+    node: int | None,
+    factor: float | None,
+    token: str | None,
 ) -> None:
     """Inject a fault into a running `relaysim serve`, clear them, or show the tier.
 
@@ -175,6 +222,9 @@ def fault(
     import urllib.error
     import urllib.request
 
+    from relay.serve.app import token_path
+
+    host, port = _address("--admin", admin)
     method = {"inject": "POST", "clear": "DELETE", "show": "GET"}[action]
     body = None
     if action == "inject":
@@ -186,15 +236,31 @@ def fault(
         if factor is not None:
             payload["factor"] = factor
         body = json.dumps(payload).encode()
-    url = f"http://{admin}/faults"
+    url = f"http://{host}:{port}/faults"
     request = urllib.request.Request(url, data=body, method=method)
     request.add_header("content-type", "application/json")
+    if method != "GET":
+        if token is None:
+            saved = token_path(port)
+            try:
+                token = saved.read_text(encoding="ascii").strip()
+            except OSError:
+                raise BadInput(
+                    f"fault {action}: no admin token: {saved} cannot be read (run this where "
+                    "serve runs, or pass --token)"
+                ) from None
+        request.add_header("authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            click.echo(response.read().decode().strip())
+            text = response.read().decode("utf-8", "replace")
+        state = json.loads(text)
     except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        try:
+            detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        except (ValueError, AttributeError):
+            detail = exc.reason
         raise BadInput(f"fault {action}: {detail}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
         raise BadInput(f"cannot reach the admin endpoint {url}: {reason}") from None
+    click.echo(json.dumps(state))

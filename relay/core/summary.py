@@ -182,6 +182,8 @@ class Summary(Outcomes):
     nodes: list[NodeRow]
     days: list[DayRow]
     timeline: list[Bucket]
+    # Engine tcp (`relaysim load`): the requests' error frames, by code; else empty.
+    errors_by_code: dict[str, int]
 
 
 def size_class(population: int) -> str:
@@ -412,6 +414,7 @@ def build(
         "lost": lost,
         "relay_overflows": sum(v for k, v in ledger.refusals.items() if k in RELAY_REASONS),
         "refusals": dict(sorted(ledger.refusals.items())),
+        "errors_by_code": {},
         "crashes": crashes_total,
         "hangs": hangs_total,
         "outage_minutes": round(outage_total, 3),

@@ -232,6 +232,14 @@ class RelayTier:
         )
 
     @property
+    def longest_message_s(self) -> float:
+        """The longest one message, once admitted, can take to end: every wait of its
+        relay step ends by the step timer's expiry (`OsTimer.arm`: the timeout), and
+        a wake-up lands at most one OS tick after it. What a server's drain needs."""
+        r = self.params.relays
+        return r.timeout_s + r.timer_resolution_s
+
+    @property
     def nodes(self) -> list[Node]:
         """Every relay node that has been part of the tier, in number order."""
         return self.dispatcher.nodes

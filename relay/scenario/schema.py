@@ -444,6 +444,46 @@ class RunConfig(_Model):
     )
 
 
+class ServeConfig(_Model):
+    """`relaysim serve`'s limits on its clients (replays ignore them; docs/serve.md)."""
+
+    max_frame_bytes: int = Field(
+        default=65536, ge=64, le=16 * 1024 * 1024, description="largest frame a client may send"
+    )
+    frame_timeout_s: float = Field(
+        default=5.0, gt=0, le=3600, allow_inf_nan=False, description="a whole frame must arrive in"
+    )
+    idle_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="a connection carrying nothing this long is closed",
+    )
+    max_connections: int = Field(default=1024, ge=1, le=100_000)
+    max_connections_per_peer: int = Field(default=256, ge=1, le=100_000)
+    reserved_connections: int = Field(
+        default=64, ge=0, description="last slots, for peers holding fewer than this many"
+    )
+    drain_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="on stop, time to answer what was admitted (default: the longest a "
+        "request can live)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeConfig:
+        if self.reserved_connections >= self.max_connections:
+            raise ValueError(
+                f"reserved_connections ({self.reserved_connections}) must be below "
+                f"max_connections ({self.max_connections})"
+            )
+        return self
+
+
 class Scenario(_Model):
     """A whole scenario file, validated."""
 
@@ -463,6 +503,7 @@ class Scenario(_Model):
     faults: tuple[FaultEvent, ...] = ()
     recovery: RecoveryConfig = RecoveryConfig()
     run: RunConfig = RunConfig()
+    serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -13,79 +13,177 @@ fault or operator action would, so the designs react as they do in replays: on
 `fixed` a stalled lane is reset at its call deadline and the deep health check
 detaches and re-attaches the node; on `legacy` operators come after their delay.
 Clearing undoes what is still in effect: backend speed, pending notifications, and
-restarts nodes that are down or stalled. Bad requests get 400 and one line.
+restarts nodes that are down or stalled.
+
+Nobody else can drive it (docs/serve.md): the Host header must be the address it
+listens on (no DNS rebinding); a change (POST, DELETE) must carry a JSON content
+type (which a web page cannot send cross-origin without a preflight this endpoint
+never grants), no foreign Origin, and the run's token as `Authorization: Bearer`.
+A fault is validated against a strict schema per kind (known keys only, finite
+numbers in range) before anything is applied; anything else gets a 4xx and one
+line. The state lists the faults still in effect, at most one per kind and node.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import trio
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from relay.core.events import FaultEvent, OperatorEvent
 from relay.engines.trio import TrioDriver
-from relay.serve.httpd import Answer, serve_http
+from relay.scenario.schema import describe_error
+from relay.serve.httpd import JSON, Answer, Request, error, serve_http
+from relay.serve.ports import HOST, bound, listen
 
 KINDS = ("hsm_stall", "crash", "timer_race", "slow_backend", "detach", "attach")
-JSON = "application/json"
+MAX_BODY = 4096  # a fault is a few dozen bytes
+MAX_FACTOR = 1000.0  # a backend this much slower already times every request out
+
+
+class _Fault(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class NodeFault(_Fault):
+    """A fault on one relay node."""
+
+    kind: Literal["hsm_stall", "crash", "timer_race", "detach", "attach"]
+    node: int = Field(ge=1)
+
+
+class BackendFault(_Fault):
+    """The backend, `factor` times slower."""
+
+    kind: Literal["slow_backend"]
+    factor: float = Field(gt=0, le=MAX_FACTOR, allow_inf_nan=False)
+
+
+Fault = Annotated[NodeFault | BackendFault, Field(discriminator="kind")]
+_FAULT: TypeAdapter[NodeFault | BackendFault] = TypeAdapter(Fault)
+_EXAMPLE = '{"kind": "crash", "node": 1}'
+
+
+class AdminError(Exception):
+    """A request refused: its HTTP status and one line."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Admin:
-    """Applies faults to one driver's tier; `handle` is the HTTP handler."""
+    """Applies faults to one driver's tier; `handle` is the HTTP handler.
 
-    def __init__(self, driver: TrioDriver) -> None:
+    `token` is the run's secret every change must carry; `port` the one the endpoint
+    listens on (set by `serve_admin`), which the Host header must name.
+    """
+
+    def __init__(self, driver: TrioDriver, token: str, port: int = 0) -> None:
         self.driver = driver
         self.tier = driver.tier
-        self.injected: list[dict[str, Any]] = []
+        self.port = port
+        self._token = token.encode()
+        self._started = trio.current_time()
+        self._faults: dict[tuple[str, int], dict[str, Any]] = {}  # by (kind, node)
 
-    async def handle(self, method: str, path: str, body: bytes) -> Answer:
+    async def handle(self, request: Request) -> Answer:
         """Route one HTTP request."""
-        if path != "/faults":
-            return _error(404, "not found: try /faults")
         try:
-            if method == "GET":
-                pass
-            elif method == "DELETE":
+            self._check(request)
+            if request.method == "DELETE":
                 self.clear()
-            elif method == "POST":
-                self.inject(_parse(body))
-            else:
-                return _error(405, f"method {method} not allowed on /faults")
-        except ValueError as exc:
-            return _error(400, str(exc))
-        return Answer(200, JSON, json.dumps(self.state()).encode() + b"\n")
+            elif request.method == "POST":
+                self.inject(parse(request.body))
+        except AdminError as exc:
+            return error(exc.status, str(exc))
+        body = json.dumps(self.state(), allow_nan=False).encode() + b"\n"
+        return Answer(200, JSON, body)
 
-    def inject(self, fault: dict[str, Any]) -> None:
-        """Apply one fault now (see the module doc); ValueError names what is wrong."""
-        kind = fault.get("kind")
-        if kind not in KINDS:
-            raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    def _check(self, request: Request) -> None:
+        """Refuse what is not a well-formed, authorised request to this endpoint."""
+        if request.path != "/faults":
+            raise AdminError(404, f"not found: {request.path}: try /faults")
+        here = f"{HOST}:{self.port}"
+        host = request.headers.get("host", "")
+        if host != here:
+            raise AdminError(403, f"host: expected {here}, got {host!r}")
+        if request.method == "GET":
+            return
+        if request.method not in ("POST", "DELETE"):
+            raise AdminError(405, f"method {request.method} not allowed on /faults")
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"http://{here}":
+            raise AdminError(403, f"origin: {origin!r} may not change faults")
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != JSON:
+            raise AdminError(415, f"content-type: expected {JSON}, got {kind or 'none'!r}")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self._token):
+            raise AdminError(
+                401, "authorization: expected 'Bearer TOKEN' with this run's admin token"
+            )
+
+    def inject(self, fault: NodeFault | BackendFault) -> None:
+        """Apply one validated fault now (see the module doc); AdminError names a node
+        this tier does not have."""
         now = trio.current_time()
-        if kind == "slow_backend":
-            factor = fault.get("factor")
-            if not isinstance(factor, int | float) or isinstance(factor, bool) or factor <= 0:
-                raise ValueError(f"factor: expected a number > 0, got {factor!r}")
-            self.driver.apply(FaultEvent(now, "slow_backend", factor=float(factor)))
+        entry: dict[str, Any] = {"kind": fault.kind, "at_s": round(now - self._started, 3)}
+        key: tuple[str, int]
+        if isinstance(fault, BackendFault):
+            self.driver.apply(FaultEvent(now, "slow_backend", factor=fault.factor))
+            key, entry["factor"] = (fault.kind, 0), fault.factor
         else:
-            number = fault.get("node")
             count = len(self.tier.nodes)
-            if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= count:
-                raise ValueError(f"node: expected a relay number 1..{count}, got {number!r}")
-            if kind in ("hsm_stall", "crash", "timer_race"):
-                self.driver.apply(FaultEvent(now, kind, number))
+            if fault.node > count:
+                raise AdminError(400, f"node: expected a relay number 1..{count}, got {fault.node}")
+            kind = fault.kind
+            if kind == "detach" or kind == "attach":
+                self.driver.apply(OperatorEvent(now, kind, fault.node))
             else:
-                self.driver.apply(OperatorEvent(now, kind, number))
-        self.injected.append({"t": now, **fault})
-        self.tier.log.info("admin.inject", **{k: v for k, v in fault.items() if k != "t"})
+                self.driver.apply(FaultEvent(now, kind, fault.node))
+            key, entry["node"] = (kind, fault.node), fault.node
+        self._faults.pop(key, None)  # the latest injection goes last
+        self._faults[key] = entry
+        self._faults = {k: f for k, f in self._faults.items() if self._in_effect(f)}
+        self.tier.log.info("admin.inject", **fault.model_dump())
 
     def clear(self) -> None:
         """Undo what is still in effect (`RelayTier.heal`)."""
         self.driver.heal()
+        self._faults.clear()
         self.tier.log.info("admin.clear")
 
+    def _in_effect(self, fault: dict[str, Any]) -> bool:
+        """Whether an injected fault still holds: the model says, not the log of
+        posts (a crash on `fixed` is restarted at once; a stall reset; an attach is
+        an action, never a standing fault)."""
+        kind = fault["kind"]
+        if kind == "slow_backend":
+            return bool(self.tier.backend.slowdown == fault["factor"] != 1.0)
+        index = fault["node"] - 1
+        node = self.tier.nodes[index]
+        if kind == "hsm_stall":
+            return bool(node.hsm.stuck)
+        if kind == "crash":
+            return not node.up
+        if kind == "timer_race":
+            return int(node.timer.pending) > 0
+        if kind == "detach":
+            return not self.tier.dispatcher.attached[index]
+        return False
+
+    @property
+    def faults(self) -> list[dict[str, Any]]:
+        """The injected faults still in effect, in the order last injected."""
+        return [f for f in self._faults.values() if self._in_effect(f)]
+
     def state(self) -> dict[str, Any]:
-        """The nodes, the backend and the faults injected so far."""
+        """The nodes, the backend and the faults in effect (`at_s`: seconds since the
+        endpoint started)."""
         d = self.tier.dispatcher
         return {
             "design": self.tier.design.name,
@@ -101,26 +199,42 @@ class Admin:
                 }
                 for n, on in zip(self.tier.nodes, d.attached, strict=True)
             ],
-            "injected": self.injected,
+            "faults": self.faults,
         }
 
 
-def _parse(body: bytes) -> dict[str, Any]:
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def parse(body: bytes) -> NodeFault | BackendFault:
+    """A fault from a request body; AdminError (400) with one line for anything else."""
     try:
-        fault = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError('body: expected a JSON object like {"kind": "crash", "node": 1}') from None
-    if not isinstance(fault, dict):
-        raise ValueError('body: expected a JSON object like {"kind": "crash", "node": 1}')
-    return fault
+        data = json.loads(body, parse_constant=_no_constant)
+    except ValueError as exc:  # not JSON, not UTF-8, or NaN/Infinity
+        raise AdminError(400, f"body: expected a JSON object like {_EXAMPLE}") from exc
+    if not isinstance(data, dict):
+        raise AdminError(400, f"body: expected a JSON object like {_EXAMPLE}")
+    try:
+        return _FAULT.validate_python(data)
+    except ValidationError as exc:
+        raise AdminError(400, _describe(exc, data)) from None
 
 
-def _error(status: int, message: str) -> Answer:
-    return Answer(status, JSON, json.dumps({"error": message}).encode() + b"\n")
+def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
+    """One line for the first thing wrong with a fault."""
+    first = exc.errors()[0]
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return f"kind: expected one of {', '.join(KINDS)}, got {data.get('kind')!r}"
+    # The first element of the location is the kind the union chose: drop it.
+    return describe_error({**first, "loc": first["loc"][1:]})
 
 
 async def serve_admin(
     admin: Admin, port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """The admin endpoint on 127.0.0.1:`port` until cancelled."""
-    await serve_http(admin.handle, port, task_status=task_status)
+    """The admin endpoint on 127.0.0.1:`port` until cancelled; reports its port."""
+    listener = await listen(port, "admin port")
+    admin.port = bound(listener)
+    task_status.started(admin.port)
+    await serve_http(admin.handle, listener, max_body=MAX_BODY, log=admin.tier.log)

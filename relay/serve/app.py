@@ -5,15 +5,18 @@ and run until a signal stops them. The parts know nothing of each other."""
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Literal
 
 import trio
 
 from hsm_adapter.lane import Pkcs11Hsm, open_pkcs11, unwrap_group
-from hsm_adapter.token import TokenConfig
-from relay.core.ledger import Ledger
+from hsm_adapter.token import TokenConfig, default_state
+from relay.core.ledger import OUTCOMES, Ledger
 from relay.core.tier import LogSink
 from relay.engines.trio import (
     REAL_CLOCK_RESOLUTION,
@@ -26,7 +29,36 @@ from relay.scenario.build import build
 from relay.scenario.schema import Scenario
 from relay.serve.admin import Admin, serve_admin
 from relay.serve.metrics import BUCKETS, registry_for, serve_metrics
-from relay.serve.server import RelayServer, ServerStats
+from relay.serve.protocol import ErrorCode
+from relay.serve.server import Limits, RelayServer
+
+
+def limits(scenario: Scenario, drain: float | None = None) -> Limits:
+    """The server's limits from the scenario's `serve` section (`drain` overrides)."""
+    c = scenario.serve
+    return Limits(
+        max_frame=c.max_frame_bytes,
+        frame_timeout=c.frame_timeout_s,
+        idle_timeout=c.idle_timeout_s,
+        max_connections=c.max_connections,
+        per_peer=c.max_connections_per_peer,
+        reserved=c.reserved_connections,
+        drain=c.drain_s if drain is None else drain,
+    )
+
+
+def token_path(port: int) -> Path:
+    """Where a serve run keeps the token of its admin endpoint on `port`."""
+    return default_state() / f"admin-{port}.token"
+
+
+def write_token(path: Path, token: str) -> None:
+    """Write `token` readable by this user only (0600, whatever the umask)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(token + "\n")
 
 
 async def run(
@@ -36,15 +68,16 @@ async def run(
     port: int = 0,
     metrics_port: int = 0,
     admin_port: int = 0,
-    drain: float = 10.0,
+    drain: float | None = None,
     log: LogSink,
     announce: Callable[[str], None],
     token: TokenConfig | None = None,
-) -> ServerStats:
+) -> RelayServer:
     """`relaysim serve`: the scenario's tier on loopback until SIGINT or SIGTERM.
 
-    `announce` gets one line per address (dispatcher, metrics, admin). Returns the server's
-    statistics once it has stopped accepting and drained.
+    `announce` gets one line per address (dispatcher, nodes, metrics, admin) and the
+    admin token. The first signal stops admitting and drains; a second stops at
+    once. Returns the server once it has stopped.
     """
     try:
         return await _run(
@@ -60,11 +93,11 @@ async def _run(
     port: int,
     metrics_port: int,
     admin_port: int,
-    drain: float,
+    drain: float | None,
     log: LogSink,
     announce: Callable[[str], None],
     token: TokenConfig | None,
-) -> ServerStats:
+) -> RelayServer:
     # Latencies into a bounded histogram: a server may answer requests for weeks.
     tier = build(scenario, log, Ledger(latency_bounds=BUCKETS)).tier
     async with contextlib.AsyncExitStack() as stack:
@@ -79,30 +112,60 @@ async def _run(
         else:
             services = SimulatedServices(tier)
         driver = TrioDriver(tier, services=services, resolution=REAL_CLOCK_RESOLUTION)
-        server = RelayServer(tier, driver, drain=drain)
+        server = RelayServer(tier, driver, limits(scenario, drain))
+        secret = secrets.token_urlsafe(24)
+        admin = Admin(driver, secret)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(server.serve, port)
                 scrape = await nursery.start(
                     serve_metrics, registry_for(server, lane), metrics_port
                 )
-                admin = await nursery.start(serve_admin, Admin(driver), admin_port)
+                await nursery.start(serve_admin, admin, admin_port)
+                saved = token_path(admin.port)
+                write_token(saved, secret)
+                stack.callback(saved.unlink, missing_ok=True)
                 announce(f"dispatcher 127.0.0.1:{bound} (design {tier.design.name}, hsm {hsm})")
                 for name, node_port in server.node_ports.items():
                     announce(f"{name:<10} 127.0.0.1:{node_port}")
                 announce(f"metrics    http://127.0.0.1:{scrape}/metrics")
-                announce(f"admin      http://127.0.0.1:{admin}/faults")
-                log.info("serve.started", port=bound, metrics_port=scrape, admin_port=admin)
-                async for signum in signals:
-                    log.info("serve.stopping", signal=signal.Signals(signum).name)
-                    server.stop()
-                    break
+                announce(f"token      {secret} (in {saved}, for relaysim fault)")
+                announce(f"admin      http://127.0.0.1:{admin.port}/faults")
+                log.info(
+                    "serve.started",
+                    port=bound,
+                    metrics_port=scrape,
+                    admin_port=admin.port,
+                    drain_s=server.drain,
+                )
+                nursery.start_soon(_signals, signals, server, log)
                 await server.stopped.wait()
                 nursery.cancel_scope.cancel()
+        stats = server.stats
         log.info(
             "serve.stopped",
-            requests=server.stats.requests,
-            replies=server.stats.replies,
+            requests=stats.requests,
+            replies=stats.replies,
+            undelivered=stats.undelivered,
+            refused_stopping=stats.rejected[ErrorCode.SHUTTING_DOWN.name],
+            cut=stats.cut,
+            aborted=stats.aborted,
             in_flight=len(tier.ledger.still_open),
+            outcomes={o.value: tier.ledger.total.count(o) for o in OUTCOMES},
         )
-    return server.stats
+    return server
+
+
+async def _signals(signals: AsyncIterator[int], server: RelayServer, log: LogSink) -> None:
+    """The first signal stops the server gracefully; a second stops it at once."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not server.stopping:
+            log.info(
+                "serve.stopping", signal=name, in_flight=server.in_flight, drain_s=server.drain
+            )
+            server.stop()
+        else:
+            log.info("serve.cut", signal=name, cut=server.in_flight)
+            server.abort()
+            return

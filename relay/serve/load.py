@@ -8,10 +8,18 @@ charged for it (no coordinated omission). The schedule is either a fixed `rate`
 (Poisson, seeded from the scenario) or the scenario's own day, compressed `speed`
 times, from the opening of its service hours; both stop at `duration` seconds.
 
-Each request is recorded in a client-side `Ledger` (opened when due, closed by its
+Each request is recorded in a client-side `Ledger` (opened when sent, closed by its
 reply), so the summary is the replay's document (`relaysim.summary/3`, engine
 `tcp`): requests without a reply when the run ends are `lost`. Latency percentiles
-come from an HDR histogram (microseconds, 3 significant digits).
+come from an HDR histogram (microseconds, 3 significant digits). Request ids start
+at 1 (the protocol's 0 means "no particular request").
+
+The server may close a connection: an `IDLE` notice (nothing sent for its idle
+timeout) and the next request goes out on a fresh connection; a `SHUTTING_DOWN`
+notice (the server is stopping) and nothing more is sent there, while replies owed
+still arrive; a request that crossed the notice comes back refused with its id,
+booked as that request's error. Once every connection is shutting down the load
+stops (`stopped_by_server`): later requests of the schedule are never sent.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -31,7 +40,15 @@ from relay.core.ledger import Ledger
 from relay.core.request import Outcome, Request
 from relay.core.rng import Streams
 from relay.scenario.schema import Scenario
-from relay.serve.protocol import OUTCOME_OF, Decoder, Frame, ProtocolError, Status, Type
+from relay.serve.protocol import (
+    OUTCOME_OF,
+    Decoder,
+    ErrorCode,
+    Frame,
+    ProtocolError,
+    Status,
+    Type,
+)
 
 
 class LoadError(Exception):
@@ -45,6 +62,9 @@ class LoadRun:
     sent: int = 0
     answered: int = 0
     errors: int = 0  # error frames and connections the server closed on us
+    error_codes: Counter[str] = field(default_factory=Counter)  # requests' error frames
+    notices: Counter[str] = field(default_factory=Counter)  # connections' (id 0), by code
+    stopped_by_server: bool = False  # every connection got SHUTTING_DOWN
     histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 3_600_000_000, 3))
     ledger: Ledger = field(default_factory=Ledger)
     pending: dict[int, Request] = field(default_factory=dict)  # sent, not answered
@@ -77,6 +97,22 @@ def schedule(
         yield start, cs
 
 
+class _Link:
+    """One connection to the server, and whether the server is closing it."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.closing: ErrorCode | None = None  # the notice the server sent
+        self.open = True
+
+
+async def _connect(host: str, port: int) -> trio.SocketStream:
+    try:
+        return await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise LoadError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+
+
 async def run(
     scenario: Scenario,
     host: str,
@@ -92,38 +128,44 @@ async def run(
     """Run the load; the summary document and the live record."""
     wall0 = time.perf_counter()
     state = LoadRun()
-    try:
-        streams = [await trio.open_tcp_stream(host, port) for _ in range(connections)]
-    except OSError as exc:
-        raise LoadError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    links = [_Link(await _connect(host, port)) for _ in range(connections)]
     pending = state.pending
-    ids = itertools.count()
+    ids = itertools.count(1)
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
-        for stream in streams:
-            nursery.start_soon(_receive, stream, state, start)
+        for link in links:
+            nursery.start_soon(_receive, link, links, state, start)
         if progress is not None:
             nursery.start_soon(_report, progress, state, start)
-        rr = itertools.cycle(streams)
+        turn = itertools.cycle(range(connections))
         for t, cs in schedule(scenario, duration=duration, rate=rate, speed=speed):
             await trio.sleep_until(start + t)
+            usable = await _usable(links, turn, host, port, nursery, state, start)
+            if usable is None:
+                state.stopped_by_server = True
+                break
             rid = next(ids)
-            pending[rid] = state.ledger.open(cs, 0, t)
             frame = Frame(Type.REQUEST, rid, os.urandom(16), cs, 0, b"counter operation")
-            try:
-                await next(rr).send_all(frame.encode())
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                state.errors += 1
+            # Booked before sending: the reply may be read while the send yields.
+            req = pending[rid] = state.ledger.open(cs, 0, t)
             state.sent += 1
+            try:
+                await usable.stream.send_all(frame.encode())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # The connection broke under it: this request's error, not a loss.
+                if pending.pop(rid, None) is not None:
+                    state.errors += 1
+                    state.ledger.close(req, Outcome.ERROR, trio.current_time() - start)
+                    state.answered += 1
         # Load has stopped: wait for the answers still due, up to `drain`.
         state.sending_done = True
-        if not pending:
+        if not pending or not any(link.open for link in links):
             state.all_answered.set()
         with trio.move_on_after(drain):
             await state.all_answered.wait()
         nursery.cancel_scope.cancel()
-    for stream in streams:
-        await stream.aclose()
+    for link in links:
+        await link.stream.aclose()
     end = trio.current_time() - start
     doc = summary.build(
         scenario=scenario.name,
@@ -138,6 +180,7 @@ async def run(
         sim_end=end,
         wall_seconds=time.perf_counter() - wall0,
     )
+    doc["errors_by_code"] = dict(sorted(state.error_codes.items()))
     h = state.histogram
     if h.get_total_count():
         doc["latency_ms"] = {
@@ -150,38 +193,87 @@ async def run(
     return doc, state
 
 
-async def _receive(stream: trio.SocketStream, state: LoadRun, start: float) -> None:
+async def _usable(
+    links: list[_Link],
+    turn: Iterator[int],
+    host: str,
+    port: int,
+    nursery: trio.Nursery,
+    state: LoadRun,
+    start: float,
+) -> _Link | None:
+    """The next connection to send on, round robin: one the server closed for
+    idleness is replaced; one shutting down is skipped; None once all are."""
+    for _ in range(len(links)):
+        i = next(turn)
+        link = links[i]
+        if link.closing is None and link.open:
+            return link
+        if link.closing is ErrorCode.IDLE:
+            fresh = _Link(await _connect(host, port))
+            links[i] = fresh
+            nursery.start_soon(_receive, fresh, links, state, start)
+            return fresh
+    return None
+
+
+async def _receive(link: _Link, links: list[_Link], state: LoadRun, start: float) -> None:
     pending = state.pending
     decoder = Decoder()
-    while True:
-        try:
-            data = await stream.receive_some(65536)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-        if not data:
-            state.errors += 1  # the server closed on us
-            return
-        try:
-            frames = decoder.feed(data)
-        except ProtocolError:
-            state.errors += 1
-            return
-        now = trio.current_time() - start
-        for frame in frames:
-            req = pending.pop(frame.id, None)
-            if req is None:
-                continue
-            if frame.type is Type.REPLY:
-                outcome = OUTCOME_OF[Status(frame.status)]
-            else:  # an error frame about this request
+    try:
+        while True:
+            try:
+                data = await link.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                if link.closing is None:
+                    state.errors += 1  # the server closed on us without a word
+                return
+            try:
+                frames = decoder.feed(data)
+            except ProtocolError:
                 state.errors += 1
-                outcome = Outcome.ERROR
-            state.ledger.close(req, outcome, now)
-            state.answered += 1
-            if outcome is Outcome.COMPLETED:
-                state.histogram.record_value(max(1, round((now - req.arrived) * 1e6)))
-        if state.sending_done and not pending:
-            state.all_answered.set()
+                return
+            now = trio.current_time() - start
+            for frame in frames:
+                if frame.type is Type.ERROR:
+                    code = _code_name(frame.status)
+                    if frame.id == 0:  # about the connection, not a request
+                        state.notices[code] += 1
+                        if frame.status in (ErrorCode.SHUTTING_DOWN, ErrorCode.IDLE):
+                            link.closing = ErrorCode(frame.status)
+                        else:
+                            state.errors += 1
+                        continue
+                    state.error_codes[code] += 1
+                req = pending.pop(frame.id, None)
+                if req is None:
+                    continue
+                if frame.type is Type.REPLY:
+                    outcome = OUTCOME_OF[Status(frame.status)]
+                else:  # an error frame about this request
+                    state.errors += 1
+                    outcome = Outcome.ERROR
+                state.ledger.close(req, outcome, now)
+                state.answered += 1
+                if outcome is Outcome.COMPLETED:
+                    state.histogram.record_value(max(1, round((now - req.arrived) * 1e6)))
+            if state.sending_done and not pending:
+                state.all_answered.set()
+    finally:
+        link.open = False
+        if not any(each.open for each in links):
+            state.all_answered.set()  # nothing more can arrive
+        with trio.CancelScope(shield=True):
+            await link.stream.aclose()
+
+
+def _code_name(status: int) -> str:
+    try:
+        return ErrorCode(status).name
+    except ValueError:
+        return f"code {status}"
 
 
 async def _report(progress: Callable[[LoadRun, float], None], state: LoadRun, start: float) -> None:

@@ -24,7 +24,9 @@ from prometheus_client.registry import Collector
 
 from hsm_adapter.lane import LaneState, Pkcs11Hsm
 from relay.core.ledger import OUTCOMES
-from relay.serve.httpd import Answer, serve_http
+from relay.serve.httpd import Answer, Request, error, serve_http
+from relay.serve.ports import bound, listen
+from relay.serve.protocol import ErrorCode
 from relay.serve.server import RelayServer
 
 #: Latency histogram bounds, seconds: the HSM's milliseconds to the 19 s timer.
@@ -88,11 +90,14 @@ class TierCollector(Collector):
             "relaysim_connections_open", "Client connections open", value=stats.open
         )
         rejected = CounterMetricFamily(
-            "relaysim_rejected_input", "Connections refused for bad input", labels=["code"]
+            "relaysim_rejected_input",
+            "Frames and connections refused, by the error code sent",
+            labels=["code"],
         )
-        for code, count in sorted(stats.rejected.items()):
-            rejected.add_metric([code], count)
+        for code in ErrorCode:  # every code, from 0: a rate needs a first sample
+            rejected.add_metric([code.name], stats.rejected[code.name])
         yield rejected
+        yield from self._limits()
         lane = self.lane
         if lane is not None:
             state = GaugeMetricFamily(
@@ -106,6 +111,46 @@ class TierCollector(Collector):
             yield CounterMetricFamily(
                 "relaysim_hsm_lane_restarts", "Real HSM worker replacements", value=lane.restarts
             )
+
+    def _limits(self) -> Iterator[Metric]:
+        """The server's limits on clients, and what they refused or closed."""
+        server, stats = self.server, self.server.stats
+        lim = server.limits
+        limits = GaugeMetricFamily(
+            "relaysim_serve_limit",
+            "Serve mode's limits (the scenario's serve section)",
+            labels=["limit"],
+        )
+        for name, value in (
+            ("max_frame_bytes", lim.max_frame),
+            ("frame_timeout_seconds", lim.frame_timeout),
+            ("idle_timeout_seconds", lim.idle_timeout),
+            ("max_connections", lim.max_connections),
+            ("max_connections_per_peer", lim.per_peer),
+            ("reserved_connections", lim.reserved),
+            ("drain_seconds", server.drain),
+        ):
+            limits.add_metric([name], value)
+        yield limits
+        refused = CounterMetricFamily(
+            "relaysim_connections_refused",
+            "New connections refused, by the limit that refused them",
+            labels=["limit"],
+        )
+        for limit in ("max_connections", "per_peer", "reserved", "stopping"):
+            refused.add_metric([limit], stats.refused_connections[limit])
+        yield refused
+        closed = CounterMetricFamily(
+            "relaysim_connections_closed",
+            "Connections the server closed, by why",
+            labels=["reason"],
+        )
+        for code in (ErrorCode.TOO_SLOW, ErrorCode.IDLE, ErrorCode.SHUTTING_DOWN):
+            closed.add_metric([code.name], stats.closed[code.name])
+        yield closed
+        yield GaugeMetricFamily(
+            "relaysim_peers", "Client addresses with a connection open", value=server.peers
+        )
 
     def _latency(self) -> HistogramMetricFamily:
         ledger = self.server.tier.ledger
@@ -141,9 +186,11 @@ async def serve_metrics(
 ) -> None:
     """HTTP on 127.0.0.1:`port`: `GET /metrics` answers the registry's text; else 404."""
 
-    async def handler(method: str, path: str, body: bytes) -> Answer:
-        if method == "GET" and path == "/metrics":
+    async def handler(request: Request) -> Answer:
+        if request.method == "GET" and request.path == "/metrics":
             return Answer(200, CONTENT_TYPE, generate_latest(registry))
-        return Answer(404, "text/plain", b"not found: try /metrics\n")
+        return error(404, f"not found: {request.method} {request.path}: try GET /metrics")
 
-    await serve_http(handler, port, task_status=task_status)
+    listener = await listen(port, "metrics port")
+    task_status.started(bound(listener))
+    await serve_http(handler, listener)

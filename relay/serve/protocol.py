@@ -74,6 +74,11 @@ class ErrorCode(enum.IntEnum):
     BUSY = 6  # the receiver is at its connection limit
     UNKNOWN_MUNICIPALITY = 7  # a request from a CS the tier does not serve (per request)
     INTERNAL = 8  # the server failed this request (a bug); it goes on serving
+    # The server is closing this connection: with id 0, a notice (send nothing more
+    # here; replies still owed follow); with a request's id, that request was refused
+    # unread, so re-sending it elsewhere is safe.
+    SHUTTING_DOWN = 9  # the server is stopping
+    IDLE = 10  # the connection carried nothing for the idle timeout
 
 
 class ProtocolError(Exception):

@@ -10,24 +10,33 @@ simulated services, and is answered with one reply frame carrying its outcome:
 the same model, designs and checkers as the replays. Retrying is the client's
 business here (the counter user presses "resend"); the reply says what happened.
 
-Hostile input never reaches the model and never stalls other clients:
+Hostile input never reaches the model and never stalls other clients (`Limits`):
 - bytes that are not a frame (garbage, an unknown version or type, an oversized or
   undersized length) get one error frame with the code and the connection closes;
-- a frame that takes longer than `frame_timeout` to arrive (a client sending a
-  byte a minute) gets `TOO_SLOW` and a close; an idle connection between frames is
-  left alone;
-- beyond `max_connections` open connections a new one gets `BUSY` and a close;
+- a frame that takes longer than `frame_timeout` to arrive whole, however its bytes
+  trickle in, gets `TOO_SLOW` and a close;
+- a connection that carries nothing for `idle_timeout` (no frame, no reply owed)
+  gets an `IDLE` notice and is closed;
+- beyond `max_connections` open connections, beyond `per_peer` from one address,
+  or into the last `reserved` slots from an address already holding that many, a
+  new connection gets `BUSY` and a close: one peer cannot lock the others out;
 - a request from a municipality the tier does not serve gets an error frame with
   its id (`UNKNOWN_MUNICIPALITY`); the connection stays open;
 - a client that disconnects mid-frame or mid-request costs only its own tasks: its
   requests still end with their outcome in the ledger (nothing accepted is lost),
   the reply is simply not delivered.
-Every such event is counted in `ServerStats`.
+Every such event is counted in `ServerStats`. One watcher task, not a timer per
+read, enforces the time limits: it looks every tenth of the shorter limit.
 
-Stopping (`RelayServer.stop`): the listener closes first, requests in flight get
-`drain` seconds to end and be answered, then remaining connections are closed; a
-request still running then goes on to its end (its deadlines bound it) and records
-its outcome, undelivered.
+Stopping (`RelayServer.stop`) loses nothing: the listeners close, every connection
+gets a `SHUTTING_DOWN` notice (id 0: send nothing more here), and a request frame
+that still arrives is refused with `SHUTTING_DOWN` and its id (the client books it
+as that request's error; it was never admitted). Every admitted request is answered:
+the drain allows the longest a request can live (`RelayTier.longest_message_s`)
+plus a frame timeout for its reply; clients hang up once answered, and after a
+further frame timeout the rest are closed. Whatever a shorter drain cut short is
+counted (`cut`): those requests still end and record their outcome, undelivered.
+`abort` (a second signal) stops at once; what it cancels is counted (`aborted`).
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from relay.engines.trio import (
     TrioDriver,
     Waiting,
 )
+from relay.serve.ports import PortError, bound, check_range, listen
 from relay.serve.protocol import (
     MAX_FRAME,
     STATUS_OF,
@@ -55,6 +65,27 @@ from relay.serve.protocol import (
     Type,
     error_frame,
 )
+
+_SHUTTING_DOWN = ErrorCode.SHUTTING_DOWN
+_IDLE = ErrorCode.IDLE
+#: What a request refused unread on a closing connection is told, by why it closes.
+_REFUSED = {
+    _SHUTTING_DOWN: "server stopping: request not admitted, re-send it elsewhere",
+    _IDLE: "connection closing (idle): request not admitted, re-send it on a new connection",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What serve mode allows its clients: the scenario's `serve` section."""
+
+    max_frame: int = MAX_FRAME
+    frame_timeout: float = 5.0  # a whole frame must arrive within this
+    idle_timeout: float = 300.0  # a connection carrying nothing this long is closed
+    max_connections: int = 1024
+    per_peer: int = 256  # connections one address may hold
+    reserved: int = 64  # the last slots, for addresses holding fewer than this many
+    drain: float | None = None  # None: derived from the longest a request can live
 
 
 @dataclass
@@ -67,6 +98,10 @@ class ServerStats:
     replies: int = 0
     undelivered: int = 0  # replies whose client had gone
     rejected: Counter[str] = field(default_factory=Counter)  # by ErrorCode name
+    refused_connections: Counter[str] = field(default_factory=Counter)  # by limit
+    closed: Counter[str] = field(default_factory=Counter)  # closed by the server, by why
+    cut: int = 0  # requests still running when the drain ended: replies undelivered
+    aborted: int = 0  # requests cancelled by `abort`: no outcome
 
 
 class Outbox:
@@ -78,11 +113,12 @@ class Outbox:
     stops reading holds only its own connection's sender.
     """
 
-    def __init__(self, stream: trio.SocketStream, stats: ServerStats) -> None:
+    def __init__(self, stream: trio.abc.Stream, stats: ServerStats) -> None:
         self._stream = stream
         self._stats = stats
         self._queue: list[tuple[bytes, bool]] = []  # (encoded frame, is a reply)
         self._sending = False
+        self.sends = 0  # writes done: the connection is not idle while this moves
         self.owed = 0  # requests accepted on this connection and not yet answered
         self._settled: trio.Event | None = None
 
@@ -120,6 +156,7 @@ class Outbox:
                 batch, self._queue = self._queue, []
                 data = batch[0][0] if len(batch) == 1 else b"".join(d for d, _ in batch)
                 await self._stream.send_all(data)
+                self.sends += 1
                 self._stats.replies += sum(r for _, r in batch)
                 batch = []
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -136,32 +173,70 @@ class Outbox:
             await self.send(frame, reply=False)
 
 
+class Connection:
+    """One client connection's state, as the reader and the watcher share it."""
+
+    __slots__ = (
+        "active_at",
+        "closing",
+        "closing_at",
+        "frame_started",
+        "outbox",
+        "peer",
+        "reads",
+        "seen",
+        "stream",
+    )
+
+    def __init__(self, stream: trio.abc.Stream, outbox: Outbox, peer: str, now: float) -> None:
+        self.stream = stream
+        self.outbox = outbox
+        self.peer = peer
+        self.reads = 0  # reads done: the watcher compares it with what it saw last
+        self.seen = -1
+        self.active_at = now  # when the watcher last saw bytes move, either way
+        self.frame_started: float | None = None  # when the partial frame began
+        self.closing: ErrorCode | None = None  # SHUTTING_DOWN or IDLE once told
+        self.closing_at = 0.0
+
+
 class RelayServer:
     """The dispatcher's TCP front of one relay tier (see the module doc)."""
 
-    def __init__(
-        self,
-        tier: RelayTier,
-        driver: TrioDriver,
-        *,
-        max_frame: int = MAX_FRAME,
-        frame_timeout: float = 5.0,
-        max_connections: int = 1024,
-        drain: float = 10.0,
-    ) -> None:
+    def __init__(self, tier: RelayTier, driver: TrioDriver, limits: Limits | None = None) -> None:
         self.tier = tier
         self.driver = driver
-        self.max_frame = max_frame
-        self.frame_timeout = frame_timeout
-        self.max_connections = max_connections
-        self.drain = drain
+        self.limits = limits = limits or Limits()
+        # The drain lets every admitted request end and its reply be written.
+        self.drain = (
+            limits.drain
+            if limits.drain is not None
+            else tier.longest_message_s + limits.frame_timeout
+        )
         self.stats = ServerStats()
+        self.stopping = False
         self._in_flight = 0
         self._idle = trio.Event()
         self._idle.set()
         self._stop = trio.Event()
+        self._top: trio.CancelScope | None = None
+        self._conns: set[Connection] = set()
+        self._peers: Counter[str] = Counter()
+        self._no_conns = trio.Event()
+        self._nursery: trio.Nursery | None = None  # connections' and the watcher's
+        self._work: trio.Nursery | None = None  # requests'
         self.stopped = trio.Event()  # set once stopped and drained
         self.node_ports: dict[str, int] = {}  # each relay node's own port, by name
+
+    @property
+    def peers(self) -> int:
+        """Client addresses holding a connection."""
+        return len(self._peers)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet ended."""
+        return self._in_flight
 
     async def serve(
         self,
@@ -172,112 +247,232 @@ class RelayServer:
         """Listen on 127.0.0.1:`port` for the dispatcher and on one port per relay node
         (`port` + 1, + 2, ... when `port` is given; any free ones for 0, in
         `node_ports`) until `stop`, then drain and return. `started` reports the
-        dispatcher's port."""
-        front = await trio.open_tcp_listeners(port, host="127.0.0.1")
-        listeners: list[tuple[trio.SocketListener, Node | None]] = [(front[0], None)]
-        for i, node in enumerate(self.tier.nodes, 1):
-            [own] = await trio.open_tcp_listeners(port + i if port else 0, host="127.0.0.1")
-            listeners.append((own, node))
-            self.node_ports[node.name] = own.socket.getsockname()[1]
-        bound = front[0].socket.getsockname()[1]
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.driver.serve)
+        dispatcher's port. PortError names a port that cannot be had."""
+        listeners = await self._listen(port)
+        async with trio.open_nursery() as top:
+            self._top = top.cancel_scope
+            await top.start(self.driver.serve)
             # Requests run in their own nursery, which a stop never cancels: each
             # ends by its own deadlines and records its outcome, even once its
             # connection is gone (nothing accepted is lost).
             async with trio.open_nursery() as work, trio.open_nursery() as conns:
+                self._work, self._nursery = work, conns
                 for listener, at in listeners:
-                    conns.start_soon(self._accept, listener, at, conns, work)
-                task_status.started(bound)
+                    conns.start_soon(self._accept, listener, at)
+                conns.start_soon(self._watch)
+                task_status.started(bound(listeners[0][0]))
                 await self._stop.wait()
                 for listener, _ in listeners:
                     await listener.aclose()
                 with trio.move_on_after(self.drain):
                     await self._idle.wait()
+                self.stats.cut = self._in_flight
+                # Answered clients hang up; the others get a frame timeout to.
+                if self._conns:
+                    with trio.move_on_after(self.limits.frame_timeout):
+                        await self._no_conns.wait()
                 conns.cancel_scope.cancel()
-            nursery.cancel_scope.cancel()
+            top.cancel_scope.cancel()
         self.stopped.set()
 
     def stop(self) -> None:
-        """Stop accepting, let requests in flight finish (up to `drain`), and return."""
+        """Stop admitting, answer what was admitted (up to `drain`), and return."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for conn in list(self._conns):
+            self._notify(conn, _SHUTTING_DOWN, "server stopping: send no more requests")
         self._stop.set()
 
-    async def _accept(
-        self,
-        listener: trio.SocketListener,
-        at: Node | None,
-        conns: trio.Nursery,
-        work: trio.Nursery,
-    ) -> None:
+    def abort(self) -> None:
+        """Stop at once: requests still running are cancelled (counted in `aborted`)."""
+        self.stopping = True
+        self.stats.aborted = self._in_flight
+        self._stop.set()
+        if self._top is not None:
+            self._top.cancel()
+
+    async def _listen(self, port: int) -> list[tuple[trio.SocketListener, Node | None]]:
+        """The dispatcher's listener, then each node's; PortError names the one that
+        cannot be had (and nothing stays open)."""
+        nodes = self.tier.nodes
+        check_range(port, len(nodes))
+        listeners: list[tuple[trio.SocketListener, Node | None]] = []
+        try:
+            listeners.append((await listen(port, "dispatcher port"), None))
+            for i, node in enumerate(nodes, 1):
+                own = await listen(port + i if port else 0, f"{node.name} port")
+                listeners.append((own, node))
+                self.node_ports[node.name] = bound(own)
+        except PortError:
+            for listener, _ in listeners:
+                await listener.aclose()
+            raise
+        return listeners
+
+    async def _accept(self, listener: trio.SocketListener, at: Node | None) -> None:
         while True:
             try:
                 stream = await listener.accept()
             except (trio.ClosedResourceError, OSError):
                 return
-            conns.start_soon(self._connection, stream, at, work)
+            try:
+                peer = str(stream.socket.getpeername()[0])
+            except OSError:  # gone already
+                await stream.aclose()
+                continue
+            self.attach(stream, peer, at)
 
-    async def _connection(
-        self, stream: trio.SocketStream, at: Node | None, work: trio.Nursery
-    ) -> None:
+    def attach(self, stream: trio.abc.Stream, peer: str, at: Node | None = None) -> None:
+        """Serve a client connection from address `peer` (at node `at`'s port, or the
+        dispatcher's); only while `serve` runs."""
+        assert self._nursery is not None, "attach() needs serve() running"
+        self._nursery.start_soon(self._connection, stream, peer, at)
+
+    def _refusal(self, peer: str) -> tuple[str, str] | None:
+        """Why a new connection from `peer` is refused, if it is: (limit, message)."""
+        lim, open_, held = self.limits, self.stats.open, self._peers[peer]
+        if open_ >= lim.max_connections:
+            return "max_connections", f"connection limit reached ({lim.max_connections})"
+        if held >= lim.per_peer:
+            return "per_peer", f"limit of {lim.per_peer} connections from {peer} reached"
+        if open_ >= lim.max_connections - lim.reserved and held >= lim.reserved:
+            return "reserved", (
+                f"only reserved connections left, for addresses holding fewer than {lim.reserved}"
+            )
+        return None
+
+    async def _connection(self, stream: trio.abc.Stream, peer: str, at: Node | None) -> None:
         stats = self.stats
         stats.connections += 1
         outbox = Outbox(stream, stats)
-        if stats.open >= self.max_connections:
-            await self._reject(outbox, ErrorCode.BUSY, "connection limit reached")
+        refusal = self._refusal(peer)
+        if refusal is not None or self.stopping:
+            limit, message = refusal or ("stopping", "server stopping")
+            stats.refused_connections[limit] += 1
+            code = ErrorCode.BUSY if refusal else _SHUTTING_DOWN
+            stats.rejected[code.name] += 1
+            await outbox.last(error_frame(code, message))
             with trio.CancelScope(shield=True):
                 await stream.aclose()
             return
+        conn = Connection(stream, outbox, peer, trio.current_time())
         stats.open += 1
+        self._peers[peer] += 1
+        self._conns.add(conn)
         try:
-            await self._read(stream, outbox, work, at)
+            await self._read(conn, at)
             await outbox.settled()  # a client may half-close and still read replies
         finally:
             stats.open -= 1
+            self._peers[peer] -= 1
+            if not self._peers[peer]:
+                del self._peers[peer]
+            self._conns.discard(conn)
+            if self.stopping and not self._conns:
+                self._no_conns.set()
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _read(
-        self, stream: trio.SocketStream, outbox: Outbox, work: trio.Nursery, at: Node | None
-    ) -> None:
-        decoder = Decoder(self.max_frame)
+    async def _read(self, conn: Connection, at: Node | None) -> None:
+        stream, outbox = conn.stream, conn.outbox
+        decoder = Decoder(self.limits.max_frame)
+        served = self.tier.dispatcher.cs_count
+        stats = self.stats
         while True:
             try:
-                if decoder.pending:
-                    # Inside a frame the bytes must keep coming; between frames a
-                    # connection may idle (and pays for no timer).
-                    with trio.move_on_after(self.frame_timeout) as scope:
-                        data = await stream.receive_some(65536)
-                    if scope.cancelled_caught:
-                        await self._reject(outbox, ErrorCode.TOO_SLOW, "frame took too long")
-                        return
-                else:
-                    data = await stream.receive_some(65536)
+                data = await stream.receive_some(65536)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             if not data:
                 return  # the client closed; its requests still end in the ledger
+            conn.reads += 1
             try:
                 frames = decoder.feed(data)
             except ProtocolError as exc:
                 await self._reject(outbox, exc.code, str(exc))
                 return
+            if decoder.pending:  # a frame has begun: the whole of it is timed
+                if frames or conn.frame_started is None:
+                    conn.frame_started = trio.current_time()
+            else:
+                conn.frame_started = None
             for frame in frames:
                 if frame.type is not Type.REQUEST:
                     await self._reject(outbox, ErrorCode.UNKNOWN_TYPE, "clients send requests")
                     return
-                if frame.muni >= self.tier.dispatcher.cs_count:
+                closing = conn.closing
+                if closing is not None:
+                    # Refused unread: the client books this request's error and may
+                    # re-send it elsewhere; it never reached the model.
+                    stats.rejected[closing.name] += 1
+                    refused = _REFUSED.get(closing, "connection closing: request not admitted")
+                    outbox.put(error_frame(closing, refused, frame.id), reply=False)
+                    continue
+                if frame.muni >= served:
                     # A well-formed frame for a CS this tier does not serve: refuse
                     # that request only; the connection stays.
                     code = ErrorCode.UNKNOWN_MUNICIPALITY
-                    self.stats.rejected[code.name] += 1
+                    stats.rejected[code.name] += 1
                     message = f"municipality {frame.muni} is not served here"
                     outbox.put(error_frame(code, message, frame.id), reply=False)
                     continue
-                self.stats.requests += 1
-                self._admit(outbox, frame, at, work)
+                stats.requests += 1
+                self._admit(outbox, frame, at)
             await outbox.flush()  # the replies of requests that needed no wait
 
-    def _admit(self, outbox: Outbox, frame: Frame, at: Node | None, work: trio.Nursery) -> None:
+    async def _watch(self) -> None:
+        """Enforce the time limits on every connection: a frame that has taken too
+        long, a connection idle too long, a closing one whose client did not hang up."""
+        lim = self.limits
+        tick = min(max(min(lim.frame_timeout, lim.idle_timeout) / 10, 0.001), 1.0)
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for conn in list(self._conns):
+                activity = conn.reads + conn.outbox.sends
+                if activity != conn.seen:
+                    conn.seen, conn.active_at = activity, now
+                if conn.closing is not None:
+                    if conn.closing is _IDLE and now >= conn.closing_at + lim.frame_timeout:
+                        self._close(conn)
+                elif (
+                    conn.frame_started is not None and now >= conn.frame_started + lim.frame_timeout
+                ):
+                    message = f"a frame took longer than {lim.frame_timeout:g} s to arrive"
+                    self._close(conn, ErrorCode.TOO_SLOW, message)
+                elif not conn.outbox.owed and now >= conn.active_at + lim.idle_timeout:
+                    message = f"idle for {lim.idle_timeout:g} s: closing, send no more requests"
+                    self._notify(conn, _IDLE, message)
+
+    def _notify(self, conn: Connection, code: ErrorCode, message: str) -> None:
+        """Tell `conn`'s client the server is closing it (id 0: send nothing more);
+        frames still arriving are refused with `code`; replies owed still go out."""
+        if conn.closing is not None:
+            return
+        conn.closing, conn.closing_at = code, trio.current_time()
+        self.stats.closed[code.name] += 1
+        conn.outbox.put(error_frame(code, message), reply=False)
+        assert self._nursery is not None
+        self._nursery.start_soon(conn.outbox.flush)
+
+    def _close(self, conn: Connection, code: ErrorCode | None = None, message: str = "") -> None:
+        """Close `conn` now (its reader ends), after a last error frame `code`."""
+        if code is not None:
+            self.stats.closed[code.name] += 1
+            self.stats.rejected[code.name] += 1
+        conn.closing, conn.closing_at = code or conn.closing, trio.current_time()
+
+        async def close() -> None:
+            if code is not None:
+                await conn.outbox.last(error_frame(code, message))
+            with trio.CancelScope(shield=True):
+                await conn.stream.aclose()
+
+        assert self._nursery is not None
+        self._nursery.start_soon(close)
+
+    def _admit(self, outbox: Outbox, frame: Frame, at: Node | None) -> None:
         """Start `frame`'s request: answer it at once if it ends without waiting (the
         reader flushes), else hand it to a task of its own."""
         try:
@@ -290,11 +485,12 @@ class RelayServer:
             outbox.put(self._reply(frame, req))
             return
         assert type(state) is Waiting
+        assert self._work is not None
         outbox.owed += 1
         self._in_flight += 1
         if self._in_flight == 1:
             self._idle = trio.Event()
-        work.start_soon(self._request, outbox, frame, req, flow, state)
+        self._work.start_soon(self._request, outbox, frame, req, flow, state)
 
     async def _request(
         self, outbox: Outbox, frame: Frame, req: Request, flow: Flow, state: Waiting

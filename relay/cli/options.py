@@ -54,15 +54,27 @@ def json_option(help_text: str) -> Callable[[F], F]:
     return click.option("--json", "json_path", type=click.Path(path_type=Path), help=help_text)
 
 
+def check_output(option: str, path: Path | None, *inputs: Path) -> None:
+    """Before any work: `path` (the value of `option`) can be written as a file and
+    is none of the `inputs` (writing the result over the scenario would lose it)."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
+        raise BadInput(f"{option} {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise BadInput(f"{option} {path}: is a directory")
+    for given in inputs:
+        if path.resolve() == given.resolve():
+            raise BadInput(f"{option} {path}: is an input of this command; choose another file")
+
+
 def load_config(config: Path, sets: list[str], json_path: Path | None) -> Scenario:
     """The scenario with its overrides, and a writable --json target, or BadInput."""
+    check_output("--json", json_path, config)
     try:
-        scenario = load_scenario(config, sets)
+        return load_scenario(config, sets)
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
-    if json_path is not None and not json_path.parent.is_dir():
-        raise BadInput(f"--json {json_path}: directory {json_path.parent} does not exist")
-    return scenario
 
 
 def write_json(path: Path, doc: Mapping[str, Any]) -> None:
@@ -72,17 +84,16 @@ def write_json(path: Path, doc: Mapping[str, Any]) -> None:
         raise BadInput(f"--json {path}: cannot write: {exc.strerror}") from None
 
 
-def write_report(path: Path, docs: list[tuple[str, Any]]) -> None:
+def write_report(option: str, path: Path, docs: list[tuple[str, Any]]) -> None:
+    """Write the HTML report of `docs` to `path` (the value of `option`)."""
     from relay.plan.report import ReportError, html_report
 
-    if not path.parent.is_dir():
-        raise BadInput(f"--html {path}: directory {path.parent} does not exist")
+    check_output(option, path)
     try:
         page = html_report(docs)
-    except (ReportError, KeyError, TypeError, AttributeError) as exc:
-        what = str(exc) if isinstance(exc, ReportError) else f"missing or wrong field {exc}"
-        raise BadInput(f"report: {what}") from None
+    except ReportError as exc:
+        raise BadInput(f"report: {exc}") from None
     try:
         path.write_text(page, encoding="utf-8")
     except OSError as exc:
-        raise BadInput(f"--html {path}: cannot write: {exc.strerror}") from None
+        raise BadInput(f"{option} {path}: cannot write: {exc.strerror}") from None

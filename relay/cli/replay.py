@@ -15,6 +15,7 @@ from relay.cli import logs, render
 from relay.cli.options import (
     EXIT_INVARIANT,
     BadInput,
+    check_output,
     cli,
     config_argument,
     design_option,
@@ -72,6 +73,7 @@ def replay(
     if seed is not None:
         sets.append(f"seed={seed}")
     scenario = load_config(config, sets, json_path)
+    check_output("--report", report_path, config, *([json_path] if json_path else []))
     command = _replay_command(config, overrides, scenario.design, scenario.seed, engine, json_path)
     log = logs.configure(log_format, log_level)
     log.info("replay.start", scenario=str(config), seed=scenario.seed, replay=command)
@@ -82,7 +84,7 @@ def replay(
     if json_path is not None:
         write_json(json_path, doc)
     if report_path is not None:
-        write_report(report_path, [(config.name, doc)])
+        write_report("--report", report_path, [(config.name, doc)])
     if not quiet:
         render.summary_table(doc, Console())
     log.info("replay.end", seed=scenario.seed, violations=len(result.violations))
@@ -118,6 +120,7 @@ def _replay_command(
 )
 def report(results: tuple[Path, ...], html_path: Path) -> None:
     """Write one self-contained HTML report of replay summaries and sweep results."""
+    check_output("--html", html_path, *results)
     docs = []
     for path in results:
         try:
@@ -128,5 +131,5 @@ def report(results: tuple[Path, ...], html_path: Path) -> None:
             raise BadInput(f"{path}: cannot read: {type(exc).__name__}") from None
         except json.JSONDecodeError as exc:
             raise BadInput(f"{path}: not JSON: line {exc.lineno}: {exc.msg}") from None
-    write_report(html_path, docs)
+    write_report("--html", html_path, docs)
     click.echo(f"wrote {html_path}")

@@ -12,6 +12,7 @@ from relay.cli import render
 from relay.cli.options import (
     EXIT_INVARIANT,
     BadInput,
+    check_output,
     cli,
     json_option,
     quiet_option,
@@ -55,9 +56,8 @@ def sweep(
 
     if workers is not None and dask_address is not None:
         raise BadInput("--workers and --dask: choose one (Dask decides its own workers)")
-    for opt, path in (("--json", json_path), ("--csv", csv_path)):
-        if path is not None and not path.parent.is_dir():
-            raise BadInput(f"{opt} {path}: directory {path.parent} does not exist")
+    check_output("--json", json_path, sweep_file)
+    check_output("--csv", csv_path, sweep_file, *([json_path] if json_path else []))
     try:
         plan = sweeps.load_sweep(sweep_file, overrides)
     except ConfigError as exc:

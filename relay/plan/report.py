@@ -62,13 +62,24 @@ def html_report(docs: Sequence[tuple[str, dict[str, Any]]], title: str = "relays
         f"<h1>{_e(title)}</h1>",
     ]
     for name, doc in docs:
+        if not isinstance(doc, dict):
+            raise ReportError(f"{name}: not a relaysim result (a JSON {type(doc).__name__})")
         schema = doc.get("schema")
-        if schema == summaries.SCHEMA:
-            parts += _replay_section(name, doc)
-        elif schema == sweeps.SCHEMA:
-            parts += _sweep_section(name, doc)
-        else:
+        section = {summaries.SCHEMA: _replay_section, sweeps.SCHEMA: _sweep_section}.get(
+            str(schema)
+        )
+        if section is None:
+            if schema == "relaysim.hunt/1":
+                raise ReportError(
+                    f"{name}: a hunt result; report draws replay summaries and sweep results"
+                )
             raise ReportError(f"{name}: not a relaysim result (schema {schema!r})")
+        try:
+            parts += section(name, doc)
+        except KeyError as exc:
+            raise ReportError(f"{name}: field {exc} is missing") from None
+        except (TypeError, ValueError, AttributeError, IndexError):
+            raise ReportError(f"{name}: a field is malformed ({schema} expected)") from None
     parts.append("</body></html>")
     return "\n".join(parts)
 

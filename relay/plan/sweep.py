@@ -166,9 +166,21 @@ class Sweep:
         return sets
 
     def check_base(self) -> None:
-        """Validate the base scenario with the overrides every point shares."""
+        """Validate the base scenario with the overrides every point shares, then
+        every point's own (a misspelt axis is refused before anything runs)."""
         shared = list(self.spec.set.items())
         scenario_from_data(self.base_data, shared, self.base_path, "with the sweep's set:")
+        checked: set[int] = set()
+        for point in self.points:
+            if point.index in checked:
+                continue  # the same values for another seed
+            checked.add(point.index)
+            scenario_from_data(
+                self.base_data,
+                self.overrides(point),
+                f"{self.path}: point {point.label!r}",
+                "on " + self.base_path,
+            )
 
     @property
     def base_path(self) -> str:

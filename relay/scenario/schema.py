@@ -14,7 +14,8 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -23,6 +24,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
@@ -123,10 +126,32 @@ def _instant(value: Any, first: dt.date) -> Any:
     return (day - first).days * 86400.0 + clock
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field of this type takes a number (int, float, or an optional one)."""
+    if annotation in (int, float):
+        return True
+    return get_origin(annotation) in (Union, UnionType) and any(
+        a in (int, float) for a in get_args(annotation)
+    )
+
+
 class _Model(BaseModel):
     # populate_by_name: a field named after a Python keyword (`raise_`) is written
     # by its alias in files and by either name in code.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_truth_values_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`count: true` is a mistake, not 1 (pydantic's lax mode would take it)."""
+        name = info.field_name
+        if (
+            isinstance(value, bool)
+            and name is not None
+            and _numeric(cls.model_fields[name].annotation)
+        ):
+            raise ValueError("expected a number")
+        return value
 
 
 class RelaysConfig(_Model):
@@ -313,7 +338,7 @@ class LoadConfig(_Model):
 
     requests: int = Field(
         default=715_000,
-        ge=0,
+        ge=1,
         description="upstream request messages over the day (first attempts); they come "
         "as requests / operation.messages counter operations",
     )
@@ -621,6 +646,8 @@ def describe_error(error: ErrorDetails) -> str:
         return f"{loc}: unknown key"
     if kind == "missing":
         return f"{loc}: required key is missing"
+    if kind == "model_type":  # a section given as a number, a list, a string
+        return f"{loc}: expected a mapping of keys, got {error.get('input')!r}"
     msg = str(error["msg"]).removeprefix("Value error, ")
     if kind.startswith("greater_than") or kind.startswith("less_than"):
         msg = "expected a number that is " + msg.removeprefix("Input should be ")
@@ -646,8 +673,12 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.__class__.__name__}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a file") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: cannot read: permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text (a binary file?)") from None
     try:
         data = _safe_load(text)
     except yaml.YAMLError as exc:
@@ -656,7 +687,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{p}: YAML syntax error: {where}{problem}") from None
     if data is None:
-        data = {}
+        raise ConfigError(f"{p}: the file is empty (nothing to run)")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of keys at the top level")
     return data

@@ -66,8 +66,18 @@ def default_module() -> str:
 
 
 def default_state() -> Path:
-    """The project's state folder: `RELAYSIM_STATE`, else `state/` here."""
-    return Path(os.environ.get("RELAYSIM_STATE", "state"))
+    """The project's state folder: `RELAYSIM_STATE`; else `state/` of the checkout this
+    package runs from, wherever the command is run (an absolute path: run from
+    another folder, `relaysim hsm init` must not make a second token); else, for an
+    installed package, `$XDG_STATE_HOME/relaysim` (~/.local/state/relaysim)."""
+    chosen = os.environ.get("RELAYSIM_STATE")
+    if chosen:
+        return Path(chosen)
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file():
+        return root / "state"
+    home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(home) / "relaysim"
 
 
 @dataclass(frozen=True)

@@ -100,3 +100,13 @@ def test_wrong_input_gets_one_line_and_exit_2(
     assert err.startswith("relaysim: ")
     assert expected.format(bad=bad) in err
     assert "Traceback" not in err + captured.out
+
+
+def test_relaysim_alone_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """`relaysim` with no command asks what it can do: the help on stdout, exit 0
+    (not a usage error)."""
+    main([])
+    out, err = capsys.readouterr()
+    assert out.startswith("Usage: relaysim [OPTIONS] COMMAND")
+    assert "replay" in out
+    assert err == ""

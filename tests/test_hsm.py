@@ -316,3 +316,21 @@ async def test_a_running_relay_survives_its_hsm_dying(token: TokenConfig) -> Non
             [(now, cs) for _, cs in arrivals]
         )
         assert again.ledger.total.count(Outcome.COMPLETED) == 40
+
+
+def test_the_state_folder_does_not_depend_on_where_the_command_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without RELAYSIM_STATE the token's folder is the checkout's state/, an absolute
+    path, from any working directory (run elsewhere, `hsm init` would otherwise make
+    a second token); RELAYSIM_STATE moves it."""
+    from hsm_adapter.token import default_state
+
+    monkeypatch.delenv("RELAYSIM_STATE", raising=False)
+    here = default_state()
+    monkeypatch.chdir(tmp_path)
+    assert default_state() == here
+    assert here.is_absolute()
+    assert here == Path(__file__).resolve().parent.parent / "state"
+    monkeypatch.setenv("RELAYSIM_STATE", str(tmp_path / "elsewhere"))
+    assert default_state() == tmp_path / "elsewhere"

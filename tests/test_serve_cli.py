@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -309,17 +310,54 @@ async def test_relaysim_fault_injects_into_a_running_server() -> None:
         where = f"127.0.0.1:{admin['port']}"
         with trio.fail_after(30):
             code, out, _ = await relaysim(
-                "fault", "--admin", where, "inject", "crash", "--node", "1", state=admin["state"]
+                "fault",
+                "--admin",
+                where,
+                "inject",
+                "crash",
+                "--node",
+                "1",
+                "--json",
+                state=admin["state"],
             )
             samples = await scrape(metrics)
             bad = await relaysim(
                 "fault", "--admin", where, "inject", "meteor", "--node", "1", state=admin["state"]
             )
+            await relaysim(
+                "fault",
+                "--admin",
+                where,
+                "inject",
+                "hsm_stall",
+                "--node",
+                "2",
+                state=admin["state"],
+            )
+            shown = await relaysim("fault", "--admin", where, "show")
+            wrong = [
+                await relaysim("fault", "--admin", f"127.0.0.1:{p}", "show")
+                for p in (metrics, port)
+            ]
+            extra = await relaysim(
+                "fault", "--admin", where, "clear", "crash", "--node", "2", state=admin["state"]
+            )
+            await relaysim("fault", "--admin", where, "clear", state=admin["state"])
             replies = await send_requests(port, 20)
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
     assert code == 0
     assert json.loads(out)["nodes"][0]["outages"] == 1
+    # Shown for a person: the stalled lane, and the fault in effect with its relay.
+    assert shown[0] == 0
+    assert "not answering" in shown[1]
+    assert re.search(r"hsm_stall\s+relay2\s+since", shown[1])
+    for wrong_code, _, wrong_err in wrong:  # metrics and dispatcher ports: not admin
+        assert wrong_code == 2
+        [line] = wrong_err.strip().splitlines()
+        assert line.endswith("is not a relaysim admin endpoint (serve prints it as `admin`)")
+    assert extra[0] == 2
+    assert "clear takes no KIND, --node" in extra[2]
     assert samples["relaysim_node_outages_total{kind=crash,node=relay1}"] == 1
     assert samples["relaysim_node_up{node=relay1}"] == 1  # fixed: restarted at once
     assert bad[0] == 2
@@ -395,7 +433,15 @@ async def test_the_admin_token_is_private_required_and_found_by_fault(tmp_path: 
                 while chunk := await stream.receive_some(65536):
                     raw += chunk
             ok = await relaysim(
-                "fault", "--admin", where, "inject", "crash", "--node", "2", state=str(tmp_path)
+                "fault",
+                "--admin",
+                where,
+                "inject",
+                "crash",
+                "--node",
+                "2",
+                "--json",
+                state=str(tmp_path),
             )
             elsewhere = await relaysim(
                 "fault", "--admin", where, "clear", state=str(tmp_path / "no")

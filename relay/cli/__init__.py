@@ -18,6 +18,11 @@ from relay.cli.options import EXIT_BAD_INPUT, cli
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click, with every usage error reduced to one line."""
+    if not (sys.argv[1:] if argv is None else argv):
+        # Alone, the command is a question: what can it do? The help, exit 0.
+        with click.Context(cli, info_name="relaysim") as ctx:
+            click.echo(cli.get_help(ctx))
+        return
     try:
         cli.main(args=argv, prog_name="relaysim", standalone_mode=False)
     except click.exceptions.Abort:

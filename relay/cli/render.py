@@ -184,6 +184,37 @@ def nodes_table(rows: list[dict[str, Any]]) -> Table:
     return nodes
 
 
+def fault_state(state: Mapping[str, Any], console: Console) -> None:
+    """A serving tier's state as `relaysim fault` reports it: each relay, the
+    backend, and the faults injected that are still in effect."""
+    slowdown = state["backend_slowdown"]
+    table = Table(
+        title=f"design {state['design']}, backend "
+        + ("at its speed" if slowdown == 1.0 else f"{slowdown:g}x slower")
+    )
+    for title in ("relay", "application", "distributor", "HSM lane", "pending timeouts"):
+        table.add_column(title)
+    table.add_column("outages", justify="right")
+    for n in state["nodes"]:
+        table.add_row(
+            n["name"],
+            "up" if n["up"] else "[red]down[/]",
+            "attached" if n["attached"] else "[yellow]detached[/]",
+            "[red]not answering[/]" if n["hsm_stuck"] else "answering",
+            str(n["pending_timeouts"]),
+            str(n["outages"]),
+        )
+    console.print(table)
+    faults = state["faults"]
+    if not faults:
+        console.print("faults in effect: none")
+        return
+    console.print("faults in effect (seconds after serve started):")
+    for f in faults:
+        what = f"relay{f['node']}" if "node" in f else f"factor {f['factor']:g}"
+        console.print(f"  {f['kind']:<13} {what:<12} since {f['at_s']:,.1f} s")
+
+
 def days_table(days: list[dict[str, Any]]) -> Table:
     """One row per calendar day of a multi-day run."""
     table = Table(title="days")

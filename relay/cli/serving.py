@@ -199,14 +199,15 @@ def load(
 @click.option("--admin", required=True, metavar="HOST:PORT", help="A serve's admin endpoint.")
 @click.argument("action", type=click.Choice(["inject", "clear", "show"]))
 @click.argument("kind", required=False)
-@click.option("--node", type=int, help="Relay number (1-based).")
-@click.option("--factor", type=float, help="slow_backend: how many times slower.")
+@click.option("--node", type=int, help="inject: relay number (1-based).")
+@click.option("--factor", type=float, help="inject slow_backend: how many times slower.")
 @click.option(
     "--token",
     envvar="RELAYSIM_ADMIN_TOKEN",
-    help="The serve run's admin token. Default: read from state/admin-PORT.token, "
-    "which serve writes (RELAYSIM_STATE moves state/).",
+    help="The serve run's admin token. Default: read from admin-PORT.token in the state "
+    "folder, which serve writes there (RELAYSIM_STATE moves it).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the tier's state as JSON.")
 def fault(
     admin: str,
     action: str,
@@ -214,11 +215,14 @@ def fault(
     node: int | None,
     factor: float | None,
     token: str | None,
+    as_json: bool,
 ) -> None:
     """Inject a fault into a running `relaysim serve`, clear them, or show the tier.
 
-    KIND: hsm_stall, crash, timer_race, slow_backend, detach, attach.
+    KIND: hsm_stall, crash, timer_race, slow_backend, detach, attach. Prints the
+    tier's state after the change: each relay, and the faults still in effect.
     """
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -236,6 +240,10 @@ def fault(
         if factor is not None:
             payload["factor"] = factor
         body = json.dumps(payload).encode()
+    else:
+        extra = [f"{k}" for k, v in (("KIND", kind), ("--node", node), ("--factor", factor)) if v]
+        if extra:
+            raise BadInput(f"{action} takes no {', '.join(extra)}: it acts on the whole tier")
     url = f"http://{host}:{port}/faults"
     request = urllib.request.Request(url, data=body, method=method)
     request.add_header("content-type", "application/json")
@@ -250,17 +258,26 @@ def fault(
                     "serve runs, or pass --token)"
                 ) from None
         request.add_header("authorization", f"Bearer {token}")
+    not_admin = f"{host}:{port} is not a relaysim admin endpoint (serve prints it as `admin`)"
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            text = response.read().decode("utf-8", "replace")
-        state = json.loads(text)
+            state = json.loads(response.read().decode("utf-8", "replace"))
     except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
-        except (ValueError, AttributeError):
-            detail = exc.reason
+        try:  # the admin endpoint answers every /faults request; others say 404
+            detail = json.loads(exc.read() or b"{}")["error"] if exc.code != 404 else None
+        except (ValueError, KeyError, TypeError):
+            detail = None
+        if detail is None:
+            raise BadInput(f"fault {action}: {not_admin}") from None
         raise BadInput(f"fault {action}: {detail}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (ValueError, http.client.HTTPException):
+        raise BadInput(f"fault {action}: {not_admin}") from None
+    except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc.__class__.__name__
         raise BadInput(f"cannot reach the admin endpoint {url}: {reason}") from None
-    click.echo(json.dumps(state))
+    if not isinstance(state, dict) or "nodes" not in state:
+        raise BadInput(f"fault {action}: {not_admin}")
+    if as_json:
+        click.echo(json.dumps(state))
+    else:
+        render.fault_state(state, Console())

@@ -54,6 +54,7 @@ CASES = [
     (["replay", SMOKE, "--json", "/no/such/dir/r.json"], "--json /no/such/dir/r.json: dir"),
     (["replay", SMOKE, "--engine", "warp"], "Invalid value for '--engine'"),
     (["replay", SMOKE, "--seed", "-1"], "Invalid value for '--seed'"),
+    (["replay", SMOKE, "--log-level", "debug"], "Invalid value for '--log-level'"),
     # hunt
     (["hunt", "{bad}/binary.yaml"], "{bad}/binary.yaml: not UTF-8 text"),
     (["hunt", SMOKE, "--json", SMOKE], f"--json {SMOKE}: is an input of this command"),

@@ -23,9 +23,12 @@ def hunt(*args: str) -> int:
 
 
 def test_fixed_survives_and_reaches_every_window(capsys: pytest.CaptureFixture[str]) -> None:
-    """On fixed nothing is found and both windows are reached: exit 0."""
+    """On fixed nothing is found and both windows are reached: exit 0, having
+    searched exactly the worlds asked for."""
     assert hunt("--design", "fixed", "--examples", "120") == 0
-    assert "every race window reached" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "every race window reached" in out
+    assert out.startswith("120 worlds searched on fixed; windows:")
 
 
 def test_legacy_hang_is_found_shrunk_and_replayable(
@@ -41,7 +44,12 @@ def test_legacy_hang_is_found_shrunk_and_replayable(
     assert doc["failure"]["kind"] == "hang"
     assert doc["failure"]["mechanism"] == "core_contention"
     assert len(doc["case"]["arrivals"]) == 1  # shrunk to a single request
+    # Worlds searched are those up to the first failure, within --examples; the runs
+    # spent shrinking it are counted apart.
+    assert 1 <= doc["examples"] <= 150
+    assert doc["shrink_runs"] > 0
     printed = capsys.readouterr().out
+    assert f"{doc['examples']} worlds searched on legacy (then {doc['shrink_runs']} runs" in printed
     assert f"replay with: {doc['replay']}" in printed
     again = tmp_path / "again.json"
     assert hunt(*args, "--json", str(again)) == 3

@@ -5,6 +5,7 @@ Real processes and sockets, so trio's real clock; every wait is bounded.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -137,6 +138,8 @@ async def test_serve_answers_load_reports_metrics_and_stops_cleanly() -> None:
     assert samples["relaysim_connections_refused_total{limit=per_peer}"] == 0
     assert proc.returncode == 0
     stopped = [json.loads(line) for line in logs if '"serve.stopped"' in line]
+    stamp = stopped[0].pop("timestamp")  # the real clock's UTC time: serve logs carry it
+    assert dt.datetime.fromisoformat(stamp).tzinfo is not None
     assert stopped == [
         {
             "event": "serve.stopped",

@@ -65,7 +65,10 @@ def hunt(
     if json_path is not None:
         write_json(json_path, doc)
     reached = ", ".join(f"{k} in {v}" for k, v in sorted(result.reached.items()))
-    click.echo(f"{result.examples} worlds searched on {scenario.design}; windows: {reached}")
+    shrinking = f" (then {result.shrink_runs} runs shrinking the failure)" * bool(result.failure)
+    click.echo(
+        f"{result.examples} worlds searched on {scenario.design}{shrinking}; windows: {reached}"
+    )
     if result.failure is not None:
         f = result.failure
         click.echo(f"FOUND {f.kind}: {f.mechanism} ({f.detail})")

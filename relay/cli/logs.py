@@ -17,17 +17,30 @@ import structlog
 LogFormat = Literal["console", "json"]
 
 
+#: The levels a run can be asked for: what the model and the servers log.
+LEVELS = ("info", "warning", "error")
+
+
 def configure(
-    fmt: LogFormat = "console", level: str = "info", stream: TextIO | None = None
+    fmt: LogFormat = "console",
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    timestamps: bool = False,
 ) -> structlog.typing.FilteringBoundLogger:
-    """Configure structlog process-wide and return a logger for the run."""
+    """Configure structlog process-wide and return a logger for the run. With
+    `timestamps` (serve mode, which runs on the real clock) each event carries the
+    UTC time it was logged; a replay's events carry their virtual time instead."""
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(sort_keys=True)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    stamp: list[structlog.typing.Processor] = (
+        [structlog.processors.TimeStamper(fmt="iso", utc=True)] if timestamps else []
+    )
     structlog.configure(
-        processors=[structlog.processors.add_log_level, renderer],
+        processors=[*stamp, structlog.processors.add_log_level, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),

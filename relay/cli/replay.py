@@ -50,7 +50,12 @@ if TYPE_CHECKING:
 @quiet_option
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console")
 @click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning"
+    "--log-level",
+    type=click.Choice(logs.LEVELS),
+    default="warning",
+    show_default=True,
+    help="info: the run's start and end, operator actions, outages and health checks; "
+    "warning and error: only problems.",
 )
 def replay(
     config: Path,

@@ -67,6 +67,13 @@ def _address(option: str, text: str) -> tuple[str, int]:
 )
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 @click.option(
+    "--log-level",
+    type=click.Choice(logs.LEVELS),
+    default="info",
+    show_default=True,
+    help="info: starts, stops, faults, outages, health checks and failed requests.",
+)
+@click.option(
     "--log-file", type=click.Path(path_type=Path, dir_okay=False), help="Default: stdout."
 )
 def serve(
@@ -79,6 +86,7 @@ def serve(
     admin_port: int,
     drain: float | None,
     log_format: logs.LogFormat,
+    log_level: str,
     log_file: Path | None,
 ) -> None:
     """Serve the scenario's relay tier on 127.0.0.1 until SIGINT or SIGTERM."""
@@ -94,7 +102,7 @@ def serve(
         stream = log_file.open("a", encoding="utf-8") if log_file else sys.stdout
     except OSError as exc:
         raise BadInput(f"--log-file {log_file}: cannot open: {exc.strerror}") from None
-    log = logs.configure(log_format, "info", stream)
+    log = logs.configure(log_format, log_level, stream, timestamps=True)
 
     def announce(line: str) -> None:
         click.echo(line, err=True)
@@ -127,12 +135,27 @@ def serve(
 @cli.command()
 @config_argument
 @click.option("--target", required=True, metavar="HOST:PORT", help="A relaysim serve dispatcher.")
-@click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
-@click.option("--rate", type=click.FloatRange(min=0.001), help="Requests per second (Poisson).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to send, in real seconds.",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0.001), help="Requests per real second (Poisson)."
+)
 @click.option(
     "--speed", type=click.FloatRange(min=0.001), help="The scenario's day, X times faster."
 )
-@click.option("--connections", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option(
+    "--connections",
+    type=click.IntRange(1, 10_000),
+    default=50,
+    show_default=True,
+    help="TCP connections the requests are spread over (round robin).",
+)
 @set_option
 @json_option("Write the summary.")
 @click.option("--quiet", is_flag=True, help="No progress line, no table.")

@@ -76,12 +76,14 @@ SEARCH = settings(
 
 @dataclass
 class HuntResult:
-    """The outcome of a search: examples run, windows reached, the shrunk failure."""
+    """The outcome of a search: worlds searched (up to and including the first that
+    failed), windows reached, the runs spent shrinking, the shrunk failure."""
 
     examples: int
     reached: Counter[str]
     failure: Verdict | None = None
     case: Case | None = None
+    shrink_runs: int = 0  # worlds run after the first failure, to shrink it
 
     def missed(self) -> list[str]:
         """The race windows no world reached."""
@@ -91,6 +93,7 @@ class HuntResult:
         """The result as a JSON-ready mapping."""
         return {
             "examples": self.examples,
+            "shrink_runs": self.shrink_runs,
             "windows_reached": dict(self.reached),
             "failure": None if self.failure is None else asdict(self.failure),
             "case": None if self.case is None else asdict(self.case),
@@ -111,10 +114,13 @@ def hunt(base: Scenario, design: str, *, examples: int, seed: int) -> HuntResult
     @given(cases(monitor=monitor))
     def search(case: Case) -> None:
         tier = run_case(case, design, base)
-        result.examples += 1
         reached = windows(tier)
-        for name, count in reached.items():
-            result.reached[name] += count > 0
+        if result.failure is None:  # searching (not shrinking): count the world
+            result.examples += 1
+            for name, count in reached.items():
+                result.reached[name] += count > 0
+        else:
+            result.shrink_runs += 1
         target(float(sum(min(c, 3) for c in reached.values())), label="race windows reached")
         verdict = judge(tier, case)
         if verdict is not None:

@@ -74,3 +74,20 @@ def test_bad_config_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> No
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "relays.count" in err
+
+
+def test_keys_set_on_the_command_line_are_pinned_in_every_world() -> None:
+    """`hunt --set` pins a key the worlds would otherwise draw (eight relays, not the
+    worlds' two); keys no world draws come from the scenario (its node limit)."""
+    from relay.plan.hunt import hunt as run_hunt
+    from relay.scenario.schema import load_scenario
+    from relay.testing.worlds import Case, run_case
+
+    case = Case([(10.0, 0), (10.0, 1)], 0.5, 1.0, 100.0, 1, 0.05, 1.0, 0.0, seed=3)
+    base = load_scenario(SMOKE, ["relays.max_connections=5"])
+    drawn = run_case(case, "fixed", base)
+    pinned = run_case(case, "fixed", base, pins={"relays": {"count": 8}})
+    assert (len(drawn.nodes), len(pinned.nodes)) == (2, 8)
+    assert drawn.nodes[0].max_connections == 5
+    result = run_hunt(base, "fixed", examples=5, seed=0, pins={"relays": {"count": 8}})
+    assert result.examples == 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,6 +22,7 @@ from relay.cli.options import (
     set_option,
     write_json,
 )
+from relay.scenario.schema import apply_override, parse_override
 
 
 @cli.command()
@@ -51,7 +53,13 @@ def hunt(
     for o in overrides:
         parts += ["--set", o]
     command = shlex.join([*parts, "--examples", str(examples), "--seed", str(seed)])
-    result = run_hunt(scenario, scenario.design, examples=examples, seed=seed)
+    # What the user set with --set is pinned: the worlds draw everything else of
+    # theirs (`relay.testing.worlds.DRAWN`) and keep it.
+    pins: dict[str, Any] = {}
+    for text in overrides:
+        path, value = parse_override(text)
+        apply_override(pins, path, value, text)
+    result = run_hunt(scenario, scenario.design, examples=examples, seed=seed, pins=pins)
     missed = result.missed()
     doc = {
         "schema": "relaysim.hunt/1",

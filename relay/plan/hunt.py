@@ -104,8 +104,16 @@ class _Found(Exception):
     pass
 
 
-def hunt(base: Scenario, design: str, *, examples: int, seed: int) -> HuntResult:
-    """Search `examples` worlds around `base` on `design`; deterministic for `seed`."""
+def hunt(
+    base: Scenario,
+    design: str,
+    *,
+    examples: int,
+    seed: int,
+    pins: dict[str, Any] | None = None,
+) -> HuntResult:
+    """Search `examples` worlds around `base` on `design`, with `pins` (keys the user
+    fixed) over what each world draws; deterministic for `seed`."""
     result = HuntResult(0, Counter())
     monitor = base.monitor.enabled
 
@@ -113,7 +121,7 @@ def hunt(base: Scenario, design: str, *, examples: int, seed: int) -> HuntResult
     @settings(SEARCH, max_examples=examples)
     @given(cases(monitor=monitor))
     def search(case: Case) -> None:
-        tier = run_case(case, design, base)
+        tier = run_case(case, design, base, pins=pins)
         reached = windows(tier)
         if result.failure is None:  # searching (not shrinking): count the world
             result.examples += 1

@@ -87,14 +87,38 @@ def cases(draw: st.DrawFn, focus: str = "both", monitor: bool = True) -> Case:
     )
 
 
+#: The scenario keys a race world draws (`Case.overrides`); the rest come from the
+#: scenario it runs on top of (switches, the OS tick, node limits, the HSM call's
+#: deadline, the backend's timeout and memory, the distributor's checks).
+DRAWN = (
+    "seed",
+    "relays.count",
+    "relays.cores",
+    "relays.timeout_s",
+    "dispatcher.policy",
+    "hsm.service_ms",
+    "backend.service_ms",
+    "monitor",
+    "load.retry",
+    "recovery.detection_min",
+    "recovery.restart_min",
+    "run.drain_s",
+)
+
+
 def run_case(
-    case: Case, design: str, base: Scenario | None = None, engine: Engine = "trio"
+    case: Case,
+    design: str,
+    base: Scenario | None = None,
+    engine: Engine = "trio",
+    pins: dict[str, Any] | None = None,
 ) -> RelayTier:
-    """Run one race world on `engine`, on top of `base` (its other settings)."""
+    """Run one race world on `engine`, on top of `base` (its other settings), with
+    `pins` (nested keys the user fixed: `hunt --set`) laid over what it drew."""
     doc: dict[str, Any] = {"name": "hunt", "load": {"requests": 0}}
     if base is not None:
         doc = base.model_dump(mode="json", exclude={"operators", "faults"})
-    doc = merge(doc, {**case.overrides(), "design": design})
+    doc = merge(merge(doc, {**case.overrides(), "design": design}), pins or {})
     return run_world(
         doc,
         case.arrivals,

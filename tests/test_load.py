@@ -6,11 +6,14 @@ Real sockets, so trio's real clock; runs last a second or two.
 from __future__ import annotations
 
 import functools
+import time
+from typing import Any
 
 import pytest
 import trio
 
 from relay.cli import main
+from relay.core.events import FaultEvent
 from relay.core.request import Outcome
 from relay.core.summary import Summary
 from relay.engines.trio import TrioDriver
@@ -27,13 +30,13 @@ def small(**over: object) -> Scenario:
     return scenario(load={"requests": 600, "population": {"count": 50}}, **over)
 
 
-async def against_server(s: Scenario, **options: float | None) -> tuple[Summary, RelayServer]:
+async def against_server(s: Scenario, **options: Any) -> tuple[Summary, RelayServer]:
     """Run `load.run` for `s` against a fast tier serving its 50 municipalities."""
     tier = new_tier(scenario(**FAST), cs_caps=[100] * 50)
     server = RelayServer(tier, TrioDriver(tier))
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.serve)
-        doc, _ = await load.run(s, "127.0.0.1", port, connections=8, **options)  # type: ignore[arg-type]
+        doc, _ = await load.run(s, "127.0.0.1", port, connections=8, **options)
         server.stop()
     return doc, server
 
@@ -113,6 +116,10 @@ async def test_ids_start_at_1_and_a_connection_error_is_nobodys() -> None:
         decoder = Decoder()
         while data := await stream.receive_some(65536):
             for frame in decoder.feed(data):
+                if frame.type is Type.INFO:  # who is there: a relaysim server
+                    info = Frame(Type.INFO, frame.id, body=b'{"design": "fixed"}')
+                    await stream.send_all(info.encode())
+                    continue
                 seen.append(frame.id)
                 reply = Frame(Type.REPLY, frame.id, frame.key, frame.muni, Status.COMPLETED)
                 await stream.send_all(reply.encode())
@@ -129,4 +136,56 @@ async def test_ids_start_at_1_and_a_connection_error_is_nobodys() -> None:
     assert sorted(seen) == list(range(1, doc["requests"] + 1))
     assert (doc["completed"], doc["errors"], doc["lost"]) == (doc["requests"], 0, 0)
     assert record.notices == {"BUSY": 50}
-    assert doc["errors_by_code"] == {}
+    client = doc["client"]
+    assert client is not None
+    assert client["error_frames"] == {}
+
+
+async def test_the_summary_has_the_servers_reasons_design_and_outages() -> None:
+    """What the client cannot see, the server tells it: each overflow's reason (in
+    the reply), and at the end its design and the crashes during the load (INFO);
+    the two sides then agree on overflows by reason."""
+    tier = new_tier(scenario(**{**FAST, "design": "legacy"}), cs_caps=[1] * 50)
+    server = RelayServer(tier, TrioDriver(tier))
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+
+            async def crash_midway() -> None:
+                await trio.sleep(0.5)
+                server.driver.apply(FaultEvent(trio.current_time(), "crash", 1))
+
+            nursery.start_soon(crash_midway)
+            doc, _ = await load.run(small(), "127.0.0.1", port, duration=1.0, rate=400.0)
+            server.stop()
+    assert doc["overflows"] > 0
+    assert doc["refusals"] == tier.ledger.refusals
+    assert doc["relay_overflows"] == doc["overflows"]  # cs_limit: counted at the relays
+    assert doc["design"] == "legacy"
+    assert doc["crashes"] == 1  # on legacy the node stays down: its outage runs on
+    assert doc["outage_minutes"] > 0
+    client = doc["client"]
+    assert client is not None
+    assert client["server_figures"] is True
+
+
+async def test_a_load_that_falls_behind_says_so() -> None:
+    """A client stalled now and then (here its progress line takes 30 ms to draw)
+    sends requests late: they are counted, with the worst delay, and past 1% of
+    sends the load warns that it did not send what was asked."""
+
+    def slow_progress(state: load.LoadRun, elapsed: float) -> None:
+        until = time.perf_counter() + 0.03  # CPU work standing in for a slow terminal
+        while time.perf_counter() < until:
+            pass
+
+    with trio.fail_after(20):
+        doc, _ = await against_server(small(), duration=1.2, rate=400.0, progress=slow_progress)
+    client = doc["client"]
+    assert client is not None
+    assert client["late_sends"] >= 5
+    assert client["latest_send_ms"] >= 10
+    warning = load.behind(doc)
+    assert warning is not None
+    assert warning.startswith(f"the load fell behind its schedule: {client['late_sends']:,} of")
+    assert load.behind({**doc, "client": {**client, "late_sends": 0}}) is None

@@ -237,7 +237,7 @@ async def test_sigterm_under_load_loses_nothing_on_either_side(tmp_path: Path) -
     [stopped] = [json.loads(line) for line in logs if '"serve.stopped"' in line]
     assert (code, proc.returncode) == (0, 0), (
         err,
-        {k: doc[k] for k in ("requests", "lost", "completed", "errors", "errors_by_code")},
+        {k: doc[k] for k in ("requests", "lost", "completed", "errors", "client")},
         stopped,
     )
     assert "the server stopped during the load" in err
@@ -246,7 +246,8 @@ async def test_sigterm_under_load_loses_nothing_on_either_side(tmp_path: Path) -
     # Every request the client sent reached the server once: admitted or refused.
     refused = stopped["refused_stopping"]
     assert doc["requests"] == stopped["requests"] + refused
-    assert doc["errors_by_code"].get("SHUTTING_DOWN", 0) == refused
+    assert doc["client"]["error_frames"].get("SHUTTING_DOWN", 0) == refused
+    assert doc["client"]["stopped_by_server"] is True
     # Each admitted one has the outcome the server recorded; none was cut or undelivered.
     served = stopped["outcomes"]
     assert (doc["completed"], doc["overflows"], doc["timeouts"]) == (

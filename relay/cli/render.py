@@ -120,17 +120,28 @@ def summary_table(doc: Mapping[str, Any], console: Console) -> None:
         "latency p50 / p90 / p99 / max (ms)",
         " / ".join(_num(lat[k]) for k in ("p50", "p90", "p99", "max")),
     )
-    head.add_row("crashes / hangs", f"{doc['crashes']} / {doc['hangs']}")
-    head.add_row("outage minutes", f"{doc['outage_minutes']:,.1f}")
+    client = doc.get("client")
+    whose = ""
+    if client is not None:  # a load: these are the server's, if it said
+        whose = " (the server's)" if client["server_figures"] else " (unknown: server silent)"
+    head.add_row("crashes / hangs" + whose, f"{doc['crashes']} / {doc['hangs']}")
+    head.add_row("outage minutes" + whose, f"{doc['outage_minutes']:,.1f}")
     if doc["chip_operations"]:
         head.add_row(
             "chip operations / inconsistent / duplicates applied",
             f"{doc['chip_operations']:,} / {doc['inconsistent']:,} / {doc['duplicates_applied']:,}",
         )
-    head.add_row(
-        "simulated / wall",
-        f"{doc['sim_seconds'] / 3600:.1f} h / {doc['wall_seconds']:.1f} s ({doc['engine']})",
-    )
+    if client is not None:
+        head.add_row(
+            "late sends (> {:g} ms)".format(client["late_ms"]),
+            f"{client['late_sends']:,} (worst {client['latest_send_ms']:,.0f} ms)",
+        )
+        head.add_row("load ran / wall", f"{doc['sim_seconds']:.1f} s / {doc['wall_seconds']:.1f} s")
+    else:
+        head.add_row(
+            "simulated / wall",
+            f"{doc['sim_seconds'] / 3600:.1f} h / {doc['wall_seconds']:.1f} s ({doc['engine']})",
+        )
     console.print(head)
     if doc.get("blocking"):
         console.print(blocking_table(doc["blocking"]))

@@ -204,6 +204,9 @@ def load(
         write_json(json_path, doc)
     if not quiet:
         render.summary_table(doc, console)
+    warning = loading.behind(doc)
+    if warning is not None:
+        click.echo(f"relaysim: warning: {warning}", err=True)
     if record.error_codes:
         codes = ", ".join(f"{code} {n:,}" for code, n in sorted(record.error_codes.items()))
         click.echo(f"relaysim: error frames from the server: {codes}", err=True)

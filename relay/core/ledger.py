@@ -146,6 +146,7 @@ class Ledger:
         if i == _COMPLETED:
             req.bucket_latencies.append(now - req.arrived)
         if refusal is not None:
+            req.refusal = refusal
             self.refusals[refusal] = self.refusals.get(refusal, 0) + 1
         if now > self.last_outcome_at:
             self.last_outcome_at = now

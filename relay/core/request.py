@@ -90,6 +90,7 @@ class Request:
         self.phase = Phase.RECEIVED
         self.area: int | None = None  # work-area handle once allocated
         self.outcome: Outcome | None = None  # set by the ledger when the request ends
+        self.refusal: str | None = None  # why an overflow was refused (Refused.reason)
         self.key = key  # the operation's idempotency key: the id of its first attempt
         self.chip = False  # the operation wrote the card's IC chip before registering
         # Where the ledger counts this request (its arrival bucket's counts and

@@ -142,6 +142,18 @@ class BackendFigures(TypedDict):
     mean_wait_ms: float | None
 
 
+class ClientFigures(TypedDict):
+    """What `relaysim load` saw from the client's side (engine tcp only)."""
+
+    error_frames: dict[str, int]  # requests refused with an error frame, by code
+    notices: dict[str, int]  # connection notices (id 0), by code
+    late_sends: int  # requests sent later than their schedule by more than late_ms
+    late_ms: float  # the threshold
+    latest_send_ms: float  # the worst lateness
+    stopped_by_server: bool  # the server stopped during the load (SHUTTING_DOWN)
+    server_figures: bool  # crashes, hangs and outage are the server's own (INFO)
+
+
 class Latency(TypedDict):
     """Latency of completed requests, ms (None: nothing completed)."""
 
@@ -182,8 +194,7 @@ class Summary(Outcomes):
     nodes: list[NodeRow]
     days: list[DayRow]
     timeline: list[Bucket]
-    # Engine tcp (`relaysim load`): the requests' error frames, by code; else empty.
-    errors_by_code: dict[str, int]
+    client: ClientFigures | None  # engine tcp (`relaysim load`); None for a replay
 
 
 def size_class(population: int) -> str:
@@ -414,7 +425,6 @@ def build(
         "lost": lost,
         "relay_overflows": sum(v for k, v in ledger.refusals.items() if k in RELAY_REASONS),
         "refusals": dict(sorted(ledger.refusals.items())),
-        "errors_by_code": {},
         "crashes": crashes_total,
         "hangs": hangs_total,
         "outage_minutes": round(outage_total, 3),
@@ -435,6 +445,7 @@ def build(
         "events": outages,
         "blocking": blocking(dispatcher, towns) if dispatcher is not None else None,
         "backend": backend_figures(backend) if backend is not None else None,
+        "client": None,
         "nodes": node_rows,
         "days": _days(timeline, outages, date),
         "timeline": timeline,

@@ -112,7 +112,8 @@ async def _run(
         else:
             services = SimulatedServices(tier)
         driver = TrioDriver(tier, services=services, resolution=REAL_CLOCK_RESOLUTION)
-        server = RelayServer(tier, driver, limits(scenario, drain))
+        about = {"scenario": scenario.name, "seed": scenario.seed, "speed": 1.0}
+        server = RelayServer(tier, driver, limits(scenario, drain), about)
         secret = secrets.token_urlsafe(24)
         admin = Admin(driver, secret)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -25,11 +25,13 @@ stops (`stopped_by_server`): later requests of the schedule are never sent.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 from hdrh.histogram import HdrHistogram
@@ -50,6 +52,11 @@ from relay.serve.protocol import (
     Type,
 )
 
+LATE_S = 0.010  # a send this late after its schedule counts as late
+LATE_SHARE = 0.01  # past this share of late sends, the load fell behind: say so
+INFO_TIMEOUT_S = 5.0
+REASONS = frozenset({"terminal_limit", "cs_limit", "node_limit", "no_node"})
+
 
 class LoadError(Exception):
     """The load cannot run (no server there, bad target); one line for the user."""
@@ -65,6 +72,11 @@ class LoadRun:
     error_codes: Counter[str] = field(default_factory=Counter)  # requests' error frames
     notices: Counter[str] = field(default_factory=Counter)  # connections' (id 0), by code
     stopped_by_server: bool = False  # every connection got SHUTTING_DOWN
+    late: int = 0  # sent more than LATE_S after their schedule
+    latest: float = 0.0  # the worst lateness, seconds
+    infos: list[dict[str, Any]] = field(default_factory=list)  # INFO answers, in order
+    info_came: trio.Event = field(default_factory=trio.Event)
+    origin: float = 0.0  # trio's clock when the schedule began: its time 0
     histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 3_600_000_000, 3))
     ledger: Ledger = field(default_factory=Ledger)
     pending: dict[int, Request] = field(default_factory=dict)  # sent, not answered
@@ -131,19 +143,25 @@ async def run(
     links = [_Link(await _connect(host, port)) for _ in range(connections)]
     pending = state.pending
     ids = itertools.count(1)
-    start = trio.current_time()
     async with trio.open_nursery() as nursery:
         for link in links:
-            nursery.start_soon(_receive, link, links, state, start)
+            nursery.start_soon(_receive, link, links, state)
+        first = await _ask(links, state, host, port)
+        start = state.origin = trio.current_time()
         if progress is not None:
             nursery.start_soon(_report, progress, state, start)
         turn = itertools.cycle(range(connections))
         for t, cs in schedule(scenario, duration=duration, rate=rate, speed=speed):
-            await trio.sleep_until(start + t)
-            usable = await _usable(links, turn, host, port, nursery, state, start)
+            due = start + t
+            await trio.sleep_until(due)
+            usable = await _usable(links, turn, host, port, nursery, state)
             if usable is None:
                 state.stopped_by_server = True
                 break
+            late = trio.current_time() - due
+            if late > LATE_S:  # coordinated omission, made visible
+                state.late += 1
+                state.latest = max(state.latest, late)
             rid = next(ids)
             frame = Frame(Type.REQUEST, rid, os.urandom(16), cs, 0, b"counter operation")
             # Booked before sending: the reply may be read while the send yields.
@@ -163,15 +181,17 @@ async def run(
             state.all_answered.set()
         with trio.move_on_after(drain):
             await state.all_answered.wait()
+        end = trio.current_time() - start
+        last = await _ask(links, state, host, port) if first is not None else None
         nursery.cancel_scope.cancel()
     for link in links:
         await link.stream.aclose()
-    end = trio.current_time() - start
+    about = first or {}
     doc = summary.build(
         scenario=scenario.name,
         date=scenario.date,
-        design="(server's)",
-        switches={},
+        design=str(about.get("design", "unknown (the server did not say)")),
+        switches=dict(about.get("switches", {})),
         engine="tcp",
         seed=scenario.seed,
         ledger=state.ledger,
@@ -180,7 +200,21 @@ async def run(
         sim_end=end,
         wall_seconds=time.perf_counter() - wall0,
     )
-    doc["errors_by_code"] = dict(sorted(state.error_codes.items()))
+    before, after = _figures(first), _figures(last)
+    if before is not None and after is not None:
+        # The server's own figures over the load (the client cannot know them).
+        doc["crashes"] = int(after[0] - before[0])
+        doc["hangs"] = int(after[1] - before[1])
+        doc["outage_minutes"] = round(after[2] - before[2], 3)
+    doc["client"] = {
+        "error_frames": dict(sorted(state.error_codes.items())),
+        "notices": dict(sorted(state.notices.items())),
+        "late_sends": state.late,
+        "late_ms": LATE_S * 1000,
+        "latest_send_ms": round(state.latest * 1000, 3),
+        "stopped_by_server": state.stopped_by_server,
+        "server_figures": before is not None and after is not None,
+    }
     h = state.histogram
     if h.get_total_count():
         doc["latency_ms"] = {
@@ -193,6 +227,58 @@ async def run(
     return doc, state
 
 
+def behind(doc: summary.Summary) -> str | None:
+    """A warning when the load fell behind its schedule (more than LATE_SHARE of
+    sends later than LATE_S): then it did not send the load asked for, and the
+    server's latencies are not all it would have shown (latencies still count from
+    each request's scheduled instant)."""
+    client = doc["client"]
+    if client is None or not doc["requests"]:
+        return None
+    late = client["late_sends"]
+    if late <= LATE_SHARE * doc["requests"]:
+        return None
+    return (
+        f"the load fell behind its schedule: {late:,} of {doc['requests']:,} requests "
+        f"({100 * late / doc['requests']:.1f}%) went out more than {client['late_ms']:g} ms "
+        f"late (at worst {client['latest_send_ms']:,.0f} ms); use fewer requests a second "
+        "or a faster machine"
+    )
+
+
+def _figures(info: dict[str, Any] | None) -> tuple[float, float, float] | None:
+    """(crashes, hangs, outage minutes) from a server's INFO answer, if it has them."""
+    if info is None:
+        return None
+    try:
+        return float(info["crashes"]), float(info["hangs"]), float(info["outage_minutes"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+async def _ask(links: list[_Link], state: LoadRun, host: str, port: int) -> dict[str, Any] | None:
+    """The server's INFO answer (who it is, its own figures), on an open connection;
+    None if none is open. LoadError if what answers is no relaysim server."""
+    link = next((each for each in links if each.open and each.closing is None), None)
+    if link is None:
+        return None
+    asked = len(state.infos)
+    state.info_came = trio.Event()
+    try:
+        await link.stream.send_all(Frame(Type.INFO, 0).encode())
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return None
+    with trio.move_on_after(INFO_TIMEOUT_S):
+        while len(state.infos) == asked and link.open:
+            await state.info_came.wait()
+            state.info_came = trio.Event()
+    if len(state.infos) == asked:
+        if asked == 0:
+            raise LoadError(f"{host}:{port} did not answer as a relaysim serve dispatcher")
+        return None
+    return state.infos[asked]
+
+
 async def _usable(
     links: list[_Link],
     turn: Iterator[int],
@@ -200,7 +286,6 @@ async def _usable(
     port: int,
     nursery: trio.Nursery,
     state: LoadRun,
-    start: float,
 ) -> _Link | None:
     """The next connection to send on, round robin: one the server closed for
     idleness is replaced; one shutting down is skipped; None once all are."""
@@ -212,12 +297,12 @@ async def _usable(
         if link.closing is ErrorCode.IDLE:
             fresh = _Link(await _connect(host, port))
             links[i] = fresh
-            nursery.start_soon(_receive, fresh, links, state, start)
+            nursery.start_soon(_receive, fresh, links, state)
             return fresh
     return None
 
 
-async def _receive(link: _Link, links: list[_Link], state: LoadRun, start: float) -> None:
+async def _receive(link: _Link, links: list[_Link], state: LoadRun) -> None:
     pending = state.pending
     decoder = Decoder()
     try:
@@ -235,8 +320,15 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun, start: float
             except ProtocolError:
                 state.errors += 1
                 return
-            now = trio.current_time() - start
+            now = trio.current_time() - state.origin
             for frame in frames:
+                if frame.type is Type.INFO:
+                    try:
+                        state.infos.append(json.loads(frame.body))
+                    except ValueError:
+                        state.infos.append({})
+                    state.info_came.set()
+                    continue
                 if frame.type is Type.ERROR:
                     code = _code_name(frame.status)
                     if frame.id == 0:  # about the connection, not a request
@@ -250,12 +342,16 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun, start: float
                 req = pending.pop(frame.id, None)
                 if req is None:
                     continue
+                why: str | None = None
                 if frame.type is Type.REPLY:
                     outcome = OUTCOME_OF[Status(frame.status)]
+                    if outcome is Outcome.OVERFLOW:  # the server says why
+                        reason = frame.body.decode("ascii", "replace")
+                        why = reason if reason in REASONS else "unknown"
                 else:  # an error frame about this request
                     state.errors += 1
                     outcome = Outcome.ERROR
-                state.ledger.close(req, outcome, now)
+                state.ledger.close(req, outcome, now, refusal=why)
                 state.answered += 1
                 if outcome is Outcome.COMPLETED:
                     state.histogram.record_value(max(1, round((now - req.arrived) * 1e6)))

@@ -5,14 +5,15 @@ then the body (docs/protocol.md has it byte by byte):
 
     length  u32   bytes after this field (header + body), at most max_frame
     version u8    1
-    type    u8    1 request, 2 reply, 3 error
+    type    u8    1 request, 2 reply, 3 error, 4 info
     status  u8    reply: the outcome; error: the error code; request: 0
     flags   u8    0 (reserved)
     id      u64   request id, chosen by the client, echoed in the reply
     key     16 B  idempotency key: the same operation re-sent carries the same key
     muni    u32   municipality (CS) id
     spare   u32   0 (reserved)
-    body    ...   request: the operation's data; reply: the answer; error: UTF-8 text
+    body    ...   request: the operation's data; reply: the answer (an overflow: why,
+                  as its reason's name); error: UTF-8 text; info: UTF-8 JSON
 
 `Decoder` turns bytes, in whatever pieces the network delivers them, into
 `Frame`s, and raises `ProtocolError` with the code to answer with at the first
@@ -42,6 +43,7 @@ class Type(enum.IntEnum):
     REQUEST = 1
     REPLY = 2
     ERROR = 3
+    INFO = 4  # a client asks (no body); the server answers with JSON (same id)
 
 
 class Status(enum.IntEnum):

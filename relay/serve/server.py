@@ -41,11 +41,15 @@ counted (`cut`): those requests still end and record their outcome, undelivered.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
+from relay.core import summary
+from relay.core.ledger import OUTCOMES
 from relay.core.node import Node
 from relay.core.request import Request
 from relay.core.tier import Flow, RelayTier
@@ -58,6 +62,7 @@ from relay.serve.ports import PortError, bound, check_range, listen
 from relay.serve.protocol import (
     MAX_FRAME,
     STATUS_OF,
+    VERSION,
     Decoder,
     ErrorCode,
     Frame,
@@ -203,8 +208,15 @@ class Connection:
 class RelayServer:
     """The dispatcher's TCP front of one relay tier (see the module doc)."""
 
-    def __init__(self, tier: RelayTier, driver: TrioDriver, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        tier: RelayTier,
+        driver: TrioDriver,
+        limits: Limits | None = None,
+        about: dict[str, Any] | None = None,
+    ) -> None:
         self.tier = tier
+        self.about = about or {}  # what `info` says the server runs: scenario, seed, speed
         self.driver = driver
         self.limits = limits = limits or Limits()
         # The drain lets every admitted request end and its reply be written.
@@ -214,6 +226,7 @@ class RelayServer:
             else tier.longest_message_s + limits.frame_timeout
         )
         self.stats = ServerStats()
+        self._started = 0.0  # when serve began (trio's clock)
         self.stopping = False
         self._in_flight = 0
         self._idle = trio.Event()
@@ -249,6 +262,7 @@ class RelayServer:
         `node_ports`) until `stop`, then drain and return. `started` reports the
         dispatcher's port. PortError names a port that cannot be had."""
         listeners = await self._listen(port)
+        self._started = trio.current_time()
         async with trio.open_nursery() as top:
             self._top = top.cancel_scope
             await top.start(self.driver.serve)
@@ -399,6 +413,10 @@ class RelayServer:
                 conn.frame_started = None
             for frame in frames:
                 if frame.type is not Type.REQUEST:
+                    if frame.type is Type.INFO:
+                        body = json.dumps(self.info(), allow_nan=False).encode()
+                        outbox.put(Frame(Type.INFO, frame.id, body=body), reply=False)
+                        continue
                     await self._reject(outbox, ErrorCode.UNKNOWN_TYPE, "clients send requests")
                     return
                 closing = conn.closing
@@ -509,10 +527,43 @@ class RelayServer:
                 self._idle.set()
 
     def _reply(self, frame: Frame, req: Request) -> Frame:
-        """The reply to `frame` carrying its request's outcome."""
-        if req.outcome is None:
+        """The reply to `frame` carrying its request's outcome (an overflow's body:
+        why it was refused)."""
+        outcome = req.outcome
+        if outcome is None:
             return self._failed(frame, RuntimeError(f"request {req.id} ended without an outcome"))
-        return Frame(Type.REPLY, frame.id, frame.key, frame.muni, STATUS_OF[req.outcome])
+        why = req.refusal
+        body = b"" if why is None else why.encode()
+        return Frame(Type.REPLY, frame.id, frame.key, frame.muni, STATUS_OF[outcome], body)
+
+    def info(self) -> dict[str, Any]:
+        """What the server says of itself to an INFO frame (`relaysim load` asks at
+        its start and end): who it is (`about`: scenario, seed, time scale), its
+        design and switches, and its own figures so far, which a client cannot
+        know: outcomes, why overflows were refused, crashes, hangs and outage (`t`:
+        seconds since the server started)."""
+        tier, now = self.tier, trio.current_time()
+        ledger = tier.ledger
+        rows = summary.events(tier.nodes, now)
+        for row in rows:
+            row["t"] = round(row["t"] - self._started, 3)
+            if row["end"] is not None:
+                row["end"] = round(row["end"] - self._started, 3)
+        return {
+            "protocol": VERSION,
+            **self.about,
+            "design": tier.design.name,
+            "switches": tier.design.switches(),
+            "uptime_s": round(now - self._started, 3),
+            "requests": ledger.total.requests,
+            "outcomes": {o.value: ledger.total.count(o) for o in OUTCOMES},
+            "refusals": dict(sorted(ledger.refusals.items())),
+            "in_flight": len(ledger.still_open),
+            "crashes": sum(r["kind"] == "crash" for r in rows),
+            "hangs": sum(r["kind"] == "hang" for r in rows),
+            "outage_minutes": round(sum(r["outage_minutes"] for r in rows), 3),
+            "events": rows,
+        }
 
     def _failed(self, frame: Frame, exc: Exception) -> Frame:
         """An INTERNAL error for `frame`, whose request hit a bug: the request stays

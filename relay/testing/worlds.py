@@ -115,7 +115,7 @@ def run_case(
 ) -> RelayTier:
     """Run one race world on `engine`, on top of `base` (its other settings), with
     `pins` (nested keys the user fixed: `hunt --set`) laid over what it drew."""
-    doc: dict[str, Any] = {"name": "hunt", "load": {"requests": 0}}
+    doc: dict[str, Any] = {"name": "hunt", "load": {"requests": len(case.arrivals)}}
     if base is not None:
         doc = base.model_dump(mode="json", exclude={"operators", "faults"})
     doc = merge(merge(doc, {**case.overrides(), "design": design}), pins or {})
@@ -175,7 +175,7 @@ def run_updates(
         "backend": {"service_ms": {"dist": "constant", "mean": world.backend_s * 1000}},
         "monitor": {"enabled": False},  # the January races are tested elsewhere
         "load": {
-            "requests": 0,
+            "requests": len(world.arrivals),
             "chip_write_share": 1.0,
             "retry": {"think_s": {"dist": "constant", "mean": 5}, "max_resends": 50},
         },

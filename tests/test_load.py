@@ -61,15 +61,23 @@ async def test_a_fixed_rate_is_sent_answered_and_counted_on_both_sides() -> None
     assert 0 < p50 <= p99 <= top
 
 
-async def test_the_compressed_day_sends_the_scenarios_requests() -> None:
-    """--speed compresses the scenario's day: all its first attempts are sent, in order
-    of the day, within the duration."""
-    s = small()
-    day = 14 * 3600
-    with trio.fail_after(30):
-        doc, _ = await against_server(s, duration=2.0, speed=day / 1.5)
-    assert doc["requests"] == s.load.requests
-    assert doc["lost"] == 0
+async def test_a_speed_other_than_the_servers_is_refused() -> None:
+    """The load replays the day at the server's own speed: a --speed that disagrees
+    (the README's old `--speed 840` against a real-time server, 840x overloaded) is
+    refused in one line naming both."""
+    tier = new_tier(scenario(**FAST), cs_caps=[100] * 50)
+    server = RelayServer(tier, TrioDriver(tier))
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+            with pytest.raises(load.LoadError) as exc:
+                await load.run(small(), "127.0.0.1", port, duration=1.0, speed=840.0)
+            server.stop()
+    assert tier.ledger.total.requests == 0  # nothing was sent
+    assert str(exc.value) == (
+        "--speed 840: the server runs the model at 1x real time; "
+        "start it with `serve --speed 840`, or leave --speed out"
+    )
 
 
 def test_schedule_is_open_and_seeded() -> None:

@@ -462,3 +462,46 @@ async def test_the_admin_token_is_private_required_and_found_by_fault(tmp_path: 
         "cannot be read (run this where serve runs, or pass --token)"
     ]
     assert not saved.exists()
+
+
+# One hour of the smoke day with operations long against the real clock's resolution
+# at 120x (1 ms real is 0.12 s of the model: 1% of these ~14 s latencies).
+HOUR = [
+    *("--set", "load.service_hours=[10:00, 11:00]", "--set", "load.requests=500"),
+    *("--set", "load.profile=flat", "--set", "relays.timeout_s=120"),
+    *("--set", "backend.service_ms={dist: lognormal, mean: 20000, cv: 1.0}"),
+]
+
+
+async def test_load_against_a_faster_server_agrees_with_the_replay(tmp_path: Path) -> None:
+    """`serve --speed 120` runs the model 120x faster; `load` learns the speed from
+    the server, replays the scenario's hour at it (first attempts and the counter
+    users' retries) and reports in the scenario's time: its summary agrees with
+    `replay` of the same scenario and seed within sampling noise: overflow rate
+    within 25%, p50 and p99 within 15%."""
+    replayed, loaded = tmp_path / "replay.json", tmp_path / "load.json"
+    code, _, err = await relaysim(
+        "replay", str(CONFIGS / "smoke.yaml"), *HOUR, "--quiet", "--json", str(replayed)
+    )
+    assert code == 0, err
+    async with serving(*HOUR, "--speed", "120") as (proc, port, _, _):
+        with trio.fail_after(90):
+            code, _, err = await relaysim(
+                *("load", str(CONFIGS / "smoke.yaml"), *HOUR, "--target", f"127.0.0.1:{port}"),
+                *("--duration", "30", "--quiet", "--json", str(loaded)),
+            )
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+    assert code == 0, err
+    r, t = json.loads(replayed.read_text()), json.loads(loaded.read_text())
+    assert t["client"]["speed"] == 120
+    assert t["requests"] > 500  # the first attempts and their retries
+    assert abs(t["requests"] / r["requests"] - 1) < 0.1
+    rate = [d["overflows"] / d["requests"] for d in (r, t)]
+    assert 0.05 < rate[0] < 0.5  # congested enough to measure
+    assert abs(rate[1] / rate[0] - 1) < 0.25, rate
+    for p, tolerance in (("p50", 0.15), ("p99", 0.15)):
+        ratio = t["latency_ms"][p] / r["latency_ms"][p]
+        assert abs(ratio - 1) < tolerance, (p, ratio)
+    assert t["refusals"].keys() == r["refusals"].keys()  # the same reasons, cs_limit
+    assert 0.9 < t["sim_seconds"] / r["sim_seconds"] < 1.2  # the hour, in scenario time

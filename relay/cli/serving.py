@@ -65,6 +65,14 @@ def _address(option: str, text: str) -> tuple[str, int]:
     help="On stop, time to answer admitted requests. Default: the longest a request "
     "can live (relays.timeout_s) plus serve.frame_timeout_s.",
 )
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.001, max=100_000),
+    default=1.0,
+    show_default=True,
+    help="Run the model X times faster than real time (service, think and check times); "
+    "`load` learns it from the server. Simulated HSM only.",
+)
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 @click.option(
     "--log-level",
@@ -85,6 +93,7 @@ def serve(
     metrics_port: int,
     admin_port: int,
     drain: float | None,
+    speed: float,
     log_format: logs.LogFormat,
     log_level: str,
     log_file: Path | None,
@@ -94,8 +103,13 @@ def serve(
 
     from hsm_adapter.errors import HsmSetupError
     from relay.serve import app as serving
+    from relay.serve.clock import ScaledClock
     from relay.serve.ports import PortError
 
+    if speed != 1.0 and hsm_kind == "softhsm":
+        raise BadInput(
+            f"--speed {speed:g}: a real token signs in real time; --speed needs --hsm simulated"
+        )
     sets = [*overrides, *([f"design={design}"] if design else [])]
     scenario = load_config(config, sets, None)
     try:
@@ -117,9 +131,11 @@ def serve(
                 metrics_port=metrics_port,
                 admin_port=admin_port,
                 drain=drain,
+                speed=speed,
                 log=log,
                 announce=announce,
-            )
+            ),
+            clock=ScaledClock(speed) if speed != 1.0 else None,
         )
     except (HsmSetupError, PortError) as exc:
         raise BadInput(str(exc)) from None
@@ -147,7 +163,10 @@ def serve(
     "--rate", type=click.FloatRange(min=0.001), help="Requests per real second (Poisson)."
 )
 @click.option(
-    "--speed", type=click.FloatRange(min=0.001), help="The scenario's day, X times faster."
+    "--speed",
+    type=click.FloatRange(min=0.001),
+    help="Replay the scenario's day from its opening at X times real time. Default: "
+    "the server's own speed (serve --speed), which a different X is refused against.",
 )
 @click.option(
     "--connections",
@@ -210,6 +229,13 @@ def load(
     if record.error_codes:
         codes = ", ".join(f"{code} {n:,}" for code, n in sorted(record.error_codes.items()))
         click.echo(f"relaysim: error frames from the server: {codes}", err=True)
+    if not doc["requests"] and not record.stopped_by_server:
+        click.echo(
+            f"relaysim: warning: no request was due in {duration:g} s; at the server's "
+            f"{record.scale:g}x the day's first requests come slowly: give --rate, a longer "
+            "--duration, or start serve with --speed",
+            err=True,
+        )
     if record.stopped_by_server:
         click.echo(
             f"relaysim: the server stopped during the load: {record.sent:,} requests sent, "

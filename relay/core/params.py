@@ -70,6 +70,12 @@ class CountersParams:
     retry_on: frozenset[str] = frozenset({"overflow", "timeout", "error"})
     chip_write_share: float = 0.0
 
+    def retries(self, outcome: str, attempt: int) -> bool:
+        """Whether a counter user tries an operation (one that wrote no chip) again
+        after it ended with `outcome` on try `attempt` (0: the first): the rule of
+        the replays' counters (`RelayTier`) and of `relaysim load`'s alike."""
+        return outcome in self.retry_on and attempt < self.max_retries
+
 
 @dataclass(frozen=True, slots=True)
 class RecoveryParams:

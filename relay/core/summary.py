@@ -152,6 +152,7 @@ class ClientFigures(TypedDict):
     latest_send_ms: float  # the worst lateness
     stopped_by_server: bool  # the server stopped during the load (SHUTTING_DOWN)
     server_figures: bool  # crashes, hangs and outage are the server's own (INFO)
+    speed: float  # the server's: scenario seconds per real second
 
 
 class Latency(TypedDict):

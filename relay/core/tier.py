@@ -154,8 +154,7 @@ class RelayTier:
         )
         counters = params.counters
         self._think = counters.retry_think_s.sampler(streams.stream("counter-users"))
-        self._retry_on = frozenset(Outcome(o) for o in counters.retry_on)
-        self._max_retries = counters.max_retries
+        self._counters = counters
         self._messages = counters.messages
         self._between = counters.step_think_s.sampler(streams.stream("counter-steps"))
         self._hsm_deadline = params.hsm.deadline_s
@@ -411,7 +410,7 @@ class RelayTier:
             if not self.design.resend_chip_operations or req.attempt >= self._max_resends:
                 return None
             return Retry(now + self._think(), req.cs, req.attempt + 1, req.key, True, left)
-        if outcome not in self._retry_on or req.attempt >= self._max_retries:
+        if not self._counters.retries(outcome.value, req.attempt):
             return None
         return Retry(now + self._think(), req.cs, req.attempt + 1, messages=left)
 

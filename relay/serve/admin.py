@@ -231,10 +231,21 @@ def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
 
 
 async def serve_admin(
-    admin: Admin, port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    admin: Admin,
+    port: int = 0,
+    *,
+    scale: float = 1.0,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The admin endpoint on 127.0.0.1:`port` until cancelled; reports its port."""
+    """The admin endpoint on 127.0.0.1:`port` until cancelled; reports its port.
+    `scale`: trio seconds per real second (`serve --speed`)."""
     listener = await listen(port, "admin port")
     admin.port = bound(listener)
     task_status.started(admin.port)
-    await serve_http(admin.handle, listener, max_body=MAX_BODY, log=admin.tier.log)
+    await serve_http(
+        admin.handle,
+        listener,
+        request_timeout=5.0 * scale,
+        max_body=MAX_BODY,
+        log=admin.tier.log,
+    )

@@ -5,6 +5,7 @@ and run until a signal stops them. The parts know nothing of each other."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -33,8 +34,9 @@ from relay.serve.protocol import ErrorCode
 from relay.serve.server import Limits, RelayServer
 
 
-def limits(scenario: Scenario, drain: float | None = None) -> Limits:
-    """The server's limits from the scenario's `serve` section (`drain` overrides)."""
+def limits(scenario: Scenario, drain: float | None = None, speed: float = 1.0) -> Limits:
+    """The server's limits from the scenario's `serve` section (`drain` overrides),
+    for a model running `speed` times faster than real time."""
     c = scenario.serve
     return Limits(
         max_frame=c.max_frame_bytes,
@@ -44,6 +46,7 @@ def limits(scenario: Scenario, drain: float | None = None) -> Limits:
         per_peer=c.max_connections_per_peer,
         reserved=c.reserved_connections,
         drain=c.drain_s if drain is None else drain,
+        scale=speed,
     )
 
 
@@ -69,6 +72,7 @@ async def run(
     metrics_port: int = 0,
     admin_port: int = 0,
     drain: float | None = None,
+    speed: float = 1.0,
     log: LogSink,
     announce: Callable[[str], None],
     token: TokenConfig | None = None,
@@ -77,11 +81,12 @@ async def run(
 
     `announce` gets one line per address (dispatcher, nodes, metrics, admin) and the
     admin token. The first signal stops admitting and drains; a second stops at
-    once. Returns the server once it has stopped.
+    once. Returns the server once it has stopped. With `speed` the model runs that
+    many times faster than real time: trio's clock must be a `ScaledClock(speed)`.
     """
     try:
         return await _run(
-            scenario, hsm, port, metrics_port, admin_port, drain, log, announce, token
+            scenario, hsm, port, metrics_port, admin_port, drain, speed, log, announce, token
         )
     except BaseExceptionGroup as group:
         raise unwrap_group(group) from None
@@ -94,6 +99,7 @@ async def _run(
     metrics_port: int,
     admin_port: int,
     drain: float | None,
+    speed: float,
     log: LogSink,
     announce: Callable[[str], None],
     token: TokenConfig | None,
@@ -111,22 +117,29 @@ async def _run(
             services = DeviceServices(tier, lane)
         else:
             services = SimulatedServices(tier)
-        driver = TrioDriver(tier, services=services, resolution=REAL_CLOCK_RESOLUTION)
-        about = {"scenario": scenario.name, "seed": scenario.seed, "speed": 1.0}
-        server = RelayServer(tier, driver, limits(scenario, drain), about)
+        # The real clock's resolution, in the model's seconds.
+        resolution = REAL_CLOCK_RESOLUTION * speed
+        driver = TrioDriver(tier, services=services, resolution=resolution)
+        about = {"scenario": scenario.name, "seed": scenario.seed, "speed": speed}
+        server = RelayServer(tier, driver, limits(scenario, drain, speed), about)
         secret = secrets.token_urlsafe(24)
         admin = Admin(driver, secret)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(server.serve, port)
                 scrape = await nursery.start(
-                    serve_metrics, registry_for(server, lane), metrics_port
+                    functools.partial(serve_metrics, scale=speed),
+                    registry_for(server, lane),
+                    metrics_port,
                 )
-                await nursery.start(serve_admin, admin, admin_port)
+                await nursery.start(functools.partial(serve_admin, scale=speed), admin, admin_port)
                 saved = token_path(admin.port)
                 write_token(saved, secret)
                 stack.callback(saved.unlink, missing_ok=True)
-                announce(f"dispatcher 127.0.0.1:{bound} (design {tier.design.name}, hsm {hsm})")
+                pace = f", {speed:g}x real time" if speed != 1.0 else ""
+                announce(
+                    f"dispatcher 127.0.0.1:{bound} (design {tier.design.name}, hsm {hsm}{pace})"
+                )
                 for name, node_port in server.node_ports.items():
                     announce(f"{name:<10} 127.0.0.1:{node_port}")
                 announce(f"metrics    http://127.0.0.1:{scrape}/metrics")
@@ -137,7 +150,8 @@ async def _run(
                     port=bound,
                     metrics_port=scrape,
                     admin_port=admin.port,
-                    drain_s=server.drain,
+                    drain_s=server.drain / speed,
+                    speed=speed,
                 )
                 nursery.start_soon(_signals, signals, server, log)
                 await server.stopped.wait()
@@ -162,9 +176,8 @@ async def _signals(signals: AsyncIterator[int], server: RelayServer, log: LogSin
     async for signum in signals:
         name = signal.Signals(signum).name
         if not server.stopping:
-            log.info(
-                "serve.stopping", signal=name, in_flight=server.in_flight, drain_s=server.drain
-            )
+            drain = server.drain / server.limits.scale  # real seconds
+            log.info("serve.stopping", signal=name, in_flight=server.in_flight, drain_s=drain)
             server.stop()
         else:
             log.info("serve.cut", signal=name, cut=server.in_flight)

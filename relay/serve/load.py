@@ -24,8 +24,10 @@ stops (`stopped_by_server`): later requests of the schedule are never sent.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
+import math
 import os
 import time
 from collections import Counter
@@ -36,11 +38,14 @@ from typing import Any
 import trio
 from hdrh.histogram import HdrHistogram
 
+from hsm_adapter.lane import unwrap_group
 from loadgen import arrivals, calendar, municipalities
 from relay.core import summary
 from relay.core.ledger import Ledger
+from relay.core.params import CountersParams
 from relay.core.request import Outcome, Request
 from relay.core.rng import Streams
+from relay.scenario.build import tier_params
 from relay.scenario.schema import Scenario
 from relay.serve.protocol import (
     OUTCOME_OF,
@@ -77,6 +82,30 @@ class LoadRun:
     infos: list[dict[str, Any]] = field(default_factory=list)  # INFO answers, in order
     info_came: trio.Event = field(default_factory=trio.Event)
     origin: float = 0.0  # trio's clock when the schedule began: its time 0
+    # Counter users' retries to send: (trio's due instant, order, cs, attempt,
+    # scenario time), a heap; `wake` rouses the sender when one is added.
+    retries: list[tuple[float, int, int, int, float]] = field(default_factory=list)
+    wake: trio.Event = field(default_factory=trio.Event)
+    counters: CountersParams = field(default_factory=CountersParams)
+    think: Callable[[], float] = lambda: 60.0
+    base: float = 0.0  # the scenario's time then (the day's opening, or 0 for a rate)
+    scale: float = 1.0  # scenario seconds per real second: the server's speed
+
+    def retry_after(self, req: Request, outcome: Outcome, now: float) -> None:
+        """Do what the scenario's counter user does when `req` ended with `outcome`
+        at scenario time `now`: perhaps try again after a think (the core's rule)."""
+        if not self.counters.retries(outcome.value, req.attempt):
+            return
+        at = now + self.think()
+        real = self.origin + (at - self.base) / self.scale
+        heapq.heappush(self.retries, (real, len(self.retries), req.cs, req.attempt + 1, at))
+        self.wake.set()
+
+    def scenario_time(self, real: float) -> float:
+        """The scenario's time at trio's `real` instant (seconds since midnight of
+        the day, or since the start of a fixed-rate load)."""
+        return self.base + (real - self.origin) * self.scale
+
     histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 3_600_000_000, 3))
     ledger: Ledger = field(default_factory=Ledger)
     pending: dict[int, Request] = field(default_factory=dict)  # sent, not answered
@@ -84,10 +113,18 @@ class LoadRun:
     all_answered: trio.Event = field(default_factory=trio.Event)
 
 
+def opening(scenario: Scenario) -> float:
+    """When the scenario's first day opens (seconds since midnight): where a load
+    that replays the day starts."""
+    return calendar.days(scenario)[0].opens
+
+
 def schedule(
     scenario: Scenario, *, duration: float, rate: float | None, speed: float | None
 ) -> Iterator[tuple[float, int]]:
-    """(seconds from the start, municipality) of each request, in time order."""
+    """(real seconds from the start, municipality) of each request, in time order:
+    a Poisson `rate` a real second, or the scenario's day from its opening, `speed`
+    times faster than real time."""
     streams = Streams(scenario.seed)
     load = scenario.load
     munis = municipalities.build(load.population, load.cs_connections)
@@ -101,7 +138,7 @@ def schedule(
         return
     factor = speed or 1.0
     days = calendar.days(scenario)
-    opens = days[0].opens
+    opens = opening(scenario)
     for t, cs in arrivals.over_days(days, munis, streams.stream("arrivals")):
         start = (t - opens) / factor
         if start >= duration:
@@ -140,52 +177,103 @@ async def run(
     """Run the load; the summary document and the live record."""
     wall0 = time.perf_counter()
     state = LoadRun()
-    links = [_Link(await _connect(host, port)) for _ in range(connections)]
-    pending = state.pending
-    ids = itertools.count(1)
-    async with trio.open_nursery() as nursery:
+    links: list[_Link] = []
+    try:
+        for _ in range(connections):
+            links.append(_Link(await _connect(host, port)))
+        pending = state.pending
+        ids = itertools.count(1)
+        async with trio.open_nursery() as nursery:
+            for link in links:
+                nursery.start_soon(_receive, link, links, state)
+            first = await _ask(links, state, host, port)
+            # The server's speed is the load's: its model runs that many times faster
+            # than real time, so the day is replayed at it and its latencies are scaled
+            # back into the scenario's seconds.
+            served = _speed(first)
+            if speed is not None and abs(speed - served) > 1e-9 * served:
+                raise LoadError(
+                    f"--speed {speed:g}: the server runs the model at {served:g}x real time; "
+                    f"start it with `serve --speed {speed:g}`, or leave --speed out"
+                )
+            if rate is None:
+                speed = served  # the scenario's day, at the server's pace
+                state.base = opening(scenario)
+            state.scale = served
+            # The counter users retry as the scenario's do (own draws: load-retries).
+            state.counters = tier_params(scenario).counters
+            state.think = state.counters.retry_think_s.sampler(
+                Streams(scenario.seed).stream("load-retries")
+            )
+            start = state.origin = trio.current_time()
+            if progress is not None:
+                nursery.start_soon(_report, progress, state, start)
+            turn = itertools.cycle(range(connections))
+            arrivals = iter(schedule(scenario, duration=duration, rate=rate, speed=speed))
+            upcoming = next(arrivals, None)
+            while True:
+                # The next send: the schedule's next first attempt, or a counter user's
+                # retry (decided as replies come in), whichever is due first.
+                first_due = start + upcoming[0] if upcoming is not None else math.inf
+                retry_due = state.retries[0][0] if state.retries else math.inf
+                due = min(first_due, retry_due)
+                if due == math.inf and not pending:
+                    break  # nothing is due, and no reply is left to bring a retry
+                if due > trio.current_time():
+                    state.wake = trio.Event()
+                    with trio.move_on_at(due if due < math.inf else trio.current_time() + drain):
+                        await state.wake.wait()
+                    if due == math.inf and not state.wake.is_set():
+                        break  # replies stopped coming: the drain below counts them
+                    continue
+                if retry_due <= first_due:
+                    _, _, cs, attempt, arrived = heapq.heappop(state.retries)
+                else:
+                    assert upcoming is not None
+                    t, cs = upcoming
+                    attempt, arrived = 0, state.base + t * state.scale
+                    upcoming = next(arrivals, None)
+                usable = await _usable(links, turn, host, port, nursery, state)
+                if usable is None:
+                    state.stopped_by_server = True
+                    break
+                late = trio.current_time() - due
+                if late > LATE_S:  # coordinated omission, made visible
+                    state.late += 1
+                    state.latest = max(state.latest, late)
+                rid = next(ids)
+                frame = Frame(Type.REQUEST, rid, os.urandom(16), cs, 0, b"counter operation")
+                # Booked before sending: the reply may be read while the send yields.
+                req = pending[rid] = state.ledger.open(cs, attempt, arrived)
+                state.sent += 1
+                try:
+                    await usable.stream.send_all(frame.encode())
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    # The connection broke under it: this request's error, not a loss.
+                    if pending.pop(rid, None) is not None:
+                        state.errors += 1
+                        state.ledger.close(
+                            req, Outcome.ERROR, state.scenario_time(trio.current_time())
+                        )
+                        state.answered += 1
+            if not state.stopped_by_server:
+                # An open model runs for its duration, whether or not anything was due.
+                await trio.sleep_until(start + duration)
+            # Load has stopped: wait for the answers still due, up to `drain`.
+            state.sending_done = True
+            if not pending or not any(link.open for link in links):
+                state.all_answered.set()
+            with trio.move_on_after(drain):
+                await state.all_answered.wait()
+            end = state.scenario_time(trio.current_time())
+            last = await _ask(links, state, host, port) if first is not None else None
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # a nursery's one failure, as itself
+        raise unwrap_group(group) from None
+    finally:
         for link in links:
-            nursery.start_soon(_receive, link, links, state)
-        first = await _ask(links, state, host, port)
-        start = state.origin = trio.current_time()
-        if progress is not None:
-            nursery.start_soon(_report, progress, state, start)
-        turn = itertools.cycle(range(connections))
-        for t, cs in schedule(scenario, duration=duration, rate=rate, speed=speed):
-            due = start + t
-            await trio.sleep_until(due)
-            usable = await _usable(links, turn, host, port, nursery, state)
-            if usable is None:
-                state.stopped_by_server = True
-                break
-            late = trio.current_time() - due
-            if late > LATE_S:  # coordinated omission, made visible
-                state.late += 1
-                state.latest = max(state.latest, late)
-            rid = next(ids)
-            frame = Frame(Type.REQUEST, rid, os.urandom(16), cs, 0, b"counter operation")
-            # Booked before sending: the reply may be read while the send yields.
-            req = pending[rid] = state.ledger.open(cs, 0, t)
-            state.sent += 1
-            try:
-                await usable.stream.send_all(frame.encode())
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                # The connection broke under it: this request's error, not a loss.
-                if pending.pop(rid, None) is not None:
-                    state.errors += 1
-                    state.ledger.close(req, Outcome.ERROR, trio.current_time() - start)
-                    state.answered += 1
-        # Load has stopped: wait for the answers still due, up to `drain`.
-        state.sending_done = True
-        if not pending or not any(link.open for link in links):
-            state.all_answered.set()
-        with trio.move_on_after(drain):
-            await state.all_answered.wait()
-        end = trio.current_time() - start
-        last = await _ask(links, state, host, port) if first is not None else None
-        nursery.cancel_scope.cancel()
-    for link in links:
-        await link.stream.aclose()
+            with trio.CancelScope(shield=True):
+                await link.stream.aclose()
     about = first or {}
     doc = summary.build(
         scenario=scenario.name,
@@ -196,7 +284,7 @@ async def run(
         seed=scenario.seed,
         ledger=state.ledger,
         nodes=[],
-        sim_start=0.0,
+        sim_start=state.base,
         sim_end=end,
         wall_seconds=time.perf_counter() - wall0,
     )
@@ -214,6 +302,7 @@ async def run(
         "latest_send_ms": round(state.latest * 1000, 3),
         "stopped_by_server": state.stopped_by_server,
         "server_figures": before is not None and after is not None,
+        "speed": state.scale,
     }
     h = state.histogram
     if h.get_total_count():
@@ -244,6 +333,15 @@ def behind(doc: summary.Summary) -> str | None:
         f"late (at worst {client['latest_send_ms']:,.0f} ms); use fewer requests a second "
         "or a faster machine"
     )
+
+
+def _speed(info: dict[str, Any] | None) -> float:
+    """The server's speed from its INFO answer (1: real time, or not said)."""
+    try:
+        speed = float((info or {}).get("speed", 1.0))
+    except (TypeError, ValueError):
+        return 1.0
+    return speed if speed > 0 else 1.0
 
 
 def _figures(info: dict[str, Any] | None) -> tuple[float, float, float] | None:
@@ -320,7 +418,7 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun) -> None:
             except ProtocolError:
                 state.errors += 1
                 return
-            now = trio.current_time() - state.origin
+            now = state.scenario_time(trio.current_time())
             for frame in frames:
                 if frame.type is Type.INFO:
                     try:
@@ -353,6 +451,9 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun) -> None:
                     outcome = Outcome.ERROR
                 state.ledger.close(req, outcome, now, refusal=why)
                 state.answered += 1
+                state.retry_after(req, outcome, now)
+                if not pending:
+                    state.wake.set()
                 if outcome is Outcome.COMPLETED:
                     state.histogram.record_value(max(1, round((now - req.arrived) * 1e6)))
             if state.sending_done and not pending:

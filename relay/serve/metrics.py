@@ -128,7 +128,8 @@ class TierCollector(Collector):
             ("max_connections", lim.max_connections),
             ("max_connections_per_peer", lim.per_peer),
             ("reserved_connections", lim.reserved),
-            ("drain_seconds", server.drain),
+            ("drain_seconds", server.drain / lim.scale),
+            ("speed", lim.scale),
         ):
             limits.add_metric([name], value)
         yield limits
@@ -182,9 +183,11 @@ async def serve_metrics(
     registry: CollectorRegistry,
     port: int = 0,
     *,
+    scale: float = 1.0,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """HTTP on 127.0.0.1:`port`: `GET /metrics` answers the registry's text; else 404."""
+    """HTTP on 127.0.0.1:`port`: `GET /metrics` answers the registry's text; else 404.
+    `scale`: trio seconds per real second (`serve --speed`)."""
 
     async def handler(request: Request) -> Answer:
         if request.method == "GET" and request.path == "/metrics":
@@ -193,4 +196,4 @@ async def serve_metrics(
 
     listener = await listen(port, "metrics port")
     task_status.started(bound(listener))
-    await serve_http(handler, listener)
+    await serve_http(handler, listener, request_timeout=5.0 * scale)

@@ -91,6 +91,9 @@ class Limits:
     per_peer: int = 256  # connections one address may hold
     reserved: int = 64  # the last slots, for addresses holding fewer than this many
     drain: float | None = None  # None: derived from the longest a request can live
+    # The times above are real seconds; the model's clock runs `scale` of its seconds
+    # per real second (`serve --speed`, `relay.serve.clock`).
+    scale: float = 1.0
 
 
 @dataclass
@@ -118,9 +121,10 @@ class Outbox:
     stops reading holds only its own connection's sender.
     """
 
-    def __init__(self, stream: trio.abc.Stream, stats: ServerStats) -> None:
+    def __init__(self, stream: trio.abc.Stream, stats: ServerStats, grace: float = 1.0) -> None:
         self._stream = stream
         self._stats = stats
+        self._grace = grace  # trio seconds a final frame may take to go out
         self._queue: list[tuple[bytes, bool]] = []  # (encoded frame, is a reply)
         self._sending = False
         self.sends = 0  # writes done: the connection is not idle while this moves
@@ -172,9 +176,9 @@ class Outbox:
             self._stats.undelivered += sum(r for _, r in unsent)
 
     async def last(self, frame: Frame) -> None:
-        """Send a final error frame within a second (a client that does not read
-        cannot hold us); the caller closes the connection."""
-        with trio.move_on_after(1.0):
+        """Send a final error frame within a second of real time (a client that does
+        not read cannot hold us); the caller closes the connection."""
+        with trio.move_on_after(self._grace):
             await self.send(frame, reply=False)
 
 
@@ -219,11 +223,15 @@ class RelayServer:
         self.about = about or {}  # what `info` says the server runs: scenario, seed, speed
         self.driver = driver
         self.limits = limits = limits or Limits()
+        # Model seconds (trio's clock here) for the limits given in real seconds.
+        scale = limits.scale
+        self._frame_timeout = limits.frame_timeout * scale
+        self._idle_timeout = limits.idle_timeout * scale
         # The drain lets every admitted request end and its reply be written.
         self.drain = (
-            limits.drain
+            limits.drain * scale
             if limits.drain is not None
-            else tier.longest_message_s + limits.frame_timeout
+            else tier.longest_message_s + self._frame_timeout
         )
         self.stats = ServerStats()
         self._started = 0.0  # when serve began (trio's clock)
@@ -283,7 +291,7 @@ class RelayServer:
                 self.stats.cut = self._in_flight
                 # Answered clients hang up; the others get a frame timeout to.
                 if self._conns:
-                    with trio.move_on_after(self.limits.frame_timeout):
+                    with trio.move_on_after(self._frame_timeout):
                         await self._no_conns.wait()
                 conns.cancel_scope.cancel()
             top.cancel_scope.cancel()
@@ -359,7 +367,7 @@ class RelayServer:
     async def _connection(self, stream: trio.abc.Stream, peer: str, at: Node | None) -> None:
         stats = self.stats
         stats.connections += 1
-        outbox = Outbox(stream, stats)
+        outbox = Outbox(stream, stats, self.limits.scale)
         refusal = self._refusal(peer)
         if refusal is not None or self.stopping:
             limit, message = refusal or ("stopping", "server stopping")
@@ -442,8 +450,10 @@ class RelayServer:
     async def _watch(self) -> None:
         """Enforce the time limits on every connection: a frame that has taken too
         long, a connection idle too long, a closing one whose client did not hang up."""
-        lim = self.limits
-        tick = min(max(min(lim.frame_timeout, lim.idle_timeout) / 10, 0.001), 1.0)
+        frame_timeout, idle_timeout = self._frame_timeout, self._idle_timeout
+        real = self.limits
+        scale = real.scale
+        tick = min(max(min(frame_timeout, idle_timeout) / 10, 0.001 * scale), scale)
         while True:
             await trio.sleep(tick)
             now = trio.current_time()
@@ -452,15 +462,13 @@ class RelayServer:
                 if activity != conn.seen:
                     conn.seen, conn.active_at = activity, now
                 if conn.closing is not None:
-                    if conn.closing is _IDLE and now >= conn.closing_at + lim.frame_timeout:
+                    if conn.closing is _IDLE and now >= conn.closing_at + frame_timeout:
                         self._close(conn)
-                elif (
-                    conn.frame_started is not None and now >= conn.frame_started + lim.frame_timeout
-                ):
-                    message = f"a frame took longer than {lim.frame_timeout:g} s to arrive"
+                elif conn.frame_started is not None and now >= conn.frame_started + frame_timeout:
+                    message = f"a frame took longer than {real.frame_timeout:g} s to arrive"
                     self._close(conn, ErrorCode.TOO_SLOW, message)
-                elif not conn.outbox.owed and now >= conn.active_at + lim.idle_timeout:
-                    message = f"idle for {lim.idle_timeout:g} s: closing, send no more requests"
+                elif not conn.outbox.owed and now >= conn.active_at + idle_timeout:
+                    message = f"idle for {real.idle_timeout:g} s: closing, send no more requests"
                     self._notify(conn, _IDLE, message)
 
     def _notify(self, conn: Connection, code: ErrorCode, message: str) -> None:

@@ -197,3 +197,18 @@ async def test_a_load_that_falls_behind_says_so() -> None:
     assert warning is not None
     assert warning.startswith(f"the load fell behind its schedule: {client['late_sends']:,} of")
     assert load.behind({**doc, "client": {**client, "late_sends": 0}}) is None
+
+
+async def test_a_load_summary_reads_as_a_load_in_the_report() -> None:
+    """`report` on a load's summary does not claim the model's checks passed (they
+    ran in the server), marks the server's figures as the server's, and draws the
+    traffic over the scenario's own hours."""
+    from relay.plan.report import html_report
+
+    with trio.fail_after(20):
+        doc, _ = await against_server(small(), duration=1.0, rate=200.0)
+    page = html_report([("load.json", dict(doc))])
+    assert "not run by a client" in page
+    assert "checks</td><td>passed" not in page
+    assert "crashes (the server&#x27;s)" in page
+    assert page.count("<img") >= 2  # traffic and latency per 5 minutes

@@ -95,6 +95,11 @@ def test_detached_node_serves_nothing_while_detached() -> None:
     counts = {n["name"]: n["requests"] for n in result.summary["nodes"]}
     # round robin over 4 nodes, one of them out for 1 of ~14 hours: fewer for relay2
     assert counts["relay2"] < min(counts["relay1"], counts["relay3"], counts["relay4"])
+    # The summary says why: the operators' actions, which the report marks on its plot.
+    assert result.summary["operators"] == [
+        {"t": 12 * 3600.0, "action": "detach", "node": 2},
+        {"t": 13 * 3600.0, "action": "attach", "node": 2},
+    ]
 
 
 def test_legacy_design_runs_with_its_switches_off(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from relay.core.backend import Backend
 from relay.core.dispatcher import RELAY_REASONS, Dispatcher
+from relay.core.events import OperatorEvent
 from relay.core.ledger import BUCKET_S, Ledger, Tally
 from relay.core.node import Node
 
@@ -142,6 +143,14 @@ class BackendFigures(TypedDict):
     mean_wait_ms: float | None
 
 
+class ActionRow(TypedDict):
+    """An operator's action of the scenario (detach, attach, restart, add, ...)."""
+
+    t: float  # seconds since the first midnight
+    action: str
+    node: int | None
+
+
 class ClientFigures(TypedDict):
     """What `relaysim load` saw from the client's side (engine tcp only)."""
 
@@ -196,6 +205,7 @@ class Summary(Outcomes):
     days: list[DayRow]
     timeline: list[Bucket]
     client: ClientFigures | None  # engine tcp (`relaysim load`); None for a replay
+    operators: list[ActionRow]  # the scenario's operator actions, in time order
 
 
 def size_class(population: int) -> str:
@@ -367,6 +377,7 @@ def build(
     dispatcher: Dispatcher | None = None,
     towns: Sequence[tuple[str, int]] = (),
     backend: Backend | None = None,
+    actions: Sequence[OperatorEvent] = (),
 ) -> Summary:
     """The summary document of a finished run; times count from `date`'s midnight.
 
@@ -447,6 +458,7 @@ def build(
         "blocking": blocking(dispatcher, towns) if dispatcher is not None else None,
         "backend": backend_figures(backend) if backend is not None else None,
         "client": None,
+        "operators": [{"t": a.at, "action": a.action, "node": a.node} for a in actions],
         "nodes": node_rows,
         "days": _days(timeline, outages, date),
         "timeline": timeline,

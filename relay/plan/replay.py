@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from loadgen import calendar
 from relay.core import checkers, summary
+from relay.core.events import OperatorEvent
 from relay.core.tier import LogSink, RelayTier
 from relay.engines import fast as driver_fast
 from relay.engines import trio as driver_trio
@@ -69,5 +70,6 @@ def replay(
         dispatcher=tier.dispatcher,
         towns=[(m.name, m.population) for m in munis],
         backend=tier.backend,
+        actions=[e for e in events if isinstance(e, OperatorEvent)],
     )
     return ReplayResult(doc, violations, tier)

@@ -104,8 +104,22 @@ def _replay_section(name: str, doc: dict[str, Any]) -> list[str]:
         ("inconsistent (card reissued)", f"{doc.get('inconsistent', 0):,}"),
         ("duplicates applied", f"{doc.get('duplicates_applied', 0):,}"),
         ("latency p50 / p90 / p99 ms", " / ".join(_num(lat[k]) for k in ("p50", "p90", "p99"))),
-        ("checks", "passed" if not doc["violations"] else "; ".join(doc["violations"])),
     ]
+    client = doc.get("client")
+    if client is None:
+        rows.append(("checks", "passed" if not doc["violations"] else "; ".join(doc["violations"])))
+    else:  # a load over TCP: the model's checkers ran in the server, not here
+        whose = "the server's" if client["server_figures"] else "unknown (the server was silent)"
+        rows[6:9] = [(label + f" ({whose})", value) for label, value in rows[6:9]]
+        rows += [
+            ("checks", "not run by a client: the server's log and /metrics have them"),
+            ("server speed", f"{client['speed']:g}x real time"),
+            ("late sends (> {:g} ms)".format(client["late_ms"]), f"{client['late_sends']:,}"),
+            (
+                "error frames",
+                ", ".join(f"{k} {v:,}" for k, v in client["error_frames"].items()) or "none",
+            ),
+        ]
     out = [
         f"<h2>{_e(name)}: {_e(doc['scenario'])}</h2>",
         f'<p class="meta">{_e(doc["date"])}, design {_e(doc["design"])}, engine '
@@ -115,7 +129,8 @@ def _replay_section(name: str, doc: dict[str, Any]) -> list[str]:
     ]
     timeline = doc.get("timeline") or []
     if timeline:
-        out.append(_img(_traffic(timeline, start), "requests and overflows per 5 minutes"))
+        actions = doc.get("operators") or []
+        out.append(_img(_traffic(timeline, start, actions), "requests and overflows per 5 minutes"))
     blocking = doc.get("blocking")
     if blocking:
         out.append(_img(_blocking(blocking), "where it overflows: by size class and by pool"))
@@ -158,19 +173,57 @@ def _hours(ts: np.ndarray[Any, np.dtype[np.float64]], start: dt.date) -> Any:
     return [base + dt.timedelta(seconds=float(t)) for t in ts]
 
 
-def _traffic(timeline: list[dict[str, Any]], start: dt.date) -> Figure:
+MAX_ACTION_LABELS = 12  # past this many operator actions, lines without labels
+
+
+def _traffic(
+    timeline: list[dict[str, Any]], start: dt.date, actions: list[dict[str, Any]]
+) -> Figure:
     t = np.array([b["t"] for b in timeline], dtype=float)
     x = _hours(t, start)
     fig, ax = plt.subplots(figsize=(11, 3.6))
+    # The operators' actions (a relay detached over lunch, a relay added): where the
+    # traffic's shape has a cause outside the load.
+    marks = _hours(np.array([a["t"] for a in actions], dtype=float), start)
+    for a, at in zip(actions, marks, strict=True):
+        ax.axvline(at, color="#7f7f7f", ls="--", lw=0.8)
+        if len(actions) <= MAX_ACTION_LABELS:
+            label = a["action"] + (f" relay{a['node']}" if a["node"] is not None else "")
+            ax.annotate(
+                label,
+                (mdates.date2num(at), 1.0),  # type: ignore[no-untyped-call]
+                xycoords=("data", "axes fraction"),
+                xytext=(2, -2),
+                textcoords="offset points",
+                rotation=90,
+                va="top",
+                fontsize="x-small",
+                color="#4d4d4d",
+            )
     ax.plot(x, [b["requests"] for b in timeline], label="requests", color="#1f77b4", lw=1)
     ax.set_ylabel("requests per 5 min")
     ax2 = ax.twinx()
     ax2.plot(x, [b["overflows"] for b in timeline], label="overflows", color="#d62728", lw=1)
     ax2.set_ylabel("overflows per 5 min", color="#d62728")
     ax.set_title("Requests and overflows per 5 minutes")
-    fig.legend(loc="upper right")
-    fig.autofmt_xdate()
+    # One legend for both axes, inside the plot where it covers neither axis.
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper left", fontsize="small", framealpha=0.9)
+    _time_axis(fig, ax, x)
     return fig
+
+
+def _time_axis(fig: Figure, ax: Any, x: list[dt.datetime]) -> None:
+    """Label a time axis: the time of day, and the dates when the run spans several."""
+    days = sorted({t.date() for t in x})
+    if len(days) <= 1:
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))  # type: ignore[no-untyped-call]
+        when = days[0].strftime("%d %b %Y") if days else ""
+        ax.set_xlabel(f"time of day, {when} (5-minute buckets)")
+    else:
+        ax.set_xlabel(f"date, {days[0]:%d %b} to {days[-1]:%d %b %Y} (5-minute buckets)")
+    fig.autofmt_xdate()
+    fig.tight_layout()
 
 
 def _blocking(blocking: dict[str, Any]) -> Figure:
@@ -220,8 +273,8 @@ def _latency(timeline: list[dict[str, Any]], start: dt.date) -> Figure:
         ax.plot(x, y, label=key.removesuffix("_ms"), color=color, lw=1)
     ax.set_ylabel("latency (s)")
     ax.set_title("Latency percentiles per 5 minutes (requests that completed)")
-    ax.legend(loc="upper right")
-    fig.autofmt_xdate()
+    ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
+    _time_axis(fig, ax, x)
     return fig
 
 

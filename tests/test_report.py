@@ -3,6 +3,7 @@ headless Chromium offline, with every plot rendered and no console error."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ def browser() -> Iterator[Any]:
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--window-size=1280,1000",  # a laptop's screen: the report's page is 1,100 px
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -66,6 +68,12 @@ def open_report(driver: Any, page: Path) -> dict[str, Any]:
         "images": images,
         "tables": driver.execute_script("return document.querySelectorAll('table').length"),
         "text": driver.execute_script("return document.body.innerText"),
+        # The widest table's right edge against the page's (the body's): none wider.
+        "overflow": driver.execute_script(
+            "const w = Math.max(0, ...Array.from(document.querySelectorAll('table'))"
+            ".map(t => t.getBoundingClientRect().right));"
+            "return w - document.body.getBoundingClientRect().right"
+        ),
         "errors": [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")],
     }
 
@@ -115,8 +123,11 @@ def test_a_sweep_report_has_the_heat_map_and_the_point_table(tmp_path: Path, bro
     assert "overflow rate over the two swept axes" in alts
     assert all(complete and width > 0 for _, complete, width in seen["images"])
     doc = json.loads(rows.read_text())
-    for row in doc["rows"]:
-        assert row["label"] in seen["text"]
+    # One row per point, its axes in columns of their own; the table fits the page.
+    assert "relays.count" in seen["text"]
+    assert "load.cs_connections.per_100k" in seen["text"].replace("\n", "")
+    assert page.read_text().count("<tr>") >= len(doc["rows"]) + 2  # and the replay's
+    assert seen["overflow"] <= 0
 
 
 def test_a_file_that_is_not_a_result_is_one_line_exit_2(
@@ -129,3 +140,37 @@ def test_a_file_that_is_not_a_result_is_one_line_exit_2(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "other.json: not a relaysim result" in err
+
+
+def test_plots_are_legible() -> None:
+    """The plots a reader meets first: the heat map's cells are labelled at 10 pt or
+    more, in a colour that stands out from the cell, and the goal is outlined; the
+    traffic plot's legend sits inside its axes (not over the right axis), its time
+    axis is labelled and the operators' actions are marked."""
+    import matplotlib.colors as mcolors
+
+    from relay.plan import report
+
+    rows = [
+        {"values": {"a": a, "b": b}, "overflow_rate": rate, "label": f"a={a}, b={b}"}
+        for (a, b), rate in {(1, 1): 0.4, (1, 2): 0.3, (2, 1): 0.01, (2, 2): 0.0005}.items()
+    ]
+    fig = report._heatmap({"rows": rows, "goal": {"overflow_rate_below": 0.001}}, ["a", "b"])
+    ax = fig.axes[0]
+    image = ax.get_images()[0]
+    for text in ax.texts:
+        assert text.get_fontsize() >= 10
+        x, y = text.get_position()
+        cell = image.cmap(image.norm(image.get_array()[int(y), int(x)]))
+        ink = mcolors.to_rgb(text.get_color())
+        luminance = [0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] for c in (cell, ink)]
+        assert abs(luminance[0] - luminance[1]) > 0.35  # readable on its cell
+    assert len(ax.patches) == 1  # one cell under the goal, outlined
+    timeline = [{"t": 36000.0 + 300 * k, "requests": 10, "overflows": k % 2} for k in range(12)]
+    actions = [{"t": 37800.0, "action": "detach", "node": 2}]
+    fig = report._traffic(timeline, dt.date(2016, 3, 29), actions)
+    ax = fig.axes[0]
+    assert ax.get_legend() is not None
+    assert fig.legends == []
+    assert ax.get_xlabel().startswith("time of day, 29 Mar 2016")
+    assert [t.get_text() for t in ax.texts] == ["detach relay2"]

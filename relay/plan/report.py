@@ -30,7 +30,9 @@ matplotlib.use("Agg")  # headless: no display, no GUI toolkit
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from relay.core import summary as summaries
 from relay.plan import sweep as sweeps
@@ -39,8 +41,9 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
        color: #222; line-height: 1.4; }
 h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.88em; max-width: 100%; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.45em; text-align: right; }
+td:last-child { text-align: left; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
 img { max-width: 100%; display: block; margin: 1em 0; }
@@ -329,14 +332,18 @@ def _sweep_section(name: str, doc: dict[str, Any]) -> list[str]:
     if len(axes) == 2 and ok:
         out.append(_img(_heatmap(doc, axes), "overflow rate over the two swept axes"))
     goal = doc.get("goal")
-    header = ["point", "seed", "requests", "overflows", "overflow %", "timeouts", "errors",
+    # A grid's points by their values, one column per axis (the labels repeat the
+    # keys and would widen the table past the page); other sweeps by their labels.
+    first = axes or ["point"]
+    header = [*first, "seed", "requests", "overflows", "overflow %", "timeouts", "errors",
               "crashes", "hangs", "outage min", "p99 ms"]  # fmt: skip
     if goal:
         header.append("goal met")
     header.append("error")
     rows = []
     for r in doc["rows"]:
-        cells: list[Any] = [r["label"], "-" if r.get("seed") is None else r["seed"]]
+        named = [r["values"].get(a, "") for a in axes] if axes else [r["label"]]
+        cells: list[Any] = [*named, "-" if r.get("seed") is None else r["seed"]]
         if "requests" in r:
             cells += [
                 f"{r['requests']:,}", f"{r['overflows']:,}", f"{100 * r['overflow_rate']:.3f}",
@@ -366,18 +373,36 @@ def _heatmap(doc: dict[str, Any], axes: list[str]) -> Figure:
         sums.setdefault(key, []).append(100.0 * r["overflow_rate"])
     for (i, j), rates in sums.items():
         grid[i, j] = sum(rates) / len(rates)  # mean over seeds
-    fig, ax = plt.subplots(figsize=(1.4 * len(xs) + 3, 0.8 * len(ys) + 2))
-    image = ax.imshow(grid, cmap="RdYlGn_r", aspect="auto", origin="lower")
+    fig, ax = plt.subplots(figsize=(1.7 * len(xs) + 3.5, 1.0 * len(ys) + 2.2))
+    # A log scale: the rates that matter (around the goal, 0.1%) and the collapse of
+    # a tier short of relays (tens of %) are both told apart.
+    floor = 0.01
+    shown = np.where(np.isnan(grid), np.nan, np.maximum(grid, floor))
+    top = max(float(np.nanmax(shown)), floor * 10)
+    norm = LogNorm(vmin=floor, vmax=top)
+    image = ax.imshow(shown, cmap="RdYlGn_r", norm=norm, aspect="auto", origin="lower")
     ax.set_xticks(range(len(xs)), [str(x) for x in xs])
     ax.set_yticks(range(len(ys)), [str(y) for y in ys])
     ax.set_xlabel(axes[1])
     ax.set_ylabel(axes[0])
+    goal = (doc.get("goal") or {}).get("overflow_rate_below")
     for i in range(len(ys)):
         for j in range(len(xs)):
-            if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}%", ha="center", va="center", fontsize=8)
-    fig.colorbar(image, ax=ax, label="overflowing requests (%)")
-    ax.set_title("Overflow rate (mean over seeds)")
+            if np.isnan(grid[i, j]):
+                continue
+            r, g, b, _ = image.cmap(norm(shown[i, j]))
+            ink = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.55 else "black"
+            ax.text(j, i, f"{grid[i, j]:.2f}%", ha="center", va="center", fontsize=11, color=ink)
+            if goal is not None and grid[i, j] < 100.0 * goal:
+                ax.add_patch(
+                    Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="black", lw=2.5, zorder=3)
+                )
+    fig.colorbar(image, ax=ax, label="overflowing requests (%, log scale)")
+    title = "Overflow rate (mean over seeds)"
+    if goal is not None:
+        title += f": outlined, under the goal of {100 * goal:g}%"
+    ax.set_title(title)
+    fig.tight_layout()
     return fig
 
 
@@ -402,7 +427,8 @@ def _img(fig: Figure, alt: str) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    # Long keys may break after their dots (`load.cs_connections.base`), words never.
+    head = "".join(f"<th>{_e(h).replace('.', '.<wbr>')}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

@@ -158,10 +158,12 @@ def test_plots_are_legible() -> None:
     fig = report._heatmap({"rows": rows, "goal": {"overflow_rate_below": 0.001}}, ["a", "b"])
     ax = fig.axes[0]
     image = ax.get_images()[0]
+    shown = image.get_array()
+    assert shown is not None
     for text in ax.texts:
-        assert text.get_fontsize() >= 10
+        assert float(text.get_fontsize()) >= 10
         x, y = text.get_position()
-        cell = image.cmap(image.norm(image.get_array()[int(y), int(x)]))
+        cell = image.cmap(image.norm(shown[int(y), int(x)]))
         ink = mcolors.to_rgb(text.get_color())
         luminance = [0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] for c in (cell, ink)]
         assert abs(luminance[0] - luminance[1]) > 0.35  # readable on its cell

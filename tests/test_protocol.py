@@ -81,7 +81,7 @@ def header(version: int = 1, kind: int = 1, status: int = 0, flags: int = 0) -> 
         (struct.pack(">I", 5) + b"hello", ErrorCode.MALFORMED),
         (struct.pack(">I", HEADER_SIZE) + header(version=2), ErrorCode.UNSUPPORTED_VERSION),
         (struct.pack(">I", HEADER_SIZE) + header(kind=9), ErrorCode.UNKNOWN_TYPE),
-        (struct.pack(">I", HEADER_SIZE) + header(flags=1), ErrorCode.MALFORMED),
+        (struct.pack(">I", HEADER_SIZE) + header(kind=2, flags=1), ErrorCode.MALFORMED),
         (struct.pack(">I", HEADER_SIZE) + header(kind=2, status=77), ErrorCode.MALFORMED),
         (struct.pack(">I", HEADER_SIZE) + header(kind=1, status=1), ErrorCode.MALFORMED),
     ],
@@ -92,6 +92,15 @@ def test_hostile_frames_are_rejected_with_their_code(wire: bytes, code: ErrorCod
     with pytest.raises(ProtocolError) as exc:
         Decoder().feed(wire)
     assert exc.value.code is code
+
+
+def test_a_request_says_how_many_messages_its_operation_has_left() -> None:
+    """A request's flags byte is its operation's messages left (this one included);
+    it survives the round trip, and old clients' 0 means a one-message operation."""
+    frame = Frame(Type.REQUEST, 5, b"k" * 16, 3, 0, b"x", left=3)
+    [back] = Decoder().feed(frame.encode())
+    assert back == frame
+    assert Decoder().feed(Frame(Type.REQUEST, 6).encode())[0].left == 0
 
 
 def test_an_oversized_prefix_is_rejected_before_its_body_arrives() -> None:

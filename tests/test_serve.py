@@ -201,10 +201,10 @@ async def test_a_failing_request_does_not_take_the_server_down(
             def __getattr__(self, name: str) -> Any:
                 return getattr(self._tier, name)
 
-            def admit(self, cs: int, attempt: int, now: float, at: Any = None) -> Any:
+            def admit(self, cs: int, attempt: int, now: float, *args: Any) -> Any:
                 if cs == 3:
                     raise ZeroDivisionError("a bug in the model")
-                return self._tier.admit(cs, attempt, now, at)
+                return self._tier.admit(cs, attempt, now, *args)
 
         monkeypatch.setattr(server, "tier", FlakyTier(server.tier))
         with trio.fail_after(10):

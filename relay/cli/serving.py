@@ -198,14 +198,6 @@ def load(
         raise BadInput("--rate and --speed: choose one")
     host, port = _address("--target", target)
     scenario = load_config(config, list(overrides), json_path)
-    if scenario.load.operation.messages > 1:
-        click.echo(
-            f"relaysim: warning: {config}: a counter operation has "
-            f"{scenario.load.operation.messages} messages; serve mode serves one-message "
-            "operations, so each is sent as one request and the figures will not match a "
-            "replay's",
-            err=True,
-        )
     console = Console()
     with render.load_progress(
         scenario.name, duration, enabled=not quiet and console.is_terminal, console=console

@@ -56,6 +56,9 @@ class Result(enum.Enum):
     # crashed under it (woken early), or a real device failed the call. The flow
     # tells them apart (the node's epoch, the clock against the step's timer).
     UNANSWERED = "unanswered"
+    # Serve mode: the client's next message of an operation never came (its counter
+    # went away); the operation ends and its connection closes. Replays never say it.
+    ABANDONED = "abandoned"
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x
@@ -111,6 +114,8 @@ Flow = Generator[Effect, tuple[Result, float], Retry | None]
 # The relay step's constants as module-level finals: compiled, a load of one of
 # these is a C global, not an attribute lookup on a Python enum class.
 _DONE: Final = Result.DONE
+_ABANDONED: Final = Result.ABANDONED
+_FOREVER: Final = math.inf  # a client's think: the server ends it, not the model
 _COMPLETED: Final = Outcome.COMPLETED
 _TIMEOUT: Final = Outcome.TIMEOUT
 _ERROR: Final = Outcome.ERROR
@@ -261,18 +266,25 @@ class RelayTier:
         return self.ledger.open(cs, attempt, now, chip=chip)
 
     def admit(
-        self, cs: int, attempt: int, now: float, at: Node | None = None
+        self, cs: int, attempt: int, now: float, at: Node | None = None, messages: int = 1
     ) -> tuple[Request, Flow]:
-        """An operation of one message, as a client of serve mode sends it, and that
-        message, whose `outcome` is set when its flow ends (serve mode answers the
-        client with it). With `at`, the request came in on that node's own port: the
-        distributor's choice is bypassed."""
+        """An operation of `messages` messages as a client of serve mode sends them,
+        and its first message, whose `outcome` is set when it ends (serve mode
+        answers the client with it). Between two messages the flow waits on a
+        `Think` whose end is the client's next message (`Result.DONE`; the driver
+        finds it in `ledger.last_opened`) or its absence (`Result.ABANDONED`). With
+        `at`, the request came in on that node's own port: the distributor's choice
+        is bypassed."""
         req = self.ledger.open(cs, attempt, now)
-        return req, self._relay(req, now, at)
+        return req, self._relay(req, now, at, messages, client=True)
 
-    def _relay(self, req: Request, now: float, at: Node | None = None, left: int = 1) -> Flow:
+    def _relay(
+        self, req: Request, now: float, at: Node | None = None, left: int = 1, client: bool = False
+    ) -> Flow:
         """One counter operation: its connection, then its `left` messages, each a
-        relay step; `req` is the first message, already open in the ledger."""
+        relay step; `req` is the first message, already open in the ledger. With
+        `client`, the counter between two messages is a real client (serve mode):
+        the wait ends when its next message comes, with no time of the model's."""
         ledger, design, dispatcher = self.ledger, self.design, self.dispatcher
         node = dispatcher.route(req.cs) if at is None else dispatcher.place(req.cs, at)
         if isinstance(node, Refused):
@@ -353,8 +365,10 @@ class RelayTier:
                 break
             # The counter's own steps before the operation's next message (the
             # resident, the card): the connection stays open meanwhile.
-            think.deadline = now + self._between()
-            _, now = yield think
+            think.deadline = _FOREVER if client else now + self._between()
+            result, now = yield think
+            if result is _ABANDONED:
+                break  # the client's next message never came
             req = self._message(req.cs, req.attempt, now)
         # The operation is over: its connection closes.
         dispatcher.release(node, req.cs)

@@ -32,8 +32,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import trio
 from hdrh.histogram import HdrHistogram
@@ -67,6 +67,19 @@ class LoadError(Exception):
     """The load cannot run (no server there, bad target); one line for the user."""
 
 
+class Next(NamedTuple):
+    """A message a counter user will send: when (trio's clock and the scenario's),
+    from which CS, on which try, of which operation, with how many messages left."""
+
+    due: float
+    order: int
+    at: float
+    cs: int
+    attempt: int
+    key: bytes
+    left: int
+
+
 @dataclass
 class LoadRun:
     """What a load run did, live: the progress line reads it."""
@@ -82,23 +95,34 @@ class LoadRun:
     infos: list[dict[str, Any]] = field(default_factory=list)  # INFO answers, in order
     info_came: trio.Event = field(default_factory=trio.Event)
     origin: float = 0.0  # trio's clock when the schedule began: its time 0
-    # Counter users' retries to send: (trio's due instant, order, cs, attempt,
-    # scenario time), a heap; `wake` rouses the sender when one is added.
-    retries: list[tuple[float, int, int, int, float]] = field(default_factory=list)
+    _order: Iterator[int] = field(default_factory=itertools.count)
+    # What the counter users send next, decided as replies come in: an operation's
+    # next message after their own steps, or a retry after a failed one. A heap of
+    # `Next`; `wake` rouses the sender when one is added.
+    later: list[Next] = field(default_factory=list)
     wake: trio.Event = field(default_factory=trio.Event)
     counters: CountersParams = field(default_factory=CountersParams)
-    think: Callable[[], float] = lambda: 60.0
+    think: Callable[[], float] = lambda: 60.0  # before a retry
+    step: Callable[[], float] = lambda: 60.0  # between two messages of an operation
+    sending: dict[int, tuple[bytes, int]] = field(default_factory=dict)  # id: (key, left)
     base: float = 0.0  # the scenario's time then (the day's opening, or 0 for a rate)
     scale: float = 1.0  # scenario seconds per real second: the server's speed
 
-    def retry_after(self, req: Request, outcome: Outcome, now: float) -> None:
-        """Do what the scenario's counter user does when `req` ended with `outcome`
-        at scenario time `now`: perhaps try again after a think (the core's rule)."""
-        if not self.counters.retries(outcome.value, req.attempt):
-            return
-        at = now + self.think()
+    def after(self, req: Request, outcome: Outcome, now: float, key: bytes, left: int) -> None:
+        """Do what the scenario's counter user does when message `req` of operation
+        `key` (`left` messages to go, itself included) ended with `outcome` at
+        scenario time `now`: its next message after the counter's own steps, or,
+        if it failed, perhaps the operation again from it after a think (the core's
+        rule, `CountersParams.retries`), with a new key."""
+        if outcome is Outcome.COMPLETED:
+            if left > 1:
+                self._later(now + self.step(), req.cs, req.attempt, key, left - 1)
+        elif self.counters.retries(outcome.value, req.attempt):
+            self._later(now + self.think(), req.cs, req.attempt + 1, os.urandom(16), left)
+
+    def _later(self, at: float, cs: int, attempt: int, key: bytes, left: int) -> None:
         real = self.origin + (at - self.base) / self.scale
-        heapq.heappush(self.retries, (real, len(self.retries), req.cs, req.attempt + 1, at))
+        heapq.heappush(self.later, Next(real, next(self._order), at, cs, attempt, key, left))
         self.wake.set()
 
     def scenario_time(self, real: float) -> float:
@@ -139,7 +163,8 @@ def schedule(
     factor = speed or 1.0
     days = calendar.days(scenario)
     opens = opening(scenario)
-    for t, cs in arrivals.over_days(days, munis, streams.stream("arrivals")):
+    messages = load.operation.messages  # the day's operations are what arrive
+    for t, cs in arrivals.over_days(days, munis, streams.stream("arrivals"), messages):
         start = (t - opens) / factor
         if start >= duration:
             return
@@ -200,11 +225,16 @@ async def run(
                 speed = served  # the scenario's day, at the server's pace
                 state.base = opening(scenario)
             state.scale = served
-            # The counter users retry as the scenario's do (own draws: load-retries).
-            state.counters = tier_params(scenario).counters
-            state.think = state.counters.retry_think_s.sampler(
-                Streams(scenario.seed).stream("load-retries")
-            )
+            # Replaying the day, the counter users retry as the scenario's do (their
+            # own draws: load-retries); a fixed rate is the load asked for, no more.
+            counters = tier_params(scenario).counters
+            state.counters = counters if rate is None else replace(counters, max_retries=0)
+            streams = Streams(scenario.seed)
+            state.think = counters.retry_think_s.sampler(streams.stream("load-retries"))
+            # Replaying the day, its operations of several messages, the counter's own
+            # steps between them (the server holds the connection meanwhile).
+            messages = counters.messages if rate is None else 1
+            state.step = counters.step_think_s.sampler(streams.stream("load-steps"))
             start = state.origin = trio.current_time()
             if progress is not None:
                 nursery.start_soon(_report, progress, state, start)
@@ -215,7 +245,7 @@ async def run(
                 # The next send: the schedule's next first attempt, or a counter user's
                 # retry (decided as replies come in), whichever is due first.
                 first_due = start + upcoming[0] if upcoming is not None else math.inf
-                retry_due = state.retries[0][0] if state.retries else math.inf
+                retry_due = state.later[0].due if state.later else math.inf
                 due = min(first_due, retry_due)
                 if due == math.inf and not pending:
                     break  # nothing is due, and no reply is left to bring a retry
@@ -227,11 +257,19 @@ async def run(
                         break  # replies stopped coming: the drain below counts them
                     continue
                 if retry_due <= first_due:
-                    _, _, cs, attempt, arrived = heapq.heappop(state.retries)
+                    step = heapq.heappop(state.later)
+                    cs, attempt, arrived, key, left = (
+                        step.cs,
+                        step.attempt,
+                        step.at,
+                        step.key,
+                        step.left,
+                    )
                 else:
                     assert upcoming is not None
                     t, cs = upcoming
-                    attempt, arrived = 0, state.base + t * state.scale
+                    attempt, arrived, key = 0, state.base + t * state.scale, os.urandom(16)
+                    left = messages
                     upcoming = next(arrivals, None)
                 usable = await _usable(links, turn, host, port, nursery, state)
                 if usable is None:
@@ -242,14 +280,16 @@ async def run(
                     state.late += 1
                     state.latest = max(state.latest, late)
                 rid = next(ids)
-                frame = Frame(Type.REQUEST, rid, os.urandom(16), cs, 0, b"counter operation")
+                frame = Frame(Type.REQUEST, rid, key, cs, 0, b"counter step", left=left)
                 # Booked before sending: the reply may be read while the send yields.
                 req = pending[rid] = state.ledger.open(cs, attempt, arrived)
+                state.sending[rid] = (key, left)
                 state.sent += 1
                 try:
                     await usable.stream.send_all(frame.encode())
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     # The connection broke under it: this request's error, not a loss.
+                    state.sending.pop(rid, None)
                     if pending.pop(rid, None) is not None:
                         state.errors += 1
                         state.ledger.close(
@@ -451,7 +491,8 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun) -> None:
                     outcome = Outcome.ERROR
                 state.ledger.close(req, outcome, now, refusal=why)
                 state.answered += 1
-                state.retry_after(req, outcome, now)
+                key, left = state.sending.pop(frame.id)
+                state.after(req, outcome, now, key, left)
                 if not pending:
                     state.wake.set()
                 if outcome is Outcome.COMPLETED:

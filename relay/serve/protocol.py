@@ -7,7 +7,8 @@ then the body (docs/protocol.md has it byte by byte):
     version u8    1
     type    u8    1 request, 2 reply, 3 error, 4 info
     status  u8    reply: the outcome; error: the error code; request: 0
-    flags   u8    0 (reserved)
+    flags   u8    request: messages left in its counter operation, this one included
+                  (0 or 1: the operation's last); otherwise 0
     id      u64   request id, chosen by the client, echoed in the reply
     key     16 B  idempotency key: the same operation re-sent carries the same key
     muni    u32   municipality (CS) id
@@ -101,12 +102,18 @@ class Frame:
     muni: int = 0
     status: int = 0
     body: bytes = b""
+    # A request's messages left in its operation, itself included (the flags byte):
+    # more than 1 and the server holds the operation's connection for the next one,
+    # sent with the same key. 0 or 1: the operation's last (or only) message.
+    left: int = 0
 
     def encode(self) -> bytes:
         """The frame's bytes on the wire."""
         if len(self.key) != 16:
             raise ValueError("idempotency key must be 16 bytes")
-        header = _HEADER.pack(VERSION, self.type, self.status, 0, self.id, self.key, self.muni, 0)
+        header = _HEADER.pack(
+            VERSION, self.type, self.status, self.left, self.id, self.key, self.muni, 0
+        )
         return _LENGTH.pack(HEADER_SIZE + len(self.body)) + header + self.body
 
 
@@ -164,10 +171,10 @@ def _parse(raw: bytes) -> Frame:
         ftype = Type(kind)
     except ValueError:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"message type {kind}") from None
-    if flags or spare:
+    if spare or (flags and ftype is not Type.REQUEST):
         raise ProtocolError(ErrorCode.MALFORMED, "reserved header fields must be 0")
     if ftype is Type.REQUEST and status:
         raise ProtocolError(ErrorCode.MALFORMED, "a request carries no status")
     if ftype is Type.REPLY and status not in Status._value2member_map_:
         raise ProtocolError(ErrorCode.MALFORMED, f"reply status {status}")
-    return Frame(ftype, rid, key, muni, status, raw[HEADER_SIZE:])
+    return Frame(ftype, rid, key, muni, status, raw[HEADER_SIZE:], flags)

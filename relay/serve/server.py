@@ -52,7 +52,7 @@ from relay.core import summary
 from relay.core.ledger import OUTCOMES
 from relay.core.node import Node
 from relay.core.request import Request
-from relay.core.tier import Flow, RelayTier
+from relay.core.tier import Flow, RelayTier, Result, Think
 from relay.engines.trio import (
     Ended,
     TrioDriver,
@@ -109,6 +109,7 @@ class ServerStats:
     refused_connections: Counter[str] = field(default_factory=Counter)  # by limit
     closed: Counter[str] = field(default_factory=Counter)  # closed by the server, by why
     cut: int = 0  # requests still running when the drain ended: replies undelivered
+    abandoned: int = 0  # operations whose next message never came (or came too late)
     aborted: int = 0  # requests cancelled by `abort`: no outcome
 
 
@@ -182,6 +183,16 @@ class Outbox:
             await self.send(frame, reply=False)
 
 
+class _Parked:
+    """An operation between two of its messages, waiting for the client's next."""
+
+    __slots__ = ("expires", "flow")
+
+    def __init__(self, flow: Flow, expires: float) -> None:
+        self.flow = flow
+        self.expires = expires
+
+
 class Connection:
     """One client connection's state, as the reader and the watcher share it."""
 
@@ -243,6 +254,7 @@ class RelayServer:
         self._top: trio.CancelScope | None = None
         self._conns: set[Connection] = set()
         self._peers: Counter[str] = Counter()
+        self._ops: dict[bytes, _Parked] = {}  # operations between messages, by key
         self._no_conns = trio.Event()
         self._nursery: trio.Nursery | None = None  # connections' and the watcher's
         self._work: trio.Nursery | None = None  # requests'
@@ -304,6 +316,8 @@ class RelayServer:
         self.stopping = True
         for conn in list(self._conns):
             self._notify(conn, _SHUTTING_DOWN, "server stopping: send no more requests")
+        # No next message will be admitted: operations between messages end now.
+        self._abandon_expired(trio.current_time(), everything=True)
         self._stop.set()
 
     def abort(self) -> None:
@@ -457,6 +471,8 @@ class RelayServer:
         while True:
             await trio.sleep(tick)
             now = trio.current_time()
+            if self._ops:
+                self._abandon_expired(now)
             for conn in list(self._conns):
                 activity = conn.reads + conn.outbox.sends
                 if activity != conn.seen:
@@ -499,16 +515,27 @@ class RelayServer:
         self._nursery.start_soon(close)
 
     def _admit(self, outbox: Outbox, frame: Frame, at: Node | None) -> None:
-        """Start `frame`'s request: answer it at once if it ends without waiting (the
-        reader flushes), else hand it to a task of its own."""
+        """Start `frame`'s request: a new operation's first message, or the next
+        message of an operation waiting for it (same key). Answer it at once if it
+        ends without waiting (the reader flushes), else hand it to a task."""
+        now = trio.current_time()
         try:
-            req, flow = self.tier.admit(frame.muni, 0, trio.current_time(), at)
-            state = self.driver.advance(flow)
+            parked = self._ops.pop(frame.key, None)
+            if parked is not None:  # the client's next message: the operation goes on
+                flow = parked.flow
+                state = self.driver.advance(flow, (Result.DONE, now))
+                req = self.tier.ledger.last_opened
+                assert req is not None
+            else:
+                messages = max(frame.left, 1)
+                req, flow = self.tier.admit(frame.muni, 0, now, at, messages)
+                state = self.driver.advance(flow)
         except Exception as exc:
             outbox.put(self._failed(frame, exc))
             return
-        if type(state) is Ended:
+        if type(state) is Ended or type(state.effect) is Think:  # type: ignore[union-attr]
             outbox.put(self._reply(frame, req))
+            self._between(frame.key, flow, state)
             return
         assert type(state) is Waiting
         assert self._work is not None
@@ -522,9 +549,15 @@ class RelayServer:
         self, outbox: Outbox, frame: Frame, req: Request, flow: Flow, state: Waiting
     ) -> None:
         try:
+            driver = self.driver
             try:
-                await self.driver.perform(flow, state)
+                # Its message's effects, until the message ends: the operation's end,
+                # or a think before its next message, which is the client's to send.
+                next_: Waiting | Ended = state
+                while type(next_) is Waiting and type(next_.effect) is not Think:
+                    next_ = driver.advance(flow, await driver.wait(next_))
                 reply = self._reply(frame, req)
+                self._between(frame.key, flow, next_)
             except Exception as exc:
                 reply = self._failed(frame, exc)
             await outbox.send(reply)
@@ -533,6 +566,29 @@ class RelayServer:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    def _between(self, key: bytes, flow: Flow, state: Waiting | Ended) -> None:
+        """After a message: an operation with messages to come waits for the client's
+        next one (same key), holding its connection, for at most the idle timeout;
+        a stopping server admits no more, so it ends the operation at once."""
+        if type(state) is Ended:
+            return
+        if self.stopping:
+            self._abandon(flow)
+            return
+        self._ops[key] = _Parked(flow, trio.current_time() + self._idle_timeout)
+
+    def _abandon(self, flow: Flow) -> None:
+        """End an operation whose next message will not come: its connection closes."""
+        self.driver.advance(flow, (Result.ABANDONED, trio.current_time()))
+
+    def _abandon_expired(self, now: float, everything: bool = False) -> None:
+        """Abandon the operations whose client has not sent the next message within
+        the idle timeout (or all of them)."""
+        expired = [k for k, op in self._ops.items() if everything or now >= op.expires]
+        for key in expired:
+            self._abandon(self._ops.pop(key).flow)
+        self.stats.abandoned += len(expired)
 
     def _reply(self, frame: Frame, req: Request) -> Frame:
         """The reply to `frame` carrying its request's outcome (an overflow's body:

@@ -153,9 +153,18 @@ def ms(latencies: list[float], *ps: float) -> list[float]:
     return [round(v * 1000, 3) for v in percentiles(np.array(latencies), ps)]
 
 
-def start_server(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
-    """Start a server child that prints its port first on stderr; (process, port)."""
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+def start_server(
+    cmd: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """Start a server child that prints its port first on stderr; (process, port).
+    `env`: variables added to this process's environment."""
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     assert proc.stderr is not None
     line = proc.stderr.readline()
     if not line:

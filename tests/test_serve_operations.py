@@ -12,6 +12,7 @@ import trio.testing
 
 from relay.engines.trio import TrioDriver
 from relay.scenario.build import new_tier
+from relay.serve.metrics import registry_for
 from relay.serve.protocol import Decoder, Frame, Status, Type
 from relay.serve.server import Limits, RelayServer
 from relay.testing import scenario
@@ -97,6 +98,9 @@ async def test_an_operation_whose_next_message_never_comes_is_abandoned(
     assert held.status == Status.OVERFLOW
     assert freed.status == Status.COMPLETED
     assert server.stats.abandoned == 1
+    families = {f.name: f for f in registry_for(server).collect()}
+    assert families["relaysim_operations_abandoned"].samples[0].value == 1
+    assert families["relaysim_operations_between_messages"].samples[0].value == 0
 
 
 async def test_a_stop_ends_operations_between_their_messages(

@@ -152,6 +152,16 @@ class TierCollector(Collector):
         yield GaugeMetricFamily(
             "relaysim_peers", "Client addresses with a connection open", value=server.peers
         )
+        yield GaugeMetricFamily(
+            "relaysim_operations_between_messages",
+            "Counter operations holding their connection for the client's next message",
+            value=server.between_messages,
+        )
+        yield CounterMetricFamily(
+            "relaysim_operations_abandoned",
+            "Operations whose next message never came (idle timeout, or a stop)",
+            value=stats.abandoned,
+        )
 
     def _latency(self) -> HistogramMetricFamily:
         ledger = self.server.tier.ledger

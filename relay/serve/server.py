@@ -262,6 +262,11 @@ class RelayServer:
         self.node_ports: dict[str, int] = {}  # each relay node's own port, by name
 
     @property
+    def between_messages(self) -> int:
+        """Operations waiting for their client's next message."""
+        return len(self._ops)
+
+    @property
     def peers(self) -> int:
         """Client addresses holding a connection."""
         return len(self._peers)

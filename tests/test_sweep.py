@@ -171,3 +171,19 @@ def test_the_example_sweeps_load() -> None:
     ablation = load_sweep(CONFIGS / "sweeps" / "ablation.yaml")
     switches = {k for p in ablation.points for k in p.values if k.startswith("switches.")}
     assert switches == {f"switches.{name}" for name in Design.switch_names()}  # each fix off once
+
+
+def test_the_table_is_whole_when_stdout_is_not_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Piped or in a CI log (no terminal), the sweep's table keeps every figure
+    whole: a column per axis with its values, no number cut short."""
+    out = tmp_path / "rows.json"
+    assert cli(str(sweep_file(tmp_path, GRID)), "--workers", "2", "--json", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "…" not in printed
+    header = next(line for line in printed.splitlines() if "relays.count" in line)
+    assert "load.cs_connections.per_100k" in header
+    for row in json.loads(out.read_text())["rows"]:
+        assert f"{row['requests']:,}" in printed
+        assert f"{100 * row['overflow_rate']:.3f}" in printed

@@ -321,11 +321,20 @@ def sweep_progress(
         yield hook
 
 
+def wide_console() -> Console:
+    """stdout for tables: the terminal's width, or, when it is not a terminal (a pipe,
+    a CI log), wide enough that no figure is cut (rich would assume 80 columns)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=240)
+
+
 def sweep_table(doc: dict[str, Any], console: Console) -> None:
     """Print one line per point and seed: its label, figures, goal and error."""
     table = Table(title=f"sweep {doc['name']}: {doc['points']} points, {doc['failed']} failed")
     goal = doc.get("goal") is not None
-    table.add_column("point", overflow="fold", min_width=16)
+    axes = doc.get("axes") or []
+    for axis in axes or ["point"]:  # a grid's points by their values, column by axis
+        table.add_column(axis, overflow="fold")
     for col in ("seed", "requests", "overflows", "rate %", "timeouts", "errors"):
         table.add_column(col, justify="right", no_wrap=True)
     for col in ("crashes", "hangs", "outage min", "p99 ms"):
@@ -335,7 +344,8 @@ def sweep_table(doc: dict[str, Any], console: Console) -> None:
         table.add_column("goal", no_wrap=True)
     table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=48)
     for r in doc["rows"]:
-        cells = [r["label"], "-" if r.get("seed") is None else str(r["seed"])]
+        named = [str(r["values"].get(a, "")) for a in axes] if axes else [r["label"]]
+        cells = [*named, "-" if r.get("seed") is None else str(r["seed"])]
         if r.get("error") and "requests" not in r:
             cells += ["-"] * 10
         else:

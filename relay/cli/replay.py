@@ -91,7 +91,7 @@ def replay(
     if report_path is not None:
         write_report("--report", report_path, [(config.name, doc)])
     if not quiet:
-        render.summary_table(doc, Console())
+        render.summary_table(doc, render.wide_console())
     log.info("replay.end", seed=scenario.seed, violations=len(result.violations))
     if result.violations:
         click.echo(f"relaysim: run failed its checks (seed {scenario.seed}):", err=True)

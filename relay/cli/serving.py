@@ -222,7 +222,7 @@ def load(
     if json_path is not None:
         write_json(json_path, doc)
     if not quiet:
-        render.summary_table(doc, console)
+        render.summary_table(doc, render.wide_console())
     warning = loading.behind(doc)
     if warning is not None:
         click.echo(f"relaysim: warning: {warning}", err=True)
@@ -332,4 +332,4 @@ def fault(
     if as_json:
         click.echo(json.dumps(state))
     else:
-        render.fault_state(state, Console())
+        render.fault_state(state, render.wide_console())

@@ -87,7 +87,7 @@ def sweep(
         except OSError as exc:
             raise BadInput(f"--csv {csv_path}: cannot write: {exc.strerror}") from None
     if not quiet:
-        render.sweep_table(doc, Console())
+        render.sweep_table(doc, render.wide_console())
     if doc["failed"]:
         click.echo(f"relaysim: {doc['failed']} of {doc['points']} points failed", err=True)
         sys.exit(EXIT_INVARIANT)

@@ -18,6 +18,7 @@ EXIT_BAD_INPUT = 2
 EXIT_HANG = 3
 EXIT_INVARIANT = 4
 EXIT_INCONCLUSIVE = 5
+EXIT_THRESHOLD = 6  # the run went through, but a threshold (--expect) failed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +48,38 @@ set_option = click.option(
     help="Override a scenario key, e.g. --set load.requests=5000 (repeatable).",
 )
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar, no table.")
+expect_option = click.option(
+    "--expect",
+    "expectations",
+    multiple=True,
+    metavar="EXPR",
+    help="A threshold the run must meet, e.g. 'overflow_rate < 0.1%' or "
+    "'latency_ms.p99 <= 10000' (repeatable; with the scenario's expect: list). "
+    f"A failed one exits {EXIT_THRESHOLD}.",
+)
+
+
+def expectations_of(texts: tuple[str, ...] | list[str], given: str = "--expect") -> list[Any]:
+    """The `Expectation`s of `texts`, or BadInput naming the one that does not parse
+    (before anything runs)."""
+    from relay.scenario.expect import ExpectError, parse
+
+    try:
+        return [parse(t) for t in texts]
+    except ExpectError as exc:
+        raise BadInput(f"{given} {exc}") from None
+
+
+def judge(doc: Any, expectations: list[Any]) -> bool:
+    """Hold `doc` (a result document) to `expectations`: one PASS or FAIL line each
+    on stdout, the verdicts into `doc["expectations"]`; whether all held."""
+    from relay.scenario.expect import judge as judged
+
+    verdicts = judged(expectations, doc)
+    doc["expectations"] = [v.document() for v in verdicts]
+    for v in verdicts:
+        click.echo(v.line())
+    return all(v.passed for v in verdicts)
 
 
 def json_option(help_text: str) -> Callable[[F], F]:

@@ -342,6 +342,9 @@ def sweep_table(doc: dict[str, Any], console: Console) -> None:
     table.add_column("most overflows in", no_wrap=True)
     if goal:
         table.add_column("goal", no_wrap=True)
+    held = any(r.get("expectations") for r in doc["rows"])
+    if held:
+        table.add_column("expect", no_wrap=True)
     table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=48)
     for r in doc["rows"]:
         named = [str(r["values"].get(a, "")) for a in axes] if axes else [r["label"]]
@@ -364,6 +367,10 @@ def sweep_table(doc: dict[str, Any], console: Console) -> None:
         if goal:
             met = r.get("goal_met")
             cells.append("-" if met is None else ("yes" if met else "no"))
+        if held:
+            verdicts = r.get("expectations") or []
+            failed = [v["expect"] for v in verdicts if not v["passed"]]
+            cells.append(("FAIL " + "; ".join(failed)) if failed else ("pass" if verdicts else "-"))
         cells.append(r.get("error") or "")
         table.add_row(*cells)
     console.print(table)

@@ -14,12 +14,16 @@ from rich.console import Console
 from relay.cli import logs, render
 from relay.cli.options import (
     EXIT_INVARIANT,
+    EXIT_THRESHOLD,
     BadInput,
     check_output,
     cli,
     config_argument,
     design_option,
+    expect_option,
+    expectations_of,
     json_option,
+    judge,
     load_config,
     quiet_option,
     set_option,
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
     help="fast: discrete-event loop; trio: one trio task per request (same core).",
 )
 @json_option("Write the summary.")
+@expect_option
 @click.option(
     "--report", "report_path", type=click.Path(path_type=Path), help="Write an HTML report."
 )
@@ -64,6 +69,7 @@ def replay(
     seed: int | None,
     engine: Engine,
     json_path: Path | None,
+    expectations: tuple[str, ...],
     report_path: Path | None,
     quiet: bool,
     log_format: logs.LogFormat,
@@ -79,19 +85,23 @@ def replay(
         sets.append(f"seed={seed}")
     scenario = load_config(config, sets, json_path)
     check_output("--report", report_path, config, *([json_path] if json_path else []))
-    command = _replay_command(config, overrides, scenario.design, scenario.seed, engine, json_path)
+    held_to = expectations_of(scenario.expect, f"{config}: expect:") + expectations_of(expectations)
+    command = _replay_command(
+        config, overrides, scenario.design, scenario.seed, engine, json_path, expectations
+    )
     log = logs.configure(log_format, log_level)
     log.info("replay.start", scenario=str(config), seed=scenario.seed, replay=command)
     err = Console(stderr=True)
     with render.progress(scenario, enabled=not quiet and err.is_terminal, console=err) as bar:
         result = run_replay(scenario, name=config.stem, engine=engine, log=log, progress=bar)
     doc = result.summary
+    if not quiet:
+        render.summary_table(doc, render.wide_console())
+    held = judge(doc, held_to)
     if json_path is not None:
         write_json(json_path, doc)
     if report_path is not None:
         write_report("--report", report_path, [(config.name, doc)])
-    if not quiet:
-        render.summary_table(doc, render.wide_console())
     log.info("replay.end", seed=scenario.seed, violations=len(result.violations))
     if result.violations:
         click.echo(f"relaysim: run failed its checks (seed {scenario.seed}):", err=True)
@@ -99,6 +109,10 @@ def replay(
             click.echo(f"  {v}", err=True)
         click.echo(f"replay with: {command}", err=True)
         sys.exit(EXIT_INVARIANT)
+    if not held:
+        failed = sum(not v["passed"] for v in doc["expectations"])
+        click.echo(f"relaysim: {failed} threshold(s) failed; replay with: {command}", err=True)
+        sys.exit(EXIT_THRESHOLD)
 
 
 def _replay_command(
@@ -108,11 +122,14 @@ def _replay_command(
     seed: int,
     engine: str,
     json_path: Path | None,
+    expectations: tuple[str, ...] = (),
 ) -> str:
     parts = ["relaysim", "replay", str(config), "--design", design, "--seed", str(seed)]
     parts += ["--engine", engine]
     for o in overrides:
         parts += ["--set", o]
+    for e in expectations:
+        parts += ["--expect", e]
     if json_path is not None:
         parts += ["--json", str(json_path)]
     return shlex.join(parts)

@@ -14,11 +14,15 @@ from rich.console import Console
 from relay.cli import logs, render
 from relay.cli.options import (
     EXIT_INVARIANT,
+    EXIT_THRESHOLD,
     BadInput,
     cli,
     config_argument,
     design_option,
+    expect_option,
+    expectations_of,
     json_option,
+    judge,
     load_config,
     set_option,
     write_json,
@@ -177,6 +181,7 @@ def serve(
 )
 @set_option
 @json_option("Write the summary.")
+@expect_option
 @click.option("--quiet", is_flag=True, help="No progress line, no table.")
 def load(
     config: Path,
@@ -187,6 +192,7 @@ def load(
     connections: int,
     overrides: tuple[str, ...],
     json_path: Path | None,
+    expectations: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Send an open-model load to a serving tier; print the replay's summary (engine tcp)."""
@@ -198,6 +204,7 @@ def load(
         raise BadInput("--rate and --speed: choose one")
     host, port = _address("--target", target)
     scenario = load_config(config, list(overrides), json_path)
+    held_to = expectations_of(scenario.expect, f"{config}: expect:") + expectations_of(expectations)
     console = Console()
     with render.load_progress(
         scenario.name, duration, enabled=not quiet and console.is_terminal, console=console
@@ -219,10 +226,11 @@ def load(
         except loading.LoadError as exc:
             raise BadInput(str(exc)) from None
     doc["scenario"] = config.stem
-    if json_path is not None:
-        write_json(json_path, doc)
     if not quiet:
         render.summary_table(doc, render.wide_console())
+    held = judge(doc, held_to)
+    if json_path is not None:
+        write_json(json_path, doc)
     warning = loading.behind(doc)
     if warning is not None:
         click.echo(f"relaysim: warning: {warning}", err=True)
@@ -245,6 +253,9 @@ def load(
     if doc["lost"]:
         click.echo(f"relaysim: {doc['lost']} requests had no reply", err=True)
         sys.exit(EXIT_INVARIANT)
+    if not held:
+        click.echo("relaysim: a threshold (--expect) failed", err=True)
+        sys.exit(EXIT_THRESHOLD)
 
 
 @cli.command()

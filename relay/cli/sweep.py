@@ -11,9 +11,12 @@ from rich.console import Console
 from relay.cli import render
 from relay.cli.options import (
     EXIT_INVARIANT,
+    EXIT_THRESHOLD,
     BadInput,
     check_output,
     cli,
+    expect_option,
+    expectations_of,
     json_option,
     quiet_option,
     write_json,
@@ -38,6 +41,7 @@ from relay.scenario.schema import ConfigError
 )
 @json_option("Write the rows.")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Write the rows as CSV.")
+@expect_option
 @quiet_option
 def sweep(
     sweep_file: Path,
@@ -46,6 +50,7 @@ def sweep(
     overrides: tuple[str, ...],
     json_path: Path | None,
     csv_path: Path | None,
+    expectations: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Run what-if points of a scenario in parallel; one row of figures per point."""
@@ -58,6 +63,7 @@ def sweep(
         raise BadInput("--workers and --dask: choose one (Dask decides its own workers)")
     check_output("--json", json_path, sweep_file)
     check_output("--csv", csv_path, sweep_file, *([json_path] if json_path else []))
+    expectations_of(expectations)  # a bad one is a usage error, before anything runs
     try:
         plan = sweeps.load_sweep(sweep_file, overrides)
     except ConfigError as exc:
@@ -72,7 +78,7 @@ def sweep(
             pool as executor,
             render.sweep_progress(plan.name, len(plan.points), enabled=show, console=err) as bar,
         ):
-            doc = sweeps.run(plan, executor, progress=bar, label=label)
+            doc = sweeps.run(plan, executor, progress=bar, label=label, expect=expectations)
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
     if json_path is not None:
@@ -91,3 +97,9 @@ def sweep(
     if doc["failed"]:
         click.echo(f"relaysim: {doc['failed']} of {doc['points']} points failed", err=True)
         sys.exit(EXIT_INVARIANT)
+    missed = [r for r in doc["rows"] if r.get("expectations_met") is False]
+    if missed:
+        click.echo(
+            f"relaysim: {len(missed)} of {doc['points']} points failed a threshold", err=True
+        )
+        sys.exit(EXIT_THRESHOLD)

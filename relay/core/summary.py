@@ -143,6 +143,14 @@ class BackendFigures(TypedDict):
     mean_wait_ms: float | None
 
 
+class VerdictRow(TypedDict):
+    """A threshold the run was held to (`--expect`, a scenario's `expect:`)."""
+
+    expect: str
+    measured: float | None
+    passed: bool
+
+
 class ActionRow(TypedDict):
     """An operator's action of the scenario (detach, attach, restart, add, ...)."""
 
@@ -206,6 +214,7 @@ class Summary(Outcomes):
     timeline: list[Bucket]
     client: ClientFigures | None  # engine tcp (`relaysim load`); None for a replay
     operators: list[ActionRow]  # the scenario's operator actions, in time order
+    expectations: list[VerdictRow]  # filled by the command that judged the run
 
 
 def size_class(population: int) -> str:
@@ -459,6 +468,7 @@ def build(
         "backend": backend_figures(backend) if backend is not None else None,
         "client": None,
         "operators": [{"t": a.at, "action": a.action, "node": a.node} for a in actions],
+        "expectations": [],
         "nodes": node_rows,
         "days": _days(timeline, outages, date),
         "timeline": timeline,

@@ -28,7 +28,7 @@ import concurrent.futures as cf
 import itertools
 import multiprocessing
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +36,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from relay.core.summary import SIZE_CLASSES
+from relay.scenario.expect import judge
+from relay.scenario.expect import parse as parse_expectation
 from relay.scenario.schema import (
     ConfigError,
     describe_error,
@@ -213,8 +215,11 @@ def run_point(
     source: str,
     overrides: list[tuple[str, Any]],
     engine: Literal["fast", "trio"],
+    expect: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run one point in a worker: the row's figures, or its `error`. Never raises."""
+    """Run one point in a worker: the row's figures, or its `error`. Never raises.
+    With `expect` (and the scenario's own `expect:`), the row says which thresholds
+    held (`expectations`, `expectations_met`)."""
     from relay.plan.replay import replay  # in the worker
 
     wall0 = time.perf_counter()
@@ -226,6 +231,8 @@ def run_point(
     except Exception as exc:  # a bug in one point must not stop the sweep
         return {"error": f"{type(exc).__name__}: {exc}"}
     doc = result.summary
+    held_to = [parse_expectation(t) for t in (*scenario.expect, *expect)]
+    verdicts = judge(held_to, doc)
     figures: Mapping[str, Any] = doc  # read by name, as the row's columns are
     row: dict[str, Any] = {k: figures[k] for k in FIGURES if k in figures}
     row["overflow_rate"] = doc["overflows"] / doc["requests"] if doc["requests"] else 0.0
@@ -240,6 +247,8 @@ def run_point(
     row["wall_seconds"] = round(time.perf_counter() - wall0, 3)
     if doc["violations"]:
         row["error"] = f"checks failed: {doc['violations'][0]}"
+    row["expectations"] = [v.document() for v in verdicts]
+    row["expectations_met"] = all(v.passed for v in verdicts) if verdicts else None
     return row
 
 
@@ -271,14 +280,25 @@ def dask_pool(address: str) -> Iterator[cf.Executor]:
 
 
 def run(
-    sweep: Sweep, executor: cf.Executor, *, progress: Progress | None = None, label: str = ""
+    sweep: Sweep,
+    executor: cf.Executor,
+    *,
+    progress: Progress | None = None,
+    label: str = "",
+    expect: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run every point of `sweep` on `executor`; the `relaysim.sweep/1` document."""
+    """Run every point of `sweep` on `executor`, each held to `expect`; the
+    `relaysim.sweep/1` document."""
     t0 = time.perf_counter()
     source = Path(sweep.base_path).name  # rows name the file, not its folder
     futures: dict[cf.Future[dict[str, Any]], Point] = {
         executor.submit(
-            run_point, sweep.base_data, source, sweep.overrides(p), sweep.spec.engine
+            run_point,
+            sweep.base_data,
+            source,
+            sweep.overrides(p),
+            sweep.spec.engine,
+            tuple(expect),
         ): p
         for p in sweep.points
     }
@@ -310,6 +330,7 @@ def run(
         "axes": sweep.axes,
         "set": sweep.spec.set,
         "goal": None if sweep.spec.goal is None else sweep.spec.goal.model_dump(exclude_none=True),
+        "expect": list(expect),
         "points": len(futures),
         "failed": failed,
         "wall_seconds": round(wall, 3),
@@ -320,11 +341,12 @@ def run(
 
 def csv_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The sweep's rows as a CSV header and lines: one column per swept key, then
-    the seed, the figures, the goal and the error."""
+    the seed, the figures, the goal, the thresholds and the error."""
     keys: list[str] = []
     for row in doc["rows"]:
         keys += [k for k in row["values"] if k not in keys]
-    header = ["point", "label", *keys, "seed", *FIGURES, *CLASS_FIGURES, "goal_met", "error"]
+    header = ["point", "label", *keys, "seed", *FIGURES, *CLASS_FIGURES, "goal_met"]
+    header += ["expectations_met", "error"]
     lines = [
         [
             row["point"],
@@ -334,6 +356,7 @@ def csv_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             *(row.get(f, "") for f in FIGURES),
             *(row.get(f, "") for f in CLASS_FIGURES),
             row.get("goal_met", ""),
+            "" if row.get("expectations_met") is None else row["expectations_met"],
             row.get("error") or "",
         ]
         for row in doc["rows"]

@@ -34,6 +34,8 @@ from loadgen.profile import slots
 from relay.core.design import Design, DesignName, preset
 from relay.core.events import order
 from relay.scenario.distributions import Distribution
+from relay.scenario.expect import ExpectError
+from relay.scenario.expect import parse as parse_expectation
 
 
 class _Loader(yaml.SafeLoader):
@@ -529,6 +531,8 @@ class Scenario(_Model):
     recovery: RecoveryConfig = RecoveryConfig()
     run: RunConfig = RunConfig()
     serve: ServeConfig = ServeConfig()
+    # Thresholds the run must meet (`relay.scenario.expect`), as `--expect` gives them.
+    expect: tuple[str, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -563,6 +567,16 @@ class Scenario(_Model):
             at = resolve("recovery.standby_from", recovery["standby_from"])
             data["recovery"] = {**recovery, "standby_from": at}
         return data
+
+    @field_validator("expect")
+    @classmethod
+    def _expectations(cls, texts: tuple[str, ...]) -> tuple[str, ...]:
+        for i, text in enumerate(texts):
+            try:
+                parse_expectation(text)
+            except ExpectError as exc:
+                raise ValueError(f"expect.{i}: {exc}") from None
+        return texts
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:

@@ -11,7 +11,10 @@ figure. The default speed, 100, fits the day (14 h of service) in 8.4 minutes.
 
 Last line JSON: bench, speed, requests (replay, tcp), overflow_rate (replay, tcp)
 and its ratio, p50_ms and p99_ms (replay, tcp) and their ratios, late_sends (the
-load's sends more than 10 ms behind schedule), tcp_wall_s.
+load's sends more than 10 ms behind schedule), tcp_wall_s, and `within`: whether
+the ratios are within the stated tolerances (TOLERANCE: the overflow rate within
+25%, the latencies within 15%; the real clock's millisecond is 0.1 s of the model
+at 100x, 7% of the day's p50). The script exits 1 when they are not.
 
     python bench/day_tcp.py [--speed 100] [--scenario configs/2016-03-29.yaml]
 """
@@ -33,6 +36,7 @@ from relay.plan.replay import replay
 from relay.scenario.schema import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = {"overflow_rate_ratio": 0.25, "p50_ratio": 0.15, "p99_ratio": 0.15}
 
 
 def main() -> None:
@@ -79,7 +83,12 @@ def main() -> None:
         figures[f"{p}_ratio"] = round(theirs / ours, 3) if ours else None
     figures["late_sends"] = tcp["client"]["late_sends"]
     figures["tcp_wall_s"] = round(wall, 1)
+    figures["within"] = all(
+        figures[k] is not None and abs(figures[k] - 1) <= t for k, t in TOLERANCE.items()
+    )
     print(json.dumps(figures))
+    if not figures["within"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

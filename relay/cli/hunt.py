@@ -61,15 +61,7 @@ def hunt(
         apply_override(pins, path, value, text)
     result = run_hunt(scenario, scenario.design, examples=examples, seed=seed, pins=pins)
     missed = result.missed()
-    doc = {
-        "schema": "relaysim.hunt/1",
-        "scenario": config.stem,
-        "design": scenario.design,
-        "seed": seed,
-        **result.document(),
-        "windows_missed": missed,
-        "replay": command,
-    }
+    doc = result.result(config.stem, scenario.design, seed, command)
     if json_path is not None:
         write_json(json_path, doc)
     reached = ", ".join(f"{k} in {v}" for k, v in sorted(result.reached.items()))

@@ -54,6 +54,7 @@ def judge(tier: RelayTier, case: Case) -> Verdict | None:
 
 
 WINDOWS = ("same_tick_reset", "probe_collision")
+SCHEMA = "relaysim.hunt/1"
 
 
 def windows(tier: RelayTier) -> dict[str, int]:
@@ -88,6 +89,19 @@ class HuntResult:
     def missed(self) -> list[str]:
         """The race windows no world reached."""
         return [name for name in WINDOWS if not self.reached[name]]
+
+    def result(self, scenario: str, design: str, seed: int, command: str) -> dict[str, Any]:
+        """The `relaysim.hunt/1` document: what was searched, what was found, and the
+        command that finds it again."""
+        return {
+            "schema": SCHEMA,
+            "scenario": scenario,
+            "design": design,
+            "seed": seed,
+            **self.document(),
+            "windows_missed": self.missed(),
+            "replay": command,
+        }
 
     def document(self) -> dict[str, Any]:
         """The result as a JSON-ready mapping."""

@@ -1,0 +1,103 @@
+"""`relaysim check`: a suite of cases, for a CI pipeline."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from relay.cli import render
+from relay.cli.options import (
+    EXIT_THRESHOLD,
+    BadInput,
+    check_output,
+    cli,
+    expect_option,
+    expectations_of,
+    json_option,
+    write_json,
+)
+from relay.scenario.schema import ConfigError
+
+
+@cli.command()
+@click.argument("suite_file", metavar="SUITE", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--junit",
+    "junit_path",
+    type=click.Path(path_type=Path),
+    help="Write the verdicts as JUnit XML (one testcase per case and seed).",
+)
+@json_option("Write the verdicts as JSON (relaysim.check/1).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Local worker processes (default: one per core).",
+)
+@click.option("--dask", "dask_address", metavar="ADDRESS", help="Run on a Dask cluster instead.")
+@expect_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def check(
+    suite_file: Path,
+    junit_path: Path | None,
+    json_path: Path | None,
+    workers: int | None,
+    dask_address: str | None,
+    expectations: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """Run a suite of cases (replays and hunts held to thresholds) in parallel.
+
+    One line per case and seed: PASS, FAIL with the values measured and the command
+    that reproduces it, or ERROR. Exit 0 when every case held, 6 when any failed.
+    """
+    from relay.plan import check as checks
+    from relay.plan import sweep as sweeps
+
+    if workers is not None and dask_address is not None:
+        raise BadInput("--workers and --dask: choose one (Dask decides its own workers)")
+    check_output("--junit", junit_path, suite_file)
+    check_output("--json", json_path, suite_file, *([junit_path] if junit_path else []))
+    expectations_of(expectations)  # a bad one is a usage error, before anything runs
+    try:
+        suite = checks.load_suite(suite_file, expectations)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    n = workers or os.cpu_count() or 1
+    label = f"dask {dask_address}" if dask_address else f"{n} local worker{'s' * (n > 1)}"
+    pool = sweeps.dask_pool(dask_address) if dask_address else sweeps.local_pool(n)
+    err = Console(stderr=True)
+    show = not quiet and err.is_terminal
+    click.echo(f"suite {suite.name}: {len(suite.runs)} runs on {label}")
+    try:
+        with (
+            pool as executor,
+            render.sweep_progress(suite.name, len(suite.runs), enabled=show, console=err) as bar,
+        ):
+            doc = checks.run(
+                suite,
+                executor,
+                extra=expectations,
+                progress=bar,
+                on_row=lambda row: click.echo(checks.line(row)),
+                label=label,
+            )
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    if junit_path is not None:
+        try:
+            junit_path.write_text(checks.junit(doc), encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"--junit {junit_path}: cannot write: {exc.strerror}") from None
+    if json_path is not None:
+        write_json(json_path, doc)
+    held = doc["cases"] - doc["failed"]
+    click.echo(
+        f"{held} of {doc['cases']} held in {doc['wall_seconds']:.1f} s"
+        + (f"; {doc['failed']} failed" if doc["failed"] else "")
+    )
+    if doc["failed"]:
+        sys.exit(EXIT_THRESHOLD)

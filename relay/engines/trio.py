@@ -12,7 +12,8 @@ with trio doing the waiting.
 **Serve mode** (`serve` and `perform`, on the real clock): requests arrive from
 sockets, so there is no agenda; each request's task waits for its effects itself,
 parked on the driver's one timer (`Alarms`) until the simulated service finishes
-or the deadline passes, or inside a cancel scope around a real device's call
+or the deadline passes, or until the PKCS#11 lane answers its HSM call first
+(`DeviceCall`); another device's call is awaited inside a cancel scope
 (`DeviceServices`). When it wakes, and with what, is still the core's rule
 (`relay.core.agenda.wake`, `due_now`).
 """

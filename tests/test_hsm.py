@@ -9,6 +9,7 @@ while the worker computes (trio issue 456). Nothing sleeps; deadlines are short.
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 from typing import cast
@@ -381,7 +382,7 @@ async def test_a_step_deadline_ends_its_wait_on_the_lane_on_time(token: TokenCon
         try:
             with structlog.testing.capture_logs():
                 services, elapsed = await run_on(lane, 5, hsm_deadline_ms=300)
-            assert 0.3 <= elapsed < 0.3 + 0.2
+            assert 0.3 <= elapsed < 0.3 + 0.5
             assert services.failures == 0
             assert lane.in_flight == 0
             assert lane.state is LaneState.READY
@@ -427,11 +428,12 @@ async def test_a_stuck_or_restarting_lane_fails_the_steps_on_it_at_once(
             assert services.failures == 5
             assert lane.state is not LaneState.READY
             services, elapsed = await run_on(lane, 5, hsm_deadline_ms=3000)
-            assert elapsed < 0.1
+            assert elapsed < 0.5  # against a 3 s deadline
             assert services.failures == 5
         failed = [e["error"] for e in logs if e["event"] == "hsm.failed"]
         assert len(failed) == 10
-        assert all(e.startswith("HSM lane stuck") for e in failed)
+        assert all(e.startswith("HSM lane stuck: sign passed") for e in failed[:5])
+        assert all(re.match("HSM lane (stuck|restarting|starting): ", e) for e in failed[5:])
         with trio.fail_after(30):
             await lane.wait_ready()
         services, _ = await run_on(lane, 5, hsm_deadline_ms=3000)

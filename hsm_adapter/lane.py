@@ -7,7 +7,10 @@ Calls from any number of trio tasks go into one queue. A sender task takes
 everything queued as one batch frame to the worker's stdin; a receiver task takes
 result frames from its stdout and wakes the callers. So the per-call cost on the
 trio side is a queue append and a park, and the pipe carries one frame per batch
-each way instead of a thread hop per call.
+each way instead of a thread hop per call. A caller that waits on more than the
+lane (the relay's driver: a flow's deadline, its node's crash) submits without
+awaiting (`submit`) and is told the result (`Waiter.answered`), so that it needs no
+cancel scope of its own around the call.
 
 Every call has a deadline, watched by one watchdog task (calls are due in the order
 they were made, so it need only watch the oldest): a call that passes it declares
@@ -26,12 +29,13 @@ from __future__ import annotations
 
 import enum
 import itertools
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from subprocess import PIPE
-from typing import Any
+from typing import Any, Protocol
 
+import outcome
 import structlog
 import trio
 
@@ -57,20 +61,28 @@ class LaneState(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(slots=True)
-class _Call:
-    op: str
-    due: float  # its deadline
-    task: trio.lowlevel.Task | None  # the caller, until woken
-    ok: bool = False
-    value: Any = None
-    error: HsmError | None = None
+class Waiter(Protocol):
+    """Who waits for a call made with `Pkcs11Hsm.submit`."""
 
-    def wake(self) -> None:
-        """Hand the result (or `error`) to the caller, if it still waits."""
-        if self.task is not None:
-            trio.lowlevel.reschedule(self.task)
-            self.task = None
+    def answered(self, error: HsmError | None, value: Any) -> None:
+        """The call's value (`error` None), or why it failed. Called once, from one
+        of the lane's tasks, unless the waiter was `forget`-ten first."""
+        ...
+
+
+class _TaskWaiter:
+    """A trio task awaiting `Pkcs11Hsm.call`: woken with the value, or the error."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+
+    def answered(self, error: HsmError | None, value: Any) -> None:
+        """Reschedule the task with the value, or with the error to raise."""
+        trio.lowlevel.reschedule(
+            self.task, outcome.Value(value) if error is None else outcome.Error(error)
+        )
 
 
 class Pkcs11Hsm:
@@ -93,9 +105,11 @@ class Pkcs11Hsm:
         self.restarts = 0
         self._why = ""
         self._ids = itertools.count()
-        self._pending: dict[int, _Call] = {}
+        # Each call in flight: its deadline (calls are due in the order they were
+        # made), its operation, and who waits for it.
+        self._pending: dict[int, tuple[float, str, Waiter]] = {}
         self._queue: list[tuple[int, str, tuple[Any, ...]]] = []
-        self._work = trio.Event()
+        self._idle_sender: trio.lowlevel.Task | None = None  # parked on an empty queue
         self._broken = trio.Event()
         self._ready = trio.Event()
         self._proc: trio.Process | None = None
@@ -143,6 +157,11 @@ class Pkcs11Hsm:
             return None
         return self._proc.pid
 
+    @property
+    def in_flight(self) -> int:
+        """Calls submitted whose waiters still wait for an answer."""
+        return len(self._pending)
+
     def kill(self) -> None:
         """Kill the worker process now (a fault to inject, or an operator's hand):
         the lane sees it die, fails what was in flight and starts a new one."""
@@ -151,29 +170,38 @@ class Pkcs11Hsm:
 
     async def call(self, op: str, *args: Any) -> Any:
         """Run one operation on the token within the deadline."""
-        if self.state is not LaneState.READY:
-            raise HsmUnavailable(f"HSM lane {self.state.value}: {self._why}")
-        rid = next(self._ids)
+        rid = self.submit(op, args, _TaskWaiter(trio.lowlevel.current_task()))
         pending = self._pending
-        call = pending[rid] = _Call(
-            op, trio.current_time() + self.deadline, trio.lowlevel.current_task()
-        )
-        self._queue.append((rid, op, args))
-        self._work.set()
 
         def gave_up(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
             # The caller was cancelled (its own, shorter deadline): forget the call;
             # a late result for it is dropped.
             pending.pop(rid, None)
-            call.task = None
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(gave_up)
-        if call.error is not None:
-            raise call.error
-        if not call.ok:
-            raise HsmOperationError(str(call.value))
-        return call.value
+        return await trio.lowlevel.wait_task_rescheduled(gave_up)
+
+    def submit(self, op: str, args: tuple[Any, ...], waiter: Waiter) -> int:
+        """Queue one operation without waiting for it; `waiter` is told how it ended
+        (`Waiter.answered`: its value, `HsmOperationError` if the token refused it,
+        `HsmStuck` or `HsmLost` if the lane failed under it). Returns the call's
+        number, for `forget`. Raises `HsmUnavailable` at once (and queues nothing)
+        when the lane is not serving."""
+        if self.state is not LaneState.READY:
+            raise HsmUnavailable(f"HSM lane {self.state.value}: {self._why}")
+        rid = next(self._ids)
+        self._pending[rid] = (trio.current_time() + self.deadline, op, waiter)
+        self._queue.append((rid, op, args))
+        sender = self._idle_sender
+        if sender is not None:
+            self._idle_sender = None
+            trio.lowlevel.reschedule(sender)
+        return rid
+
+    def forget(self, rid: int) -> None:
+        """The waiter of call `rid` no longer waits (it gave up): it will not be
+        told, and the call's result, when it comes, is dropped."""
+        self._pending.pop(rid, None)
 
     # -- the supervisor -------------------------------------------------------------------
 
@@ -205,8 +233,10 @@ class Pkcs11Hsm:
             raise HsmSetupError(str(exc)) from None
         self.cfg.prepare()
         proc = await trio.lowlevel.open_process(WORKER, stdin=PIPE, stdout=PIPE, env=self.cfg.env())
-        assert proc.stdin is not None
-        assert proc.stdout is not None
+        # Pipes, which trio opens as non-blocking FdStreams (the sender and receiver
+        # use their file descriptors directly).
+        assert isinstance(proc.stdin, trio.lowlevel.FdStream)
+        assert isinstance(proc.stdout, trio.lowlevel.FdStream)
         self._proc = proc
         decoder = wire.Decoder()
         try:
@@ -239,32 +269,53 @@ class Pkcs11Hsm:
                 await proc.wait()
             self._fail_pending(self._why or "lane stopped")
 
-    async def _sender(self, stdin: trio.abc.SendStream) -> None:
+    async def _sender(self, stdin: trio.lowlevel.FdStream) -> None:
+        # Straight on the pipe (non-blocking, as trio opened it): the task is woken
+        # only for work, and a batch costs one write and no extra checkpoint.
+        fd = stdin.fileno()
         while True:
-            await self._work.wait()
-            self._work = trio.Event()
+            if not self._queue:
+                self._idle_sender = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._sender_cancelled)
             batch, self._queue = self._queue, []
+            data = memoryview(wire.encode(batch))
             try:
-                await stdin.send_all(wire.encode(batch))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                while data:
+                    try:
+                        data = data[os.write(fd, data) :]
+                    except BlockingIOError:  # the pipe is full: the worker is behind
+                        await trio.lowlevel.wait_writable(fd)
+            except (OSError, trio.ClosedResourceError):
                 self._break(LaneState.RESTARTING, "worker closed its input")
                 return
 
-    async def _receiver(self, stdout: trio.abc.ReceiveStream, decoder: wire.Decoder) -> None:
+    def _sender_cancelled(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._idle_sender = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def _receiver(self, stdout: trio.lowlevel.FdStream, decoder: wire.Decoder) -> None:
+        fd = stdout.fileno()
+        pending = self._pending
         while True:
             try:
-                data = await stdout.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await trio.lowlevel.wait_readable(fd)
+                data = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            except (OSError, trio.ClosedResourceError):
                 data = b""
             if not data:
                 self._break(LaneState.RESTARTING, "worker exited")
                 return
             for batch in decoder.feed(data):
                 for rid, ok, value in batch:
-                    call = self._pending.pop(rid, None)
-                    if call is not None:  # None: its caller already gave up
-                        call.ok, call.value = ok, value
-                        call.wake()
+                    call = pending.pop(rid, None)
+                    if call is None:
+                        continue  # its caller already gave up
+                    if ok:
+                        call[2].answered(None, value)
+                    else:
+                        call[2].answered(HsmOperationError(str(value)), None)
 
     async def _watchdog(self) -> None:
         # Calls are due in the order they were made: the oldest one pending is the
@@ -273,11 +324,11 @@ class Pkcs11Hsm:
             if not self._pending:
                 await trio.sleep(self.deadline)  # a call made from now on is due later
                 continue
-            oldest = next(iter(self._pending.values()))
-            if oldest.due <= trio.current_time():
-                self._break(LaneState.STUCK, f"{oldest.op} passed its {self.deadline:g} s deadline")
+            due, op, _ = next(iter(self._pending.values()))
+            if due <= trio.current_time():
+                self._break(LaneState.STUCK, f"{op} passed its {self.deadline:g} s deadline")
                 return
-            await trio.sleep_until(oldest.due)
+            await trio.sleep_until(due)
 
     def _break(self, state: LaneState, why: str) -> None:
         if self._broken.is_set():
@@ -289,11 +340,11 @@ class Pkcs11Hsm:
     def _fail_pending(self, why: str) -> None:
         # Stuck: a call passed its deadline; otherwise the worker went away under them.
         error = HsmStuck if self.state is LaneState.STUCK else HsmLost
-        for call in self._pending.values():
-            call.error = error(f"HSM lane {self.state.value}: {why}")
-            call.wake()
+        calls = list(self._pending.values())
         self._pending.clear()
         self._queue.clear()
+        for _, _, waiter in calls:
+            waiter.answered(error(f"HSM lane {self.state.value}: {why}"), None)
 
     def _set(self, state: LaneState, why: str) -> None:
         self.state, self._why = state, why

@@ -9,6 +9,7 @@ while the worker computes (trio issue 456). Nothing sleeps; deadlines are short.
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 from typing import cast
@@ -31,8 +32,9 @@ from hsm_adapter.testing import FaultyHsm, SimulatedHsm
 from hsm_adapter.token import TokenConfig, ensure, status
 from relay.cli import main
 from relay.core import checkers
+from relay.core.events import FaultEvent
 from relay.core.request import Outcome
-from relay.engines.trio import DeviceServices, TrioDriver
+from relay.engines.trio import REAL_CLOCK_RESOLUTION, DeviceServices, TrioDriver
 from tests.conftest import tier_for
 
 PIN = "pin-7f3a9c51"  # distinctive, so a leak is found by searching for it
@@ -334,3 +336,106 @@ def test_the_state_folder_does_not_depend_on_where_the_command_runs(
     assert here == Path(__file__).resolve().parent.parent / "state"
     monkeypatch.setenv("RELAYSIM_STATE", str(tmp_path / "elsewhere"))
     assert default_state() == tmp_path / "elsewhere"
+
+
+# The driver on the lane: calls submitted without a cancel scope, each flow parked on
+# the driver's timer until the answer, its step's deadline or its node's crash.
+ON_THE_LANE = {
+    "relays": {"count": 1, "timeout_s": 10},
+    "backend": {"service_ms": {"dist": "constant", "mean": 1}},
+    "monitor": {"enabled": False},
+    "load": {"retry": {"max_retries": 0}},
+    "design": "fixed",
+}
+
+
+async def run_on(
+    lane: Pkcs11Hsm, n: int, *, hsm_deadline_ms: float, crash_at: float = 0.0
+) -> tuple[DeviceServices, float]:
+    """`n` requests at once through `lane` (a crash of their node `crash_at` seconds
+    in, if given): the services, and how long until every request ended."""
+    tier = tier_for(**ON_THE_LANE, hsm={"deadline_ms": hsm_deadline_ms})
+    tier.log = structlog.get_logger("relay")
+    services = DeviceServices(tier, lane)
+    driver = TrioDriver(tier, services=services, resolution=REAL_CLOCK_RESOLUTION)
+    start = trio.current_time()
+    events = [FaultEvent(start + crash_at, "crash", node=0)] if crash_at else []
+    await driver.run([(start, i % 4) for i in range(n)], events)
+    total = tier.ledger.total
+    assert (total.requests, total.closed) == (n, n)
+    assert checkers.check_run(tier.ledger, tier.nodes) == []
+    return services, trio.current_time() - start
+
+
+@pytest.mark.usefixtures("pin")
+async def test_a_step_deadline_ends_its_wait_on_the_lane_on_time(token: TokenConfig) -> None:
+    """A frozen worker and a step deadline shorter than the lane's: every request's
+    HSM step ends at its deadline, not before, as an error (no device failure: the
+    lane is still within its own deadline); the calls are forgotten, and the answers
+    the worker sends once it resumes are dropped."""
+    async with open_pkcs11(token, deadline=5.0) as lane:
+        services, _ = await run_on(lane, 3, hsm_deadline_ms=1000)
+        assert services.failures == 0
+        pid = lane.worker_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with structlog.testing.capture_logs():
+                services, elapsed = await run_on(lane, 5, hsm_deadline_ms=300)
+            assert 0.3 <= elapsed < 0.3 + 0.5
+            assert services.failures == 0
+            assert lane.in_flight == 0
+            assert lane.state is LaneState.READY
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert await lane.verify(b"resumed", await lane.sign(b"resumed"))
+        assert lane.restarts == 0
+
+
+@pytest.mark.usefixtures("pin")
+async def test_a_crash_wakes_the_flows_waiting_on_the_lane(token: TokenConfig) -> None:
+    """Flows waiting on a frozen worker are woken by their node's crash, long before
+    their deadline, and their calls forgotten."""
+    async with open_pkcs11(token, deadline=5.0) as lane:
+        pid = lane.worker_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with structlog.testing.capture_logs():
+                services, elapsed = await run_on(lane, 5, hsm_deadline_ms=3000, crash_at=0.2)
+            assert 0.2 <= elapsed < 1.0
+            assert services.failures == 0
+            assert lane.in_flight == 0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert await lane.sign(b"resumed")
+
+
+@pytest.mark.usefixtures("pin")
+async def test_a_stuck_or_restarting_lane_fails_the_steps_on_it_at_once(
+    token: TokenConfig,
+) -> None:
+    """The lane's own deadline passes first (a frozen worker): the calls in it fail as
+    stuck, each one a logged device failure; while the lane restarts, new steps are
+    refused at once; once it serves again, every request completes."""
+    async with open_pkcs11(token, deadline=0.3) as lane:
+        pid = lane.worker_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        with structlog.testing.capture_logs() as logs:
+            services, elapsed = await run_on(lane, 5, hsm_deadline_ms=3000)
+            assert 0.3 <= elapsed < 0.3 + 0.5
+            assert services.failures == 5
+            assert lane.state is not LaneState.READY
+            services, elapsed = await run_on(lane, 5, hsm_deadline_ms=3000)
+            assert elapsed < 0.5  # against a 3 s deadline
+            assert services.failures == 5
+        failed = [e["error"] for e in logs if e["event"] == "hsm.failed"]
+        assert len(failed) == 10
+        assert all(e.startswith("HSM lane stuck: sign passed") for e in failed[:5])
+        assert all(re.match("HSM lane (stuck|restarting|starting): ", e) for e in failed[5:])
+        with trio.fail_after(30):
+            await lane.wait_ready()
+        services, _ = await run_on(lane, 5, hsm_deadline_ms=3000)
+        assert services.failures == 0
+        assert lane.in_flight == 0

@@ -12,13 +12,15 @@ with trio doing the waiting.
 **Serve mode** (`serve` and `perform`, on the real clock): requests arrive from
 sockets, so there is no agenda; each request's task waits for its effects itself,
 parked on the driver's one timer (`Alarms`) until the simulated service finishes
-or the deadline passes, or inside a cancel scope around a real device's call
+or the deadline passes, or until the PKCS#11 lane answers its HSM call first
+(`DeviceCall`); another device's call is awaited inside a cancel scope
 (`DeviceServices`). When it wakes, and with what, is still the core's rule
 (`relay.core.agenda.wake`, `due_now`).
 """
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 from collections.abc import Iterable
@@ -31,12 +33,21 @@ import trio.testing
 
 from hsm_adapter import Hsm
 from hsm_adapter.errors import HsmError
+from hsm_adapter.lane import Pkcs11Hsm
 from relay.core.agenda import ACTION, ARRIVAL, CHECK, END, RETRY, Agenda, due_now, wake
 from relay.core.events import Event, FaultEvent, OperatorEvent
 from relay.core.tier import CallHsm, Effect, Flow, RelayTier, Result, Retry
 from relay.engines.common import PROGRESS_EVERY, Progress, RunEnd
 
 REAL_CLOCK_RESOLUTION = 0.001  # trio waits in epoll, whose timeout is whole milliseconds
+# The cyclic collector's thresholds while serving (`TrioDriver.serve`). Each request
+# a device waits on allocates a few dozen container objects (its task, coroutines,
+# frames, cancel statuses) that die with it; Python's default first threshold (700)
+# then runs a young collection every hundred requests or so, and the older ones
+# walk the whole model with it: 9% of a serving process with the token, by perf.
+# Fourteen times fewer young collections, the older ones as often relative to them.
+SERVE_GC_THRESHOLDS = (10_000, 10, 10)
+PRUNE_MIN = 1024  # `Alarms` drops tasks woken early once its heap holds more
 
 
 @dataclass(slots=True)  # not frozen: one per wait, and a frozen __init__ costs 3x
@@ -93,6 +104,11 @@ class DeviceServices:
     A device that fails a call (stuck lane, lane restarting, refused operation)
     fails that request's HSM step at once with a clear error in the log, instead of
     letting it wait for its deadline or taking the relay down.
+
+    On the PKCS#11 lane (`lane`) the driver does not await the call: it submits it
+    (`start`) and parks the flow's task on its own timer until the answer, the
+    step's deadline or its node's crash (`DeviceCall`), which costs no cancel scope.
+    Any other device is awaited (`perform`) inside one.
     """
 
     def __init__(self, tier: RelayTier, hsm: Hsm) -> None:
@@ -101,6 +117,8 @@ class DeviceServices:
         self._hsm = hsm
         self._log = tier.log
         self.failures = 0
+        self.lane = hsm if isinstance(hsm, Pkcs11Hsm) else None
+        self._data: dict[str, bytes] = {}  # what each node signs, by node name
 
     def finish(self, effect: Effect, now: float) -> float | None:
         """None for an HSM step on the device (`perform` it); else as simulated.
@@ -110,17 +128,52 @@ class DeviceServices:
             return self._simulated.finish(effect, now)
         return None
 
+    def _signed(self, effect: Effect) -> bytes:
+        name = effect.node.name
+        data = self._data.get(name)
+        if data is None:
+            data = self._data[name] = b"relay step on " + name.encode()
+        return data
+
     async def perform(self, effect: Effect) -> Result:
         """Sign on the device for an HSM step; wait out the simulated backend."""
         if self.finish(effect, trio.current_time()) is not None:
             return await self._simulated.perform(effect)
         try:
-            await self._hsm.sign(b"relay step on " + effect.node.name.encode())
+            await self._hsm.sign(self._signed(effect))
         except HsmError as exc:
-            self.failures += 1
-            self._log.info("hsm.failed", node=effect.node.name, error=str(exc))
-            return Result.UNANSWERED
+            return self._failed(effect, exc)
         return Result.DONE
+
+    def start(self, effect: Effect, call: DeviceCall) -> None:
+        """Submit `effect`'s sign to the lane for `call` (an HSM step on the device:
+        `finish` is None), without waiting; a lane that is not serving refuses it
+        at once."""
+        assert self.lane is not None
+        try:
+            call.rid = self.lane.submit("sign", (self._signed(effect),), call)
+        except HsmError as exc:
+            call.refused(exc)
+
+    def forget(self, call: DeviceCall) -> None:
+        """`call`'s flow no longer waits for it: a late answer is dropped."""
+        assert self.lane is not None
+        self.lane.forget(call.rid)
+
+    def ended(self, effect: Effect, call: DeviceCall) -> Result:
+        """How `call` ended for its flow: DONE if the lane answered first,
+        UNANSWERED if it failed the call (logged), or if the deadline or a crash
+        came first."""
+        if not call.done:
+            return Result.UNANSWERED
+        if call.error is not None:
+            return self._failed(effect, call.error)
+        return Result.DONE
+
+    def _failed(self, effect: Effect, exc: HsmError) -> Result:
+        self.failures += 1
+        self._log.info("hsm.failed", node=effect.node.name, error=str(exc))
+        return Result.UNANSWERED
 
 
 class Parked:
@@ -146,6 +199,33 @@ class Parked:
         return trio.lowlevel.Abort.SUCCEEDED
 
 
+class DeviceCall(Parked):
+    """A flow's task waiting for its HSM call on the lane (`DeviceServices.start`),
+    parked on `Alarms` until the step's deadline: woken by whichever comes first,
+    the lane's answer (`answered`), the deadline, or its node's crash (`cancel`).
+    An answer that comes once the wait is over is ignored."""
+
+    __slots__ = ("done", "error", "rid")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        super().__init__(task)
+        self.done = False  # the lane answered (with `error`, if it failed the call)
+        self.error: HsmError | None = None
+        self.rid = -1  # the call's number on the lane
+
+    def answered(self, error: HsmError | None, value: object) -> None:
+        """The lane's answer (`hsm_adapter.lane.Waiter`): wake the task with it,
+        unless its wait is already over."""
+        if self.task is not None:
+            self.done, self.error = True, error
+            trio.lowlevel.reschedule(self.task)
+            self.task = None
+
+    def refused(self, error: HsmError) -> None:
+        """The lane refused the call at once (not serving): no wait at all."""
+        self.done, self.error, self.task = True, error, None
+
+
 class Alarms:
     """Wakes parked tasks at their instants, with one trio timer for all of them.
 
@@ -165,6 +245,7 @@ class Alarms:
         self._heap: list[tuple[float, int, Parked]] = []
         self._seq = 0
         self._timer: trio.CancelScope | None = None
+        self._prune_at = PRUNE_MIN
 
     async def park(self, parked: Parked, when: float) -> None:
         """Sleep until `when`, or until `parked.cancel()` wakes the task early."""
@@ -175,7 +256,14 @@ class Alarms:
             await trio.lowlevel.checkpoint()
             return
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, parked))
+        heap = self._heap
+        heapq.heappush(heap, (when, self._seq, parked))
+        if len(heap) > self._prune_at:
+            # Mostly tasks woken early (device calls answered long before their
+            # deadline): drop them, in time linear in what the heap gained since.
+            heap[:] = [entry for entry in heap if entry[2].task is not None]
+            heapq.heapify(heap)
+            self._prune_at = max(PRUNE_MIN, 2 * len(heap))
         timer = self._timer
         if timer is not None and when < timer.deadline:
             timer.deadline = when
@@ -186,7 +274,8 @@ class Alarms:
         heap, pop, reschedule = self._heap, heapq.heappop, trio.lowlevel.reschedule
         while True:
             now = trio.current_time() + self.resolution
-            while heap and heap[0][0] <= now:
+            # Due, or woken early already (whose instant need not wake the timer).
+            while heap and (heap[0][0] <= now or heap[0][2].task is None):
                 parked = pop(heap)[2]
                 if parked.task is not None:
                     reschedule(parked.task)
@@ -243,6 +332,12 @@ class TrioDriver:
         clock, `REAL_CLOCK_RESOLUTION` on the real one."""
         self.tier = tier
         self.services = services or SimulatedServices(tier)
+        # The PKCS#11 lane's calls are submitted and parked on (`DeviceCall`).
+        self._device = (
+            self.services
+            if isinstance(self.services, DeviceServices) and self.services.lane is not None
+            else None
+        )
         self._progress = progress
         # Serve mode: the waits in progress by node number (a crash wakes them).
         self._waiting: dict[int, set[trio.CancelScope | Parked]] = {}
@@ -387,6 +482,21 @@ class TrioDriver:
             finally:
                 scopes.discard(parked)
             return (Result.UNANSWERED if parked.early else result), trio.current_time()
+        device = self._device
+        if device is not None and device.finish(effect, trio.current_time()) is None:
+            # On the lane: parked until the answer, or the deadline (noticed at it,
+            # never before: a timer wake-up may come `resolution` early), or a crash.
+            call = DeviceCall(trio.lowlevel.current_task())
+            scopes.add(call)
+            try:
+                device.start(effect, call)
+                if call.task is not None:
+                    await self._alarms.park(call, deadline + self._alarms.resolution)
+            finally:
+                scopes.discard(call)
+                if not call.done:  # the deadline, a crash or a cancellation came first
+                    device.forget(call)
+            return device.ended(effect, call), trio.current_time()
         result = Result.UNANSWERED
         with trio.move_on_at(deadline) as scope:
             scopes.add(scope)
@@ -411,14 +521,20 @@ class TrioDriver:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the tier's periodic work (health checks, operators' reactions) going
-        until cancelled, for requests performed one by one (`perform`): serve mode."""
-        async with trio.open_nursery() as outer:
-            self._outer = outer
-            self._start = trio.current_time()
-            outer.start_soon(self._alarms.run)
-            outer.start_soon(self._health_checks, self.tier.params.health_check_s)
-            task_status.started()
-            await trio.sleep_forever()
+        until cancelled, for requests performed one by one (`perform`): serve mode.
+        The garbage collector runs at `SERVE_GC_THRESHOLDS` meanwhile."""
+        thresholds = gc.get_threshold()
+        gc.set_threshold(*SERVE_GC_THRESHOLDS)
+        try:
+            async with trio.open_nursery() as outer:
+                self._outer = outer
+                self._start = trio.current_time()
+                outer.start_soon(self._alarms.run)
+                outer.start_soon(self._health_checks, self.tier.params.health_check_s)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            gc.set_threshold(*thresholds)
 
     def _notice(self) -> None:
         """Act on what the model reported: wake flows on crashed nodes, and schedule

@@ -64,7 +64,7 @@ CASES = [
     # report
     (["report", "{bad}/nodate.json", "--html", "{bad}/r.html"], "nodate.json: field 'date' is"),
     (["report", "{bad}/list.json", "--html", "{bad}/r.html"], "list.json: not a relaysim result"),
-    (["report", "{bad}/hunt.json", "--html", "{bad}/r.html"], "hunt.json: a hunt result"),
+    (["report", "{bad}/hunt.json", "--html", "{bad}/r.html"], "hunt.json: field 'scenario_file'"),
     (["report", "{bad}/text.json", "--html", "{bad}/r.html"], "{bad}/text.json: not JSON"),
     (["report", "{bad}/missing.json", "--html", "{bad}/r.html"], "{bad}/missing.json: no such"),
     (["report", "{bad}/list.json", "--html", "{bad}/list.json"], "is an input of this command"),

@@ -176,3 +176,27 @@ def test_plots_are_legible() -> None:
     assert fig.legends == []
     assert ax.get_xlabel().startswith("time of day, 29 Mar 2016")
     assert [t.get_text() for t in ax.texts] == ["detach relay2"]
+
+
+def test_a_hunt_report_pictures_the_race_on_both_designs(tmp_path: Path, browser: Any) -> None:
+    """`hunt --report` on legacy draws the shrunk world's timeline, the race at the
+    OS tick's resolution and the same world on fixed; `report` on the hunt's JSON
+    draws it again; the page loads in Chromium with every picture."""
+    page, result = tmp_path / "hunt.html", tmp_path / "hunt.json"
+    smoke = str(CONFIGS / "smoke.yaml")
+    args = ["hunt", smoke, "--design", "legacy", "--examples", "100"]
+    assert relaysim(*args, "--report", str(page), "--json", str(result)) == 1  # a crash
+    seen = open_report(browser, page)
+    assert seen["errors"] == []
+    alts = [alt for alt, _, _ in seen["images"]]
+    assert alts == [
+        "timeline on legacy",
+        "the race at the OS tick's resolution on legacy",
+        "timeline on fixed",
+        "the race at the OS tick's resolution on fixed",
+    ]
+    assert all(complete and width > 0 for _, complete, width in seen["images"])
+    assert "met a pending timeout notification" in seen["text"]
+    again = tmp_path / "again.html"
+    assert relaysim("report", str(result), "--html", str(again)) == 0
+    assert again.read_text().count("<img") == 4

@@ -14,6 +14,8 @@ from relay.cli.options import (
     EXIT_HANG,
     EXIT_INCONCLUSIVE,
     EXIT_INVARIANT,
+    BadInput,
+    check_output,
     cli,
     config_argument,
     design_option,
@@ -22,7 +24,7 @@ from relay.cli.options import (
     set_option,
     write_json,
 )
-from relay.scenario.schema import apply_override, parse_override
+from relay.scenario.schema import Scenario, apply_override, parse_override
 
 
 @cli.command()
@@ -32,6 +34,19 @@ from relay.scenario.schema import apply_override, parse_override
 @click.option("--examples", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @json_option("Write the result.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path),
+    help="Write an HTML page: the shrunk failing world's timeline per node and core, "
+    "and the same world on the other design beside it.",
+)
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(path_type=Path),
+    help="Write the shrunk world's run as Chrome trace-event JSON (Perfetto, chrome://tracing).",
+)
 def hunt(
     config: Path,
     design: str | None,
@@ -39,6 +54,8 @@ def hunt(
     examples: int,
     seed: int,
     json_path: Path | None,
+    report_path: Path | None,
+    trace_path: Path | None,
 ) -> None:
     """Search schedules and interleavings for a crash, a hang or a broken invariant.
 
@@ -49,6 +66,8 @@ def hunt(
 
     sets = [*overrides, *([f"design={design}"] if design else [])]
     scenario = load_config(config, sets, json_path)
+    for option, output in (("--report", report_path), ("--trace", trace_path)):
+        check_output(option, output, config, *([json_path] if json_path else []))
     parts = ["relaysim", "hunt", str(config), "--design", scenario.design]
     for o in overrides:
         parts += ["--set", o]
@@ -62,8 +81,13 @@ def hunt(
     result = run_hunt(scenario, scenario.design, examples=examples, seed=seed, pins=pins)
     missed = result.missed()
     doc = result.result(config.stem, scenario.design, seed, command)
+    doc["scenario_file"] = str(config)  # to draw it again: `relaysim report`
+    doc["sets"] = list(overrides)
+    doc["pins"] = pins
     if json_path is not None:
         write_json(json_path, doc)
+    if report_path is not None or trace_path is not None:
+        write_pictures(doc, scenario, pins, report_path, trace_path)
     reached = ", ".join(f"{k} in {v}" for k, v in sorted(result.reached.items()))
     shrinking = f" (then {result.shrink_runs} runs shrinking the failure)" * bool(result.failure)
     click.echo(
@@ -79,3 +103,28 @@ def hunt(
         click.echo(f"inconclusive: never reached {', '.join(missed)}")
         sys.exit(EXIT_INCONCLUSIVE)
     click.echo("nothing found, every race window reached")
+
+
+def write_pictures(
+    doc: dict[str, Any],
+    scenario: Scenario,
+    pins: dict[str, Any],
+    report_path: Path | None,
+    trace_path: Path | None,
+) -> None:
+    """The hunt's shrunk world as a page (`--report`) and a trace (`--trace`), on its
+    design and on the other beside it; without a failure, a page saying so."""
+    from relay.plan import timeline
+
+    timelines = (
+        timeline.both(timeline.case_of(doc), doc["design"], scenario, pins)
+        if doc.get("case") is not None
+        else []
+    )
+    if report_path is not None:
+        try:
+            report_path.write_text(timeline.html(doc, timelines), encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"--report {report_path}: cannot write: {exc.strerror}") from None
+    if trace_path is not None:
+        write_json(trace_path, timeline.chrome_trace(timelines), option="--trace")

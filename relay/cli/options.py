@@ -110,11 +110,12 @@ def load_config(config: Path, sets: list[str], json_path: Path | None) -> Scenar
         raise BadInput(str(exc)) from None
 
 
-def write_json(path: Path, doc: Mapping[str, Any]) -> None:
+def write_json(path: Path, doc: Mapping[str, Any], option: str = "--json") -> None:
+    """Write `doc` as JSON to `path` (the value of `option`), or BadInput."""
     try:
         path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     except OSError as exc:
-        raise BadInput(f"--json {path}: cannot write: {exc.strerror}") from None
+        raise BadInput(f"{option} {path}: cannot write: {exc.strerror}") from None
 
 
 def write_report(option: str, path: Path, docs: list[tuple[str, Any]]) -> None:

@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -153,5 +153,28 @@ def report(results: tuple[Path, ...], html_path: Path) -> None:
             raise BadInput(f"{path}: cannot read: {type(exc).__name__}") from None
         except json.JSONDecodeError as exc:
             raise BadInput(f"{path}: not JSON: line {exc.lineno}: {exc.msg}") from None
-    write_report("--html", html_path, docs)
+    hunts = [(name, doc) for name, doc in docs if isinstance(doc, dict) and
+             doc.get("schema") == "relaysim.hunt/1"]  # fmt: skip
+    if hunts:
+        if len(docs) > 1:
+            raise BadInput("report: a hunt's result is drawn on its own page: give it alone")
+        _hunt_page(hunts[0][0], hunts[0][1], html_path)
+    else:
+        write_report("--html", html_path, docs)
     click.echo(f"wrote {html_path}")
+
+
+def _hunt_page(name: str, doc: dict[str, Any], html_path: Path) -> None:
+    """`report` on a hunt's result: its shrunk world run again on both designs, from
+    the scenario file the result names."""
+    from relay.cli.hunt import write_pictures
+    from relay.scenario.schema import ConfigError, load_scenario
+
+    try:
+        where = Path(doc["scenario_file"])
+        scenario = load_scenario(where, [*doc.get("sets", []), f"design={doc['design']}"])
+    except KeyError as exc:
+        raise BadInput(f"report: {name}: field {exc} is missing (a hunt result)") from None
+    except ConfigError as exc:
+        raise BadInput(f"report: {name}: its scenario: {exc}") from None
+    write_pictures(doc, scenario, doc.get("pins") or {}, html_path, None)

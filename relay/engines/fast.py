@@ -9,7 +9,7 @@ for, so a whole day runs in seconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 from relay.core.agenda import ACTION, ARRIVAL, END, RETRY, WAKE, Agenda
@@ -24,8 +24,11 @@ def run(
     events: Iterable[Event] = (),
     *,
     progress: Progress | None = None,
+    observe: Callable[[Flow], Flow] | None = None,
 ) -> RunEnd:
-    """Run a whole replay on the discrete-event loop; deterministic by construction."""
+    """Run a whole replay on the discrete-event loop; deterministic by construction.
+    `observe` wraps each new flow (a timeline's recorder: it sees every effect and
+    resumption, and changes none)."""
     agenda = Agenda(tier, arrivals, events)
     # The per-request path of a whole-day replay. Methods are called on their
     # objects, never through bound-method locals: compiled, `agenda.next()` is a
@@ -44,11 +47,15 @@ def run(
             sent = True
         elif kind == ARRIVAL:
             flow = tier.arrive(agenda.cs, 0, now)
+            if observe is not None:
+                flow = observe(flow)
             sent = False
             if progress is not None and agenda.arrivals % PROGRESS_EVERY == 0:
                 progress(now, tier)
         elif kind == RETRY:
             flow = tier.again(cast(Retry, agenda.retry))
+            if observe is not None:
+                flow = observe(flow)
             sent = False
         elif kind == ACTION:
             event = agenda.event

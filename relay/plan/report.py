@@ -73,9 +73,7 @@ def html_report(docs: Sequence[tuple[str, dict[str, Any]]], title: str = "relays
         )
         if section is None:
             if schema == "relaysim.hunt/1":
-                raise ReportError(
-                    f"{name}: a hunt result; report draws replay summaries and sweep results"
-                )
+                raise ReportError(f"{name}: a hunt's result is drawn on its own page")
             raise ReportError(f"{name}: not a relaysim result (schema {schema!r})")
         try:
             parts += section(name, doc)

@@ -11,7 +11,7 @@ from typing import Any
 from relay.core.events import Event
 from relay.core.params import TierParams
 from relay.core.rng import Streams
-from relay.core.tier import RelayTier
+from relay.core.tier import Flow, RelayTier
 from relay.engines import fast, trio
 from relay.engines.common import Engine, RunEnd
 from relay.scenario.build import tier_params
@@ -36,10 +36,15 @@ def drive(
     tier: RelayTier,
     arrivals: Iterable[tuple[float, int]],
     events: Iterable[Event] | None = None,
+    observe: Callable[[Flow], Flow] | None = None,
 ) -> RunEnd:
-    """Run `tier` to its end on `engine` (the tier's own scheduled events if none given)."""
-    run = fast.run if engine == "fast" else trio.run
-    return run(tier, arrivals, tier.params.events if events is None else events)
+    """Run `tier` to its end on `engine` (the tier's own scheduled events if none
+    given); `observe` (the fast engine only) wraps each flow, as a timeline records."""
+    chosen = tier.params.events if events is None else events
+    if engine == "fast":
+        return fast.run(tier, arrivals, chosen, observe=observe)
+    assert observe is None, "flows are observed on the fast engine"
+    return trio.run(tier, arrivals, chosen)
 
 
 def run_world(
@@ -49,13 +54,15 @@ def run_world(
     cs_caps: Sequence[int],
     engine: Engine,
     tweak: Callable[[TierParams], TierParams] | None = None,
+    observe: Callable[[RelayTier], Callable[[Flow], Flow]] | None = None,
 ) -> RelayTier:
     """The one harness for drawn worlds: scenario `doc` validated, its parameters
-    adjusted by `tweak`, a tier with `cs_caps`, `arrivals` run on `engine`."""
+    adjusted by `tweak`, a tier with `cs_caps`, `arrivals` run on `engine`
+    (`observe`: a recorder of the tier's flows, on the fast engine)."""
     s = Scenario.model_validate(doc)
     params = tier_params(s)
     if tweak is not None:
         params = tweak(params)
     tier = RelayTier(params, cs_caps, Streams(s.seed))
-    drive(engine, tier, arrivals)
+    drive(engine, tier, arrivals, observe=None if observe is None else observe(tier))
     return tier

@@ -5,12 +5,13 @@ one harness, `relay.testing.run_world`, on either engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from hypothesis import strategies as st
 
-from relay.core.tier import RelayTier
+from relay.core.tier import Flow, RelayTier
 from relay.engines.common import Engine
 from relay.scenario.schema import Scenario
 from relay.testing import merge, run_world
@@ -112,9 +113,11 @@ def run_case(
     base: Scenario | None = None,
     engine: Engine = "trio",
     pins: dict[str, Any] | None = None,
+    observe: Callable[[RelayTier], Callable[[Flow], Flow]] | None = None,
 ) -> RelayTier:
     """Run one race world on `engine`, on top of `base` (its other settings), with
-    `pins` (nested keys the user fixed: `hunt --set`) laid over what it drew."""
+    `pins` (nested keys the user fixed: `hunt --set`) laid over what it drew;
+    `observe` records its flows (the fast engine: `relay.plan.timeline`)."""
     doc: dict[str, Any] = {"name": "hunt", "load": {"requests": len(case.arrivals)}}
     if base is not None:
         doc = base.model_dump(mode="json", exclude={"operators", "faults"})
@@ -125,6 +128,7 @@ def run_case(
         cs_caps=[100] * 4,
         engine=engine,
         tweak=lambda p: replace(p, monitor=replace(p.monitor, phase_s=case.phase_s)),
+        observe=observe,
     )
 
 

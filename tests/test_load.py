@@ -21,7 +21,7 @@ from relay.scenario.build import new_tier
 from relay.scenario.schema import Scenario
 from relay.serve import load
 from relay.serve.protocol import Decoder, ErrorCode, Frame, Status, Type, error_frame
-from relay.serve.server import RelayServer
+from relay.serve.server import Limits, RelayServer
 from relay.testing import scenario
 from tests.test_serve import FAST
 
@@ -212,3 +212,22 @@ async def test_a_load_summary_reads_as_a_load_in_the_report() -> None:
     assert "checks</td><td>passed" not in page
     assert "crashes (the server&#x27;s)" in page
     assert page.count("<img") >= 2  # traffic and latency per 5 minutes
+
+
+async def test_connections_closed_for_idleness_are_replaced() -> None:
+    """A sparse load against a server with a short idle timeout: connections are told
+    IDLE and closed between requests; the load opens fresh ones and every request
+    still gets its answer."""
+    tier = new_tier(scenario(**FAST), cs_caps=[100] * 50)
+    server = RelayServer(tier, TrioDriver(tier), Limits(idle_timeout=0.15, frame_timeout=0.1))
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+            doc, record = await load.run(
+                small(), "127.0.0.1", port, duration=1.5, rate=20.0, connections=4
+            )
+            server.stop()
+    assert record.notices.get("IDLE", 0) >= 2
+    assert server.stats.closed["IDLE"] >= 2
+    assert doc["lost"] == 0
+    assert doc["completed"] == doc["requests"] > 10

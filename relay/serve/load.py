@@ -78,6 +78,7 @@ class Next(NamedTuple):
     attempt: int
     key: bytes
     left: int
+    again: Request | None = None  # sent before, refused unread: the same request
 
 
 @dataclass
@@ -119,6 +120,13 @@ class LoadRun:
                 self._later(now + self.step(), req.cs, req.attempt, key, left - 1)
         elif self.counters.retries(outcome.value, req.attempt):
             self._later(now + self.think(), req.cs, req.attempt + 1, os.urandom(16), left)
+
+    def resend(self, req: Request, key: bytes, left: int) -> None:
+        """Send `req` again as soon as the sender can (it was refused unread)."""
+        now = trio.current_time()
+        entry = Next(now, next(self._order), req.arrived, req.cs, req.attempt, key, left, req)
+        heapq.heappush(self.later, entry)
+        self.wake.set()
 
     def _later(self, at: float, cs: int, attempt: int, key: bytes, left: int) -> None:
         real = self.origin + (at - self.base) / self.scale
@@ -265,7 +273,9 @@ async def run(
                         step.key,
                         step.left,
                     )
+                    again = step.again
                 else:
+                    again = None
                     assert upcoming is not None
                     t, cs = upcoming
                     attempt, arrived, key = 0, state.base + t * state.scale, os.urandom(16)
@@ -282,9 +292,11 @@ async def run(
                 rid = next(ids)
                 frame = Frame(Type.REQUEST, rid, key, cs, 0, b"counter step", left=left)
                 # Booked before sending: the reply may be read while the send yields.
-                req = pending[rid] = state.ledger.open(cs, attempt, arrived)
+                # A request refused unread goes again as itself (one outcome).
+                req = again if again is not None else state.ledger.open(cs, attempt, arrived)
+                pending[rid] = req
                 state.sending[rid] = (key, left)
-                state.sent += 1
+                state.sent += again is None
                 try:
                     await usable.stream.send_all(frame.encode())
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -476,9 +488,16 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun) -> None:
                         else:
                             state.errors += 1
                         continue
-                    state.error_codes[code] += 1
+                    if frame.status != ErrorCode.IDLE:  # IDLE: sent again, below
+                        state.error_codes[code] += 1
                 req = pending.pop(frame.id, None)
                 if req is None:
+                    continue
+                if frame.type is Type.ERROR and frame.status == ErrorCode.IDLE:
+                    # It crossed the connection's IDLE notice and was refused unread:
+                    # the same request goes again now, on a fresh connection.
+                    key, left = state.sending.pop(frame.id)
+                    state.resend(req, key, left)
                     continue
                 why: str | None = None
                 if frame.type is Type.REPLY:

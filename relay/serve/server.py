@@ -538,17 +538,18 @@ class RelayServer:
         except Exception as exc:
             outbox.put(self._failed(frame, exc))
             return
-        if type(state) is Ended or type(state.effect) is Think:  # type: ignore[union-attr]
-            outbox.put(self._reply(frame, req))
-            self._between(frame.key, flow, state)
+        if type(state) is Waiting and type(state.effect) is not Think:
+            # It must wait (a device, a queue): a task of its own carries it on.
+            assert self._work is not None
+            outbox.owed += 1
+            self._in_flight += 1
+            if self._in_flight == 1:
+                self._idle = trio.Event()
+            self._work.start_soon(self._request, outbox, frame, req, flow, state)
             return
-        assert type(state) is Waiting
-        assert self._work is not None
-        outbox.owed += 1
-        self._in_flight += 1
-        if self._in_flight == 1:
-            self._idle = trio.Event()
-        self._work.start_soon(self._request, outbox, frame, req, flow, state)
+        # Its message ended at once: the operation's end, or its client's turn.
+        outbox.put(self._reply(frame, req))
+        self._between(frame.key, flow, state)
 
     async def _request(
         self, outbox: Outbox, frame: Frame, req: Request, flow: Flow, state: Waiting

@@ -4,18 +4,25 @@ Open model: each request is sent at its scheduled instant whether or not earlier
 ones have been answered (arrivals do not wait on responses), spread round robin
 over `connections` pipelined TCP connections. Latency runs from the *scheduled*
 instant, not the moment the bytes left, so a server that stalls the sender is
-charged for it (no coordinated omission). The schedule is either a fixed `rate`
-(Poisson, seeded from the scenario) or the scenario's own day, compressed `speed`
-times, from the opening of its service hours; both stop at `duration` seconds.
+charged for it (no coordinated omission); sends later than their schedule are
+counted. The schedule is either a fixed `rate` (Poisson, seeded from the scenario)
+or the scenario's own day from the opening of its service hours at the server's
+speed (it asks, with an INFO frame): the day's counter operations, each message
+after the counter's own steps with the operation's key (the server holds its
+connection meanwhile), and the counter users' retries by the scenario's rule
+(`CountersParams.retries`); both stop at `duration` real seconds.
 
-Each request is recorded in a client-side `Ledger` (opened when sent, closed by its
-reply), so the summary is the replay's document (`relaysim.summary/3`, engine
-`tcp`): requests without a reply when the run ends are `lost`. Latency percentiles
-come from an HDR histogram (microseconds, 3 significant digits). Request ids start
-at 1 (the protocol's 0 means "no particular request").
+Each request is recorded in a client-side `Ledger` in the scenario's time (opened
+when sent, closed by its reply), so the summary is the replay's document
+(`relaysim.summary/3`, engine `tcp`) and compares with a replay's: requests without
+a reply when the run ends are `lost`. Overflow replies carry their reason; the
+server's own figures (design, crashes, hangs, outage) come from its INFO answers.
+Latency percentiles come from an HDR histogram (microseconds, 3 significant
+digits). Request ids start at 1 (the protocol's 0 means "no particular request").
 
 The server may close a connection: an `IDLE` notice (nothing sent for its idle
-timeout) and the next request goes out on a fresh connection; a `SHUTTING_DOWN`
+timeout) and the next request goes out on a fresh connection (one that crossed the
+notice, refused unread, goes again as itself); a `SHUTTING_DOWN`
 notice (the server is stopping) and nothing more is sent there, while replies owed
 still arrive; a request that crossed the notice comes back refused with its id,
 booked as that request's error. Once every connection is shutting down the load

@@ -221,106 +221,23 @@ async def run(
     try:
         for _ in range(connections):
             links.append(_Link(await _connect(host, port)))
-        pending = state.pending
-        ids = itertools.count(1)
         async with trio.open_nursery() as nursery:
             for link in links:
                 nursery.start_soon(_receive, link, links, state)
             first = await _ask(links, state, host, port)
-            # The server's speed is the load's: its model runs that many times faster
-            # than real time, so the day is replayed at it and its latencies are scaled
-            # back into the scenario's seconds.
-            served = _speed(first)
-            if speed is not None and abs(speed - served) > 1e-9 * served:
-                raise LoadError(
-                    f"--speed {speed:g}: the server runs the model at {served:g}x real time; "
-                    f"start it with `serve --speed {speed:g}`, or leave --speed out"
-                )
-            if rate is None:
-                speed = served  # the scenario's day, at the server's pace
-                state.base = opening(scenario)
-            state.scale = served
-            # Replaying the day, the counter users retry as the scenario's do (their
-            # own draws: load-retries); a fixed rate is the load asked for, no more.
-            counters = tier_params(scenario).counters
-            state.counters = counters if rate is None else replace(counters, max_retries=0)
-            streams = Streams(scenario.seed)
-            state.think = counters.retry_think_s.sampler(streams.stream("load-retries"))
-            # Replaying the day, its operations of several messages, the counter's own
-            # steps between them (the server holds the connection meanwhile).
-            messages = counters.messages if rate is None else 1
-            state.step = counters.step_think_s.sampler(streams.stream("load-steps"))
+            speed, messages = _agree(state, scenario, first, rate, speed)
             start = state.origin = trio.current_time()
             if progress is not None:
                 nursery.start_soon(_report, progress, state, start)
-            turn = itertools.cycle(range(connections))
-            arrivals = iter(schedule(scenario, duration=duration, rate=rate, speed=speed))
-            upcoming = next(arrivals, None)
-            while True:
-                # The next send: the schedule's next first attempt, or a counter user's
-                # retry (decided as replies come in), whichever is due first.
-                first_due = start + upcoming[0] if upcoming is not None else math.inf
-                retry_due = state.later[0].due if state.later else math.inf
-                due = min(first_due, retry_due)
-                if due == math.inf and not pending:
-                    break  # nothing is due, and no reply is left to bring a retry
-                if due > trio.current_time():
-                    state.wake = trio.Event()
-                    with trio.move_on_at(due if due < math.inf else trio.current_time() + drain):
-                        await state.wake.wait()
-                    if due == math.inf and not state.wake.is_set():
-                        break  # replies stopped coming: the drain below counts them
-                    continue
-                if retry_due <= first_due:
-                    step = heapq.heappop(state.later)
-                    cs, attempt, arrived, key, left = (
-                        step.cs,
-                        step.attempt,
-                        step.at,
-                        step.key,
-                        step.left,
-                    )
-                    again = step.again
-                else:
-                    again = None
-                    assert upcoming is not None
-                    t, cs = upcoming
-                    attempt, arrived, key = 0, state.base + t * state.scale, os.urandom(16)
-                    left = messages
-                    upcoming = next(arrivals, None)
-                usable = await _usable(links, turn, host, port, nursery, state)
-                if usable is None:
-                    state.stopped_by_server = True
-                    break
-                late = trio.current_time() - due
-                if late > LATE_S:  # coordinated omission, made visible
-                    state.late += 1
-                    state.latest = max(state.latest, late)
-                rid = next(ids)
-                frame = Frame(Type.REQUEST, rid, key, cs, 0, b"counter step", left=left)
-                # Booked before sending: the reply may be read while the send yields.
-                # A request refused unread goes again as itself (one outcome).
-                req = again if again is not None else state.ledger.open(cs, attempt, arrived)
-                pending[rid] = req
-                state.sending[rid] = (key, left)
-                state.sent += again is None
-                try:
-                    await usable.stream.send_all(frame.encode())
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    # The connection broke under it: this request's error, not a loss.
-                    state.sending.pop(rid, None)
-                    if pending.pop(rid, None) is not None:
-                        state.errors += 1
-                        state.ledger.close(
-                            req, Outcome.ERROR, state.scenario_time(trio.current_time())
-                        )
-                        state.answered += 1
+            sender = _Sender(state, links, host, port, nursery)
+            await sender.send(iter(schedule(scenario, duration=duration, rate=rate, speed=speed)),
+                              messages, drain)  # fmt: skip
             if not state.stopped_by_server:
                 # An open model runs for its duration, whether or not anything was due.
                 await trio.sleep_until(start + duration)
             # Load has stopped: wait for the answers still due, up to `drain`.
             state.sending_done = True
-            if not pending or not any(link.open for link in links):
+            if not state.pending or not any(link.open for link in links):
                 state.all_answered.set()
             with trio.move_on_after(drain):
                 await state.all_answered.wait()
@@ -333,6 +250,127 @@ async def run(
         for link in links:
             with trio.CancelScope(shield=True):
                 await link.stream.aclose()
+    return _document(scenario, state, first, last, end, time.perf_counter() - wall0), state
+
+
+def _agree(
+    state: LoadRun,
+    scenario: Scenario,
+    first: dict[str, Any] | None,
+    rate: float | None,
+    speed: float | None,
+) -> tuple[float | None, int]:
+    """Set the load to the server's clock and the scenario's counters: the speed the
+    schedule runs at, and the messages of an operation. LoadError for a --speed that
+    is not the server's."""
+    # The server's speed is the load's: its model runs that many times faster than
+    # real time, so the day is replayed at it and its latencies are scaled back into
+    # the scenario's seconds.
+    served = _speed(first)
+    if speed is not None and abs(speed - served) > 1e-9 * served:
+        raise LoadError(
+            f"--speed {speed:g}: the server runs the model at {served:g}x real time; "
+            f"start it with `serve --speed {speed:g}`, or leave --speed out"
+        )
+    if rate is None:
+        speed = served  # the scenario's day, at the server's pace
+        state.base = opening(scenario)
+    state.scale = served
+    # Replaying the day, the counter users retry as the scenario's do (their own
+    # draws: load-retries), and send their operations' messages after their own steps
+    # (the server holds the connection meanwhile); a fixed rate is the load asked for,
+    # one message each, and no more.
+    counters = tier_params(scenario).counters
+    state.counters = counters if rate is None else replace(counters, max_retries=0)
+    streams = Streams(scenario.seed)
+    state.think = counters.retry_think_s.sampler(streams.stream("load-retries"))
+    state.step = counters.step_think_s.sampler(streams.stream("load-steps"))
+    return speed, counters.messages if rate is None else 1
+
+
+class _Sender:
+    """Sends the schedule's first attempts and what the counter users send next."""
+
+    def __init__(
+        self, state: LoadRun, links: list[_Link], host: str, port: int, nursery: trio.Nursery
+    ) -> None:
+        self.state = state
+        self.links = links
+        self.host, self.port = host, port
+        self.nursery = nursery
+        self.turn = itertools.cycle(range(len(links)))
+        self.ids = itertools.count(1)
+
+    async def send(
+        self, arrivals: Iterator[tuple[float, int]], messages: int, drain: float
+    ) -> None:
+        """Until nothing is due and no reply can bring more (or the server stops)."""
+        state, start = self.state, self.state.origin
+        upcoming = next(arrivals, None)
+        while True:
+            # The next send: the schedule's next first attempt, or a counter user's next
+            # message or retry (decided as replies come in), whichever is due first.
+            first_due = start + upcoming[0] if upcoming is not None else math.inf
+            later_due = state.later[0].due if state.later else math.inf
+            due = min(first_due, later_due)
+            if due == math.inf and not state.pending:
+                return  # nothing is due, and no reply is left to bring more
+            if due > trio.current_time():
+                state.wake = trio.Event()
+                with trio.move_on_at(due if due < math.inf else trio.current_time() + drain):
+                    await state.wake.wait()
+                if due == math.inf and not state.wake.is_set():
+                    return  # replies stopped coming: the drain counts them
+                continue
+            if later_due <= first_due:
+                step = heapq.heappop(state.later)
+            else:
+                assert upcoming is not None
+                t, cs = upcoming
+                step = Next(due, -1, state.base + t * state.scale, cs, 0, os.urandom(16), messages)
+                upcoming = next(arrivals, None)
+            usable = await _usable(self.links, self.turn, self.host, self.port, self.nursery, state)
+            if usable is None:
+                state.stopped_by_server = True
+                return
+            late = trio.current_time() - due
+            if late > LATE_S:  # coordinated omission, made visible
+                state.late += 1
+                state.latest = max(state.latest, late)
+            await self._one(usable, step)
+
+    async def _one(self, link: _Link, step: Next) -> None:
+        """Send one message on `link`, booked in the ledger first (the reply may be
+        read while the send yields); a request refused unread goes again as itself."""
+        state = self.state
+        rid = next(self.ids)
+        frame = Frame(Type.REQUEST, rid, step.key, step.cs, 0, b"counter step", left=step.left)
+        again = step.again
+        req = again if again is not None else state.ledger.open(step.cs, step.attempt, step.at)
+        state.pending[rid] = req
+        state.sending[rid] = (step.key, step.left)
+        state.sent += again is None
+        try:
+            await link.stream.send_all(frame.encode())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The connection broke under it: this request's error, not a loss.
+            state.sending.pop(rid, None)
+            if state.pending.pop(rid, None) is not None:
+                state.errors += 1
+                state.ledger.close(req, Outcome.ERROR, state.scenario_time(trio.current_time()))
+                state.answered += 1
+
+
+def _document(
+    scenario: Scenario,
+    state: LoadRun,
+    first: dict[str, Any] | None,
+    last: dict[str, Any] | None,
+    end: float,
+    wall: float,
+) -> summary.Summary:
+    """The load's summary: the replay's document from the client's ledger, with the
+    server's own figures (INFO, at the start and the end) and the client's."""
     about = first or {}
     doc = summary.build(
         scenario=scenario.name,
@@ -345,7 +383,7 @@ async def run(
         nodes=[],
         sim_start=state.base,
         sim_end=end,
-        wall_seconds=time.perf_counter() - wall0,
+        wall_seconds=wall,
     )
     before, after = _figures(first), _figures(last)
     if before is not None and after is not None:
@@ -372,7 +410,7 @@ async def run(
             "max": h.get_max_value() / 1000.0,
             "mean": round(h.get_mean_value() / 1000.0, 3),
         }
-    return doc, state
+    return doc
 
 
 def behind(doc: summary.Summary) -> str | None:

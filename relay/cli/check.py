@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from relay.cli.options import (
     BadInput,
     check_output,
     cli,
+    executor,
     expect_option,
     expectations_of,
     json_option,
@@ -55,10 +55,8 @@ def check(
     that reproduces it, or ERROR. Exit 0 when every case held, 6 when any failed.
     """
     from relay.plan import check as checks
-    from relay.plan import sweep as sweeps
 
-    if workers is not None and dask_address is not None:
-        raise BadInput("--workers and --dask: choose one (Dask decides its own workers)")
+    pool, label = executor(workers, dask_address)
     check_output("--junit", junit_path, suite_file)
     check_output("--json", json_path, suite_file, *([junit_path] if junit_path else []))
     expectations_of(expectations)  # a bad one is a usage error, before anything runs
@@ -66,20 +64,17 @@ def check(
         suite = checks.load_suite(suite_file, expectations)
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
-    n = workers or os.cpu_count() or 1
-    label = f"dask {dask_address}" if dask_address else f"{n} local worker{'s' * (n > 1)}"
-    pool = sweeps.dask_pool(dask_address) if dask_address else sweeps.local_pool(n)
     err = Console(stderr=True)
     show = not quiet and err.is_terminal
     click.echo(f"suite {suite.name}: {len(suite.runs)} runs on {label}")
     try:
         with (
-            pool as executor,
+            pool as running,
             render.sweep_progress(suite.name, len(suite.runs), enabled=show, console=err) as bar,
         ):
             doc = checks.run(
                 suite,
-                executor,
+                running,
                 extra=expectations,
                 progress=bar,
                 on_row=lambda row: click.echo(checks.line(row)),

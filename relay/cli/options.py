@@ -59,6 +59,21 @@ expect_option = click.option(
 )
 
 
+def executor(workers: int | None, dask_address: str | None) -> tuple[Any, str]:
+    """The executor `--workers` or `--dask` asks for (a context manager, entered by
+    the caller) and its label; BadInput for both at once."""
+    import os
+
+    from relay.plan import sweep as sweeps
+
+    if workers is not None and dask_address is not None:
+        raise BadInput("--workers and --dask: choose one (Dask decides its own workers)")
+    if dask_address:
+        return sweeps.dask_pool(dask_address), f"dask {dask_address}"
+    n = workers or os.cpu_count() or 1
+    return sweeps.local_pool(n), f"{n} local worker{'s' * (n > 1)}"
+
+
 def expectations_of(texts: tuple[str, ...] | list[str], given: str = "--expect") -> list[Any]:
     """The `Expectation`s of `texts`, or BadInput naming the one that does not parse
     (before anything runs)."""

@@ -15,6 +15,7 @@ from relay.cli.options import (
     BadInput,
     check_output,
     cli,
+    executor,
     expect_option,
     expectations_of,
     json_option,
@@ -55,12 +56,10 @@ def sweep(
 ) -> None:
     """Run what-if points of a scenario in parallel; one row of figures per point."""
     import csv
-    import os
 
     from relay.plan import sweep as sweeps
 
-    if workers is not None and dask_address is not None:
-        raise BadInput("--workers and --dask: choose one (Dask decides its own workers)")
+    pool, label = executor(workers, dask_address)
     check_output("--json", json_path, sweep_file)
     check_output("--csv", csv_path, sweep_file, *([json_path] if json_path else []))
     expectations_of(expectations)  # a bad one is a usage error, before anything runs
@@ -69,16 +68,13 @@ def sweep(
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
     err = Console(stderr=True)
-    n = workers or os.cpu_count() or 1
-    label = f"dask {dask_address}" if dask_address else f"{n} local worker{'s' * (n > 1)}"
-    pool = sweeps.dask_pool(dask_address) if dask_address else sweeps.local_pool(n)
     show = not quiet and err.is_terminal
     try:
         with (
-            pool as executor,
+            pool as running,
             render.sweep_progress(plan.name, len(plan.points), enabled=show, console=err) as bar,
         ):
-            doc = sweeps.run(plan, executor, progress=bar, label=label, expect=expectations)
+            doc = sweeps.run(plan, running, progress=bar, label=label, expect=expectations)
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
     if json_path is not None:

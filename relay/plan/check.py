@@ -41,7 +41,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from relay.scenario.expect import ExpectError, judge
+from relay.scenario.expect import check_all, judge
 from relay.scenario.expect import parse as parse_expectation
 from relay.scenario.schema import (
     ConfigError,
@@ -71,11 +71,7 @@ class CaseSpec(BaseModel):
     @field_validator("expect")
     @classmethod
     def _parses(cls, texts: list[str]) -> list[str]:
-        for i, text in enumerate(texts):
-            try:
-                parse_expectation(text)
-            except ExpectError as exc:
-                raise ValueError(f"{i}: {exc}") from None
+        check_all(texts)
         return texts
 
 

@@ -26,8 +26,8 @@ import html as htmlib
 import io
 import json
 import math
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from typing import Any
 
 from relay.core.request import Request
@@ -501,9 +501,3 @@ def both(
     """The world on `design`, then on the other design beside it."""
     other = "fixed" if design != "fixed" else "legacy"
     return [record(case, design, base, pins), record(case, other, base, pins)]
-
-
-def steps_document(t: Timeline) -> Iterator[dict[str, Any]]:
-    """The recorded requests as JSON rows."""
-    for s in t.steps:
-        yield asdict(s)

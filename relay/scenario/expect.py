@@ -19,7 +19,7 @@ import difflib
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,16 @@ def parse(text: str) -> Expectation:
         raise ExpectError(f"{text!r}: unknown figure {figure!r}{hint}")
     value = float(m["number"]) / (100.0 if m["percent"] else 1.0)
     return Expectation(" ".join(text.split()), figure, m["op"], value)
+
+
+def check_all(texts: Sequence[str], where: str = "") -> None:
+    """A validator's check of a list of expectations: ValueError naming the first
+    that does not parse by its index (`where` before it: "expect.")."""
+    for i, text in enumerate(texts):
+        try:
+            parse(text)
+        except ExpectError as exc:
+            raise ValueError(f"{where}{i}: {exc}") from None
 
 
 def figures(doc: Mapping[str, Any]) -> dict[str, float | None]:

@@ -34,8 +34,7 @@ from loadgen.profile import slots
 from relay.core.design import Design, DesignName, preset
 from relay.core.events import order
 from relay.scenario.distributions import Distribution
-from relay.scenario.expect import ExpectError
-from relay.scenario.expect import parse as parse_expectation
+from relay.scenario.expect import check_all as check_expectations
 
 
 class _Loader(yaml.SafeLoader):
@@ -571,11 +570,7 @@ class Scenario(_Model):
     @field_validator("expect")
     @classmethod
     def _expectations(cls, texts: tuple[str, ...]) -> tuple[str, ...]:
-        for i, text in enumerate(texts):
-            try:
-                parse_expectation(text)
-            except ExpectError as exc:
-                raise ValueError(f"expect.{i}: {exc}") from None
+        check_expectations(texts, "expect.")
         return texts
 
     @model_validator(mode="after")

@@ -300,3 +300,18 @@ async def test_over_http_a_handler_bug_answers_500_and_a_big_body_413(
     assert bug == (500, {"error": "internal error: RuntimeError"})
     assert fine[0] == 200
     assert fine[1]["nodes"][1]["hsm_stuck"] is True
+
+
+async def test_fault_times_are_real_seconds_at_any_speed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server at 60x shows when a fault was injected in real seconds since it
+    started, not in the model's (120 s of the model are 2 real seconds)."""
+    driver = TrioDriver(tier_for(**BASE, design="legacy"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.serve)
+        admin = Admin(driver, TOKEN, PORT, scale=60.0)
+        await trio.sleep(120.0)
+        await admin.handle(call("POST", b'{"kind": "crash", "node": 1}'))
+        nursery.cancel_scope.cancel()
+    assert [f["at_s"] for f in admin.faults] == [2.0]

@@ -79,11 +79,13 @@ class Admin:
     """Applies faults to one driver's tier; `handle` is the HTTP handler.
 
     `token` is the run's secret every change must carry; `port` the one the endpoint
-    listens on (set by `serve_admin`), which the Host header must name.
+    listens on (set by `serve_admin`), which the Host header must name; `scale` the
+    model's seconds per real second (`serve --speed`), for times shown in real ones.
     """
 
-    def __init__(self, driver: TrioDriver, token: str, port: int = 0) -> None:
+    def __init__(self, driver: TrioDriver, token: str, port: int = 0, scale: float = 1.0) -> None:
         self.driver = driver
+        self._scale = scale
         self.tier = driver.tier
         self.port = port
         self._token = token.encode()
@@ -131,7 +133,10 @@ class Admin:
         """Apply one validated fault now (see the module doc); AdminError names a node
         this tier does not have."""
         now = trio.current_time()
-        entry: dict[str, Any] = {"kind": fault.kind, "at_s": round(now - self._started, 3)}
+        entry: dict[str, Any] = {
+            "kind": fault.kind,
+            "at_s": round((now - self._started) / self._scale, 3),
+        }
         key: tuple[str, int]
         if isinstance(fault, BackendFault):
             self.driver.apply(FaultEvent(now, "slow_backend", factor=fault.factor))
@@ -182,8 +187,8 @@ class Admin:
         return [f for f in self._faults.values() if self._in_effect(f)]
 
     def state(self) -> dict[str, Any]:
-        """The nodes, the backend and the faults in effect (`at_s`: seconds since the
-        endpoint started)."""
+        """The nodes, the backend and the faults in effect (`at_s`: real seconds since
+        the endpoint started)."""
         d = self.tier.dispatcher
         return {
             "design": self.tier.design.name,

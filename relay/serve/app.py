@@ -123,7 +123,7 @@ async def _run(
         about = {"scenario": scenario.name, "seed": scenario.seed, "speed": speed}
         server = RelayServer(tier, driver, limits(scenario, drain, speed), about)
         secret = secrets.token_urlsafe(24)
-        admin = Admin(driver, secret)
+        admin = Admin(driver, secret, scale=speed)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(server.serve, port)

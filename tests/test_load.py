@@ -125,7 +125,7 @@ async def test_ids_start_at_1_and_a_connection_error_is_nobodys() -> None:
         while data := await stream.receive_some(65536):
             for frame in decoder.feed(data):
                 if frame.type is Type.INFO:  # who is there: a relaysim server
-                    info = Frame(Type.INFO, frame.id, body=b'{"design": "fixed"}')
+                    info = Frame(Type.INFO, frame.id, body=b'{"protocol": 1, "design": "fixed"}')
                     await stream.send_all(info.encode())
                     continue
                 seen.append(frame.id)

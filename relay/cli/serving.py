@@ -250,8 +250,13 @@ def load(
             "the rest of the schedule was not",
             err=True,
         )
+    broken = record.violations
+    if broken:
+        what = ", ".join(f"{kind.replace('_', ' ')} {n:,}" for kind, n in sorted(broken.items()))
+        click.echo(f"relaysim: the server broke the protocol: {what}", err=True)
     if doc["lost"]:
         click.echo(f"relaysim: {doc['lost']} requests had no reply", err=True)
+    if doc["lost"] or broken:
         sys.exit(EXIT_INVARIANT)
     if not held:
         click.echo("relaysim: a threshold (--expect) failed", err=True)

@@ -169,6 +169,9 @@ class ClientFigures(TypedDict):
     latest_send_ms: float  # the worst lateness
     stopped_by_server: bool  # the server stopped during the load (SHUTTING_DOWN)
     server_figures: bool  # crashes, hangs and outage are the server's own (INFO)
+    # What the server sent that breaks the protocol, by kind: replies to ids never
+    # sent or answered already, bytes that are no frame, an INFO that is no object.
+    protocol_violations: dict[str, int]
     speed: float  # the server's: scenario seconds per real second
 
 

@@ -486,6 +486,13 @@ class ServeConfig(_Model):
         allow_inf_nan=False,
         description="a connection carrying nothing this long is closed",
     )
+    write_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="a client reading none of its replies this long is closed",
+    )
     max_connections: int = Field(default=1024, ge=1, le=100_000)
     max_connections_per_peer: int = Field(default=256, ge=1, le=100_000)
     reserved_connections: int = Field(

@@ -42,6 +42,7 @@ def limits(scenario: Scenario, drain: float | None = None, speed: float = 1.0) -
         max_frame=c.max_frame_bytes,
         frame_timeout=c.frame_timeout_s,
         idle_timeout=c.idle_timeout_s,
+        write_timeout=c.write_timeout_s,
         max_connections=c.max_connections,
         per_peer=c.max_connections_per_peer,
         reserved=c.reserved_connections,

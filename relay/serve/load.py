@@ -56,6 +56,7 @@ from relay.scenario.build import tier_params
 from relay.scenario.schema import Scenario
 from relay.serve.protocol import (
     OUTCOME_OF,
+    VERSION,
     Decoder,
     ErrorCode,
     Frame,
@@ -86,6 +87,7 @@ class Next(NamedTuple):
     key: bytes
     left: int
     again: Request | None = None  # sent before, refused unread: the same request
+    link: _Link | None = None  # an operation's next message: its operation's connection
 
 
 @dataclass
@@ -97,10 +99,16 @@ class LoadRun:
     errors: int = 0  # error frames and connections the server closed on us
     error_codes: Counter[str] = field(default_factory=Counter)  # requests' error frames
     notices: Counter[str] = field(default_factory=Counter)  # connections' (id 0), by code
+    # What the server sent that breaks the protocol, by kind (VIOLATIONS): counted,
+    # never booked as a request's outcome.
+    violations: Counter[str] = field(default_factory=Counter)
+    last_id: int = 0  # the highest request id sent: ids up to it that are not pending
+    # were answered already
     stopped_by_server: bool = False  # every connection got SHUTTING_DOWN
     late: int = 0  # sent more than LATE_S after their schedule
     latest: float = 0.0  # the worst lateness, seconds
-    infos: list[dict[str, Any]] = field(default_factory=list)  # INFO answers, in order
+    # INFO answers, in order (for one that is not the server's, what is wrong with it)
+    infos: list[dict[str, Any] | str] = field(default_factory=list)
     info_came: trio.Event = field(default_factory=trio.Event)
     origin: float = 0.0  # trio's clock when the schedule began: its time 0
     _order: Iterator[int] = field(default_factory=itertools.count)
@@ -116,15 +124,18 @@ class LoadRun:
     base: float = 0.0  # the scenario's time then (the day's opening, or 0 for a rate)
     scale: float = 1.0  # scenario seconds per real second: the server's speed
 
-    def after(self, req: Request, outcome: Outcome, now: float, key: bytes, left: int) -> None:
+    def after(
+        self, req: Request, outcome: Outcome, now: float, key: bytes, left: int, link: _Link
+    ) -> None:
         """Do what the scenario's counter user does when message `req` of operation
         `key` (`left` messages to go, itself included) ended with `outcome` at
-        scenario time `now`: its next message after the counter's own steps, or,
-        if it failed, perhaps the operation again from it after a think (the core's
-        rule, `CountersParams.retries`), with a new key."""
+        scenario time `now`: its next message after the counter's own steps, on the
+        operation's connection `link`, or, if it failed, perhaps the operation again
+        from it after a think (the core's rule, `CountersParams.retries`), with a
+        new key."""
         if outcome is Outcome.COMPLETED:
             if left > 1:
-                self._later(now + self.step(), req.cs, req.attempt, key, left - 1)
+                self._later(now + self.step(), req.cs, req.attempt, key, left - 1, link)
         elif self.counters.retries(outcome.value, req.attempt):
             self._later(now + self.think(), req.cs, req.attempt + 1, os.urandom(16), left)
 
@@ -135,9 +146,12 @@ class LoadRun:
         heapq.heappush(self.later, entry)
         self.wake.set()
 
-    def _later(self, at: float, cs: int, attempt: int, key: bytes, left: int) -> None:
+    def _later(
+        self, at: float, cs: int, attempt: int, key: bytes, left: int, link: _Link | None = None
+    ) -> None:
         real = self.origin + (at - self.base) / self.scale
-        heapq.heappush(self.later, Next(real, next(self._order), at, cs, attempt, key, left))
+        entry = Next(real, next(self._order), at, cs, attempt, key, left, None, link)
+        heapq.heappush(self.later, entry)
         self.wake.set()
 
     def scenario_time(self, real: float) -> float:
@@ -329,7 +343,16 @@ class _Sender:
                 t, cs = upcoming
                 step = Next(due, -1, state.base + t * state.scale, cs, 0, os.urandom(16), messages)
                 upcoming = next(arrivals, None)
-            usable = await _usable(self.links, self.turn, self.host, self.port, self.nursery, state)
+            # An operation's next message goes on its operation's connection while that
+            # is open; once the server has closed it, the operation is over there and
+            # the message opens a new one on any connection.
+            link = step.link
+            if link is not None and link.open and link.closing is None:
+                usable: _Link | None = link
+            else:
+                usable = await _usable(
+                    self.links, self.turn, self.host, self.port, self.nursery, state
+                )
             if usable is None:
                 state.stopped_by_server = True
                 return
@@ -348,6 +371,7 @@ class _Sender:
         again = step.again
         req = again if again is not None else state.ledger.open(step.cs, step.attempt, step.at)
         state.pending[rid] = req
+        state.last_id = rid
         state.sending[rid] = (step.key, step.left)
         state.sent += again is None
         try:
@@ -399,6 +423,7 @@ def _document(
         "latest_send_ms": round(state.latest * 1000, 3),
         "stopped_by_server": state.stopped_by_server,
         "server_figures": before is not None and after is not None,
+        "protocol_violations": dict(sorted(state.violations.items())),
         "speed": state.scale,
     }
     h = state.histogram
@@ -471,7 +496,12 @@ async def _ask(links: list[_Link], state: LoadRun, host: str, port: int) -> dict
         if asked == 0:
             raise LoadError(f"{host}:{port} did not answer as a relaysim serve dispatcher")
         return None
-    return state.infos[asked]
+    answer = state.infos[asked]
+    if isinstance(answer, str):  # what was wrong with it
+        if asked == 0:
+            raise LoadError(f"{host}:{port} is not a relaysim serve dispatcher: its INFO {answer}")
+        return None
+    return answer
 
 
 async def _usable(
@@ -510,19 +540,22 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun) -> None:
                 if link.closing is None:
                     state.errors += 1  # the server closed on us without a word
                 return
+            bad: ProtocolError | None = None
             try:
                 frames = decoder.feed(data)
-            except ProtocolError:
-                state.errors += 1
-                return
+            except ProtocolError as exc:
+                frames, bad = exc.frames, exc  # the frames before it still count
             now = state.scenario_time(trio.current_time())
             for frame in frames:
                 if frame.type is Type.INFO:
-                    try:
-                        state.infos.append(json.loads(frame.body))
-                    except ValueError:
-                        state.infos.append({})
+                    info = _info(frame.body)
+                    if isinstance(info, str):
+                        state.violations["bad_info"] += 1
+                    state.infos.append(info)
                     state.info_came.set()
+                    continue
+                if frame.type is Type.REQUEST:
+                    state.violations["request_from_server"] += 1
                     continue
                 if frame.type is Type.ERROR:
                     code = _code_name(frame.status)
@@ -537,6 +570,10 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun) -> None:
                         state.error_codes[code] += 1
                 req = pending.pop(frame.id, None)
                 if req is None:
+                    # Ids are sent in order from 1: one not pending up to the last
+                    # sent was answered already; any other was never sent.
+                    seen = 0 < frame.id <= state.last_id
+                    state.violations["duplicate_reply" if seen else "unknown_id"] += 1
                     continue
                 if frame.type is Type.ERROR and frame.status == ErrorCode.IDLE:
                     # It crossed the connection's IDLE notice and was refused unread:
@@ -545,6 +582,9 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun) -> None:
                     state.resend(req, key, left)
                     continue
                 why: str | None = None
+                key, left = state.sending.pop(frame.id)
+                if frame.type is Type.REPLY and frame.key != key:
+                    state.violations["wrong_key"] += 1  # booked all the same: it came
                 if frame.type is Type.REPLY:
                     outcome = OUTCOME_OF[Status(frame.status)]
                     if outcome is Outcome.OVERFLOW:  # the server says why
@@ -555,20 +595,47 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun) -> None:
                     outcome = Outcome.ERROR
                 state.ledger.close(req, outcome, now, refusal=why)
                 state.answered += 1
-                key, left = state.sending.pop(frame.id)
-                state.after(req, outcome, now, key, left)
+                state.after(req, outcome, now, key, left, link)
                 if not pending:
                     state.wake.set()
                 if outcome is Outcome.COMPLETED:
                     state.histogram.record_value(max(1, round((now - req.arrived) * 1e6)))
             if state.sending_done and not pending:
                 state.all_answered.set()
+            if bad is not None:
+                # No frame boundary can be found after bytes that are no frame: the
+                # connection is useless, and what it owed is lost (counted at the end).
+                state.violations["not_a_frame"] += 1
+                state.errors += 1
+                return
     finally:
         link.open = False
         if not any(each.open for each in links):
             state.all_answered.set()  # nothing more can arrive
         with trio.CancelScope(shield=True):
             await link.stream.aclose()
+
+
+def _info(body: bytes) -> dict[str, Any] | str:
+    """An INFO answer's JSON object, or what is wrong with it: relaysim serve's has
+    `protocol` 1, and where it gives them a positive `speed` and its own figures as
+    numbers >= 0."""
+    try:
+        info = json.loads(body)
+    except (ValueError, RecursionError):
+        return "answer is not JSON"
+    if not isinstance(info, dict):
+        return f"answer is a JSON {type(info).__name__}, not an object"
+    if info.get("protocol") != VERSION:
+        return f"answer says protocol {info.get('protocol')!r}, not {VERSION}"
+    for name in ("speed", "crashes", "hangs", "outage_minutes"):  # where it gives them
+        value = info.get(name, 1)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        speed = name == "speed"
+        if not number or not math.isfinite(value) or value < 0 or (speed and value == 0):
+            least = "positive" if speed else ">= 0"
+            return f"answer's {name} is {value!r}, not a finite number {least}"
+    return info
 
 
 def _code_name(status: int) -> str:

@@ -32,6 +32,8 @@ from relay.serve.server import RelayServer
 #: Latency histogram bounds, seconds: the HSM's milliseconds to the 19 s timer.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Why the server closes a connection (`relaysim_connections_closed_total{reason}`).
+CLOSES = (ErrorCode.TOO_SLOW, ErrorCode.NOT_READING, ErrorCode.IDLE, ErrorCode.SHUTTING_DOWN)
 
 
 class TierCollector(Collector):
@@ -125,6 +127,7 @@ class TierCollector(Collector):
             ("max_frame_bytes", lim.max_frame),
             ("frame_timeout_seconds", lim.frame_timeout),
             ("idle_timeout_seconds", lim.idle_timeout),
+            ("write_timeout_seconds", lim.write_timeout),
             ("max_connections", lim.max_connections),
             ("max_connections_per_peer", lim.per_peer),
             ("reserved_connections", lim.reserved),
@@ -146,7 +149,7 @@ class TierCollector(Collector):
             "Connections the server closed, by why",
             labels=["reason"],
         )
-        for code in (ErrorCode.TOO_SLOW, ErrorCode.IDLE, ErrorCode.SHUTTING_DOWN):
+        for code in CLOSES:
             closed.add_metric([code.name], stats.closed[code.name])
         yield closed
         yield GaugeMetricFamily(
@@ -156,6 +159,20 @@ class TierCollector(Collector):
             "relaysim_operations_between_messages",
             "Counter operations holding their connection for the client's next message",
             value=server.between_messages,
+        )
+        by_muni = GaugeMetricFamily(
+            "relaysim_municipality_operations_between_messages",
+            "Operations between messages, by municipality (those with any)",
+            labels=["municipality"],
+        )
+        for muni, held in server.between_by_municipality().items():
+            by_muni.add_metric([str(muni)], held)
+        yield by_muni
+        yield GaugeMetricFamily(
+            "relaysim_cs_connections_held",
+            "CS connections held open on the relays: requests running and operations "
+            "between messages (the CS caps' slots in use)",
+            value=server.connections_held,
         )
         yield CounterMetricFamily(
             "relaysim_operations_abandoned",

@@ -18,8 +18,9 @@ then the body (docs/protocol.md has it byte by byte):
 
 `Decoder` turns bytes, in whatever pieces the network delivers them, into
 `Frame`s, and raises `ProtocolError` with the code to answer with at the first
-thing that is not a valid frame: after one, a connection is closed (there is no
-way to find the next frame boundary in garbage). It never buffers more than one
+thing that is not a valid frame, carrying the valid frames that came before it in
+the same bytes (each is still owed its answer): after one, a connection is closed
+(there is no way to find the next frame boundary in garbage). It never buffers more than one
 frame of `max_frame` bytes, so a hostile length prefix cannot make it allocate.
 """
 
@@ -82,14 +83,26 @@ class ErrorCode(enum.IntEnum):
     # unread, so re-sending it elsewhere is safe.
     SHUTTING_DOWN = 9  # the server is stopping
     IDLE = 10  # the connection carried nothing for the idle timeout
+    # Keys (per request, the connection stays): the key belongs to an operation of
+    # several messages that is still on one of them (its reply has not gone out),
+    KEY_IN_USE = 11
+    # or the message would continue an operation it contradicts: another connection
+    # (so another port), another municipality, or another count of messages left.
+    WRONG_CONTINUATION = 12
+    # The client read none of its replies for the write timeout: the server, blocked
+    # writing, closes the connection (its requests still end in the ledger).
+    NOT_READING = 13
 
 
 class ProtocolError(Exception):
-    """Input that is not a valid frame; `code` is what to answer with before closing."""
+    """Input that is not a valid frame; `code` is what to answer with before closing.
+    `frames`: the whole, valid frames that came before it in the same input, in
+    order (a receiver still owes each of them its answer)."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.frames: list[Frame] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +151,17 @@ class Decoder:
         return len(self._buf)
 
     def feed(self, data: bytes | bytearray) -> list[Frame]:
-        """Add bytes from the peer; return the whole frames they complete, in order."""
+        """Add bytes from the peer; return the whole frames they complete, in order.
+        ProtocolError at the first invalid frame, carrying the valid ones before it."""
         self._buf += data
         frames: list[Frame] = []
+        try:
+            return self._frames(frames)
+        except ProtocolError as exc:
+            exc.frames = frames
+            raise
+
+    def _frames(self, frames: list[Frame]) -> list[Frame]:
         while True:
             if self._need is None:
                 if len(self._buf) < _LENGTH.size:

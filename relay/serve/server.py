@@ -14,7 +14,12 @@ Hostile input never reaches the model and never stalls other clients (`Limits`):
 - bytes that are not a frame (garbage, an unknown version or type, an oversized or
   undersized length) get one error frame with the code and the connection closes;
 - a frame that takes longer than `frame_timeout` to arrive whole, however its bytes
-  trickle in, gets `TOO_SLOW` and a close;
+  trickle in, gets `TOO_SLOW` and a close (only time the server spends reading
+  counts: while it is blocked writing replies to a client that does not read them,
+  the frame's clock stops);
+- a client that reads none of its replies for `write_timeout` (the server blocked
+  writing to it) is closed, `NOT_READING`; while its replies pile up past
+  `OUTBOX_HIGH_WATER` bytes, its connection is not read (backpressure, not memory);
 - a connection that carries nothing for `idle_timeout` (no frame, no reply owed)
   gets an `IDLE` notice and is closed;
 - beyond `max_connections` open connections, beyond `per_peer` from one address,
@@ -22,6 +27,14 @@ Hostile input never reaches the model and never stalls other clients (`Limits`):
   new connection gets `BUSY` and a close: one peer cannot lock the others out;
 - a request from a municipality the tier does not serve gets an error frame with
   its id (`UNKNOWN_MUNICIPALITY`); the connection stays open;
+- a key belongs to one operation of several messages from its first message to its
+  end (`_Operation`): another message with that key while one of the operation's
+  messages runs gets `KEY_IN_USE`, and a next message that contradicts the
+  operation (another connection, municipality or count of messages left) gets
+  `WRONG_CONTINUATION`, each with its id; the operation is untouched, so one key can
+  never hold more than its one CS connection;
+- every request read whole before a bad frame in the same bytes is served and
+  answered before the error frame and the close;
 - a client that disconnects mid-frame or mid-request costs only its own tasks: its
   requests still end with their outcome in the ledger (nothing accepted is lost),
   the reply is simply not delivered.
@@ -42,6 +55,7 @@ counted (`cut`): those requests still end and record their outcome, undelivered.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +85,11 @@ from relay.serve.protocol import (
     error_frame,
 )
 
+#: Bytes of replies a connection may leave unread behind the write under way before
+#: the server stops reading from it: a client that pipelines without reading is
+#: held by TCP's backpressure, not by the server's memory.
+OUTBOX_HIGH_WATER = 256 * 1024
+
 _SHUTTING_DOWN = ErrorCode.SHUTTING_DOWN
 _IDLE = ErrorCode.IDLE
 #: What a request refused unread on a closing connection is told, by why it closes.
@@ -91,6 +110,7 @@ class Limits:
     per_peer: int = 256  # connections one address may hold
     reserved: int = 64  # the last slots, for addresses holding fewer than this many
     drain: float | None = None  # None: derived from the longest a request can live
+    write_timeout: float = 30.0  # a client reading none of its replies this long is closed
     # The times above are real seconds; the model's clock runs `scale` of its seconds
     # per real second (`serve --speed`, `relay.serve.clock`).
     scale: float = 1.0
@@ -127,8 +147,11 @@ class Outbox:
         self._stats = stats
         self._grace = grace  # trio seconds a final frame may take to go out
         self._queue: list[tuple[bytes, bool]] = []  # (encoded frame, is a reply)
+        self._queued = 0  # bytes in the queue
         self._sending = False
+        self._room: trio.Event | None = None  # set when the queue empties into a write
         self.sends = 0  # writes done: the connection is not idle while this moves
+        self.writing_since: float | None = None  # when the write under way began
         self.owed = 0  # requests accepted on this connection and not yet answered
         self._settled: trio.Event | None = None
 
@@ -146,7 +169,16 @@ class Outbox:
 
     def put(self, frame: Frame, *, reply: bool = True) -> None:
         """Queue `frame` for the next `flush`."""
-        self._queue.append((frame.encode(), reply))
+        data = frame.encode()
+        self._queue.append((data, reply))
+        self._queued += len(data)
+
+    async def room(self) -> None:
+        """Return once the replies waiting behind the write under way are below
+        OUTBOX_HIGH_WATER bytes: the reader admits no more until then."""
+        while self._sending and self._queued > OUTBOX_HIGH_WATER:
+            self._room = trio.Event()
+            await self._room.wait()
 
     async def send(self, frame: Frame, *, reply: bool = True) -> None:
         """Queue `frame` and flush."""
@@ -163,8 +195,11 @@ class Outbox:
         batch: list[tuple[bytes, bool]] = []
         try:
             while self._queue:
-                batch, self._queue = self._queue, []
+                batch, self._queue, self._queued = self._queue, [], 0
+                if self._room is not None:
+                    self._room.set()
                 data = batch[0][0] if len(batch) == 1 else b"".join(d for d, _ in batch)
+                self.writing_since = trio.current_time()
                 await self._stream.send_all(data)
                 self.sends += 1
                 self._stats.replies += sum(r for _, r in batch)
@@ -173,8 +208,11 @@ class Outbox:
             pass
         finally:
             self._sending = False
-            unsent, self._queue = batch + self._queue, []
+            self.writing_since = None
+            unsent, self._queue, self._queued = batch + self._queue, [], 0
             self._stats.undelivered += sum(r for _, r in unsent)
+            if self._room is not None:
+                self._room.set()
 
     async def last(self, frame: Frame) -> None:
         """Send a final error frame within a second of real time (a client that does
@@ -183,14 +221,43 @@ class Outbox:
             await self.send(frame, reply=False)
 
 
-class _Parked:
-    """An operation between two of its messages, waiting for the client's next."""
+class _Operation:
+    """A counter operation of several messages, from its first message to its end,
+    under its key: whose it is (the connection, so the port, and the municipality),
+    how many messages it has left (the next one included), and, between two of
+    them, its flow parked for the client's next message until `expires`."""
 
-    __slots__ = ("expires", "flow")
+    __slots__ = ("conn", "expires", "flow", "key", "left", "muni")
 
-    def __init__(self, flow: Flow, expires: float) -> None:
-        self.flow = flow
-        self.expires = expires
+    def __init__(self, key: bytes, conn: Connection, muni: int, left: int) -> None:
+        self.key = key
+        self.conn = conn
+        self.muni = muni
+        self.left = left
+        self.flow: Flow | None = None  # None while one of its messages runs
+        self.expires = math.inf
+
+    def contradiction(self, conn: Connection, frame: Frame) -> tuple[ErrorCode, str] | None:
+        """Why `frame`, with this operation's key, cannot be its next message, if so."""
+        if self.flow is None:
+            return ErrorCode.KEY_IN_USE, (
+                "key in use: its operation's message is still running; "
+                "send the next message after its reply"
+            )
+        if conn is not self.conn:
+            return ErrorCode.WRONG_CONTINUATION, (
+                "the operation continues on the connection it began on"
+            )
+        if frame.muni != self.muni:
+            return ErrorCode.WRONG_CONTINUATION, (
+                f"the operation is municipality {self.muni}'s, not {frame.muni}'s"
+            )
+        if max(frame.left, 1) != self.left:
+            return ErrorCode.WRONG_CONTINUATION, (
+                f"the operation has {self.left} messages left, this one included; "
+                f"flags says {frame.left}"
+            )
+        return None
 
 
 class Connection:
@@ -201,7 +268,10 @@ class Connection:
         "closing",
         "closing_at",
         "frame_started",
+        "gone",
+        "ops",
         "outbox",
+        "paused_at",
         "peer",
         "reads",
         "seen",
@@ -218,6 +288,9 @@ class Connection:
         self.frame_started: float | None = None  # when the partial frame began
         self.closing: ErrorCode | None = None  # SHUTTING_DOWN or IDLE once told
         self.closing_at = 0.0
+        self.paused_at: float | None = None  # since when the reader is not reading
+        self.ops: set[bytes] = set()  # keys of the operations begun here and not ended
+        self.gone = False  # the connection has closed
 
 
 class RelayServer:
@@ -238,6 +311,7 @@ class RelayServer:
         scale = limits.scale
         self._frame_timeout = limits.frame_timeout * scale
         self._idle_timeout = limits.idle_timeout * scale
+        self._write_timeout = limits.write_timeout * scale
         # The drain lets every admitted request end and its reply be written.
         self.drain = (
             limits.drain * scale
@@ -254,7 +328,7 @@ class RelayServer:
         self._top: trio.CancelScope | None = None
         self._conns: set[Connection] = set()
         self._peers: Counter[str] = Counter()
-        self._ops: dict[bytes, _Parked] = {}  # operations between messages, by key
+        self._ops: dict[bytes, _Operation] = {}  # operations of several messages, by key
         self._no_conns = trio.Event()
         self._nursery: trio.Nursery | None = None  # connections' and the watcher's
         self._work: trio.Nursery | None = None  # requests'
@@ -264,7 +338,18 @@ class RelayServer:
     @property
     def between_messages(self) -> int:
         """Operations waiting for their client's next message."""
-        return len(self._ops)
+        return sum(op.flow is not None for op in self._ops.values())
+
+    def between_by_municipality(self) -> dict[int, int]:
+        """Operations waiting for their client's next message, by municipality."""
+        held = Counter(op.muni for op in self._ops.values() if op.flow is not None)
+        return dict(sorted(held.items()))
+
+    @property
+    def connections_held(self) -> int:
+        """CS connections the model holds open on the relays (the CS caps' slots in
+        use): one for each request running and each operation between messages."""
+        return sum(node.active for node in self.tier.nodes)
 
     @property
     def peers(self) -> int:
@@ -403,6 +488,7 @@ class RelayServer:
         self._conns.add(conn)
         try:
             await self._read(conn, at)
+            conn.frame_started = None  # no longer read: what is left of a frame is moot
             await outbox.settled()  # a client may half-close and still read replies
         finally:
             stats.open -= 1
@@ -410,6 +496,12 @@ class RelayServer:
             if not self._peers[peer]:
                 del self._peers[peer]
             self._conns.discard(conn)
+            # Its operations' connection is gone: none of them gets a next message.
+            # Those between messages end now, those on a message when it ends.
+            conn.gone = True
+            parked = [self._ops[k] for k in conn.ops if self._ops[k].flow is not None]
+            for op in parked:
+                self._end(op, abandoned=True)
             if self.stopping and not self._conns:
                 self._no_conns.set()
             with trio.CancelScope(shield=True):
@@ -428,11 +520,12 @@ class RelayServer:
             if not data:
                 return  # the client closed; its requests still end in the ledger
             conn.reads += 1
+            bad: ProtocolError | None = None
             try:
                 frames = decoder.feed(data)
             except ProtocolError as exc:
-                await self._reject(outbox, exc.code, str(exc))
-                return
+                # The frames read whole before it are served and answered first.
+                frames, bad = exc.frames, exc
             if decoder.pending:  # a frame has begun: the whole of it is timed
                 if frames or conn.frame_started is None:
                     conn.frame_started = trio.current_time()
@@ -463,13 +556,24 @@ class RelayServer:
                     outbox.put(error_frame(code, message, frame.id), reply=False)
                     continue
                 stats.requests += 1
-                self._admit(outbox, frame, at)
-            await outbox.flush()  # the replies of requests that needed no wait
+                self._admit(conn, frame, at)
+            # The replies of requests that needed no wait; then, while the client
+            # leaves too much unread, no more reading (the frame's clock stops).
+            paused = conn.paused_at = trio.current_time()
+            await outbox.flush()
+            await outbox.room()
+            conn.paused_at = None
+            if conn.frame_started is not None:
+                conn.frame_started += trio.current_time() - paused
+            if bad is not None:
+                await self._reject(outbox, bad.code, str(bad))
+                return
 
     async def _watch(self) -> None:
         """Enforce the time limits on every connection: a frame that has taken too
         long, a connection idle too long, a closing one whose client did not hang up."""
         frame_timeout, idle_timeout = self._frame_timeout, self._idle_timeout
+        write_timeout = self._write_timeout
         real = self.limits
         scale = real.scale
         tick = min(max(min(frame_timeout, idle_timeout) / 10, 0.001 * scale), scale)
@@ -482,10 +586,19 @@ class RelayServer:
                 activity = conn.reads + conn.outbox.sends
                 if activity != conn.seen:
                     conn.seen, conn.active_at = activity, now
-                if conn.closing is not None:
+                writing = conn.outbox.writing_since
+                if writing is not None and now >= writing + write_timeout:
+                    if conn.closing is not ErrorCode.NOT_READING:
+                        message = f"read no replies for {real.write_timeout:g} s: closing"
+                        self._close(conn, ErrorCode.NOT_READING, message)
+                elif conn.closing is not None:
                     if conn.closing is _IDLE and now >= conn.closing_at + frame_timeout:
                         self._close(conn)
-                elif conn.frame_started is not None and now >= conn.frame_started + frame_timeout:
+                elif (
+                    conn.frame_started is not None
+                    and conn.paused_at is None
+                    and now >= conn.frame_started + frame_timeout
+                ):
                     message = f"a frame took longer than {real.frame_timeout:g} s to arrive"
                     self._close(conn, ErrorCode.TOO_SLOW, message)
                 elif not conn.outbox.owed and now >= conn.active_at + idle_timeout:
@@ -519,21 +632,33 @@ class RelayServer:
         assert self._nursery is not None
         self._nursery.start_soon(close)
 
-    def _admit(self, outbox: Outbox, frame: Frame, at: Node | None) -> None:
+    def _admit(self, conn: Connection, frame: Frame, at: Node | None) -> None:
         """Start `frame`'s request: a new operation's first message, or the next
-        message of an operation waiting for it (same key). Answer it at once if it
-        ends without waiting (the reader flushes), else hand it to a task."""
-        now = trio.current_time()
+        message of an operation waiting for it (same key, same client: else an error
+        frame for it, and the operation is untouched). Answer it at once if it ends
+        without waiting (the reader flushes), else hand it to a task."""
+        outbox, now, key = conn.outbox, trio.current_time(), frame.key
+        op = self._ops.get(key)
+        if op is not None:
+            refused = op.contradiction(conn, frame)
+            if refused is not None:
+                code, message = refused
+                self.stats.rejected[code.name] += 1
+                outbox.put(error_frame(code, message, frame.id), reply=False)
+                return
         try:
-            parked = self._ops.pop(frame.key, None)
-            if parked is not None:  # the client's next message: the operation goes on
-                flow = parked.flow
+            if op is not None:  # the client's next message: the operation goes on
+                assert op.flow is not None
+                flow, op.flow, op.expires = op.flow, None, math.inf
                 state = self.driver.advance(flow, (Result.DONE, now))
                 req = self.tier.ledger.last_opened
                 assert req is not None
             else:
                 messages = max(frame.left, 1)
                 req, flow = self.tier.admit(frame.muni, 0, now, at, messages)
+                if messages > 1:  # the key is the operation's until it ends
+                    op = self._ops[key] = _Operation(key, conn, frame.muni, messages)
+                    conn.ops.add(key)
                 state = self.driver.advance(flow)
         except Exception as exc:
             outbox.put(self._failed(frame, exc))
@@ -545,14 +670,20 @@ class RelayServer:
             self._in_flight += 1
             if self._in_flight == 1:
                 self._idle = trio.Event()
-            self._work.start_soon(self._request, outbox, frame, req, flow, state)
+            self._work.start_soon(self._request, outbox, frame, req, flow, state, op)
             return
         # Its message ended at once: the operation's end, or its client's turn.
         outbox.put(self._reply(frame, req))
-        self._between(frame.key, flow, state)
+        self._between(op, flow, state)
 
     async def _request(
-        self, outbox: Outbox, frame: Frame, req: Request, flow: Flow, state: Waiting
+        self,
+        outbox: Outbox,
+        frame: Frame,
+        req: Request,
+        flow: Flow,
+        state: Waiting,
+        op: _Operation | None,
     ) -> None:
         try:
             driver = self.driver
@@ -563,7 +694,7 @@ class RelayServer:
                 while type(next_) is Waiting and type(next_.effect) is not Think:
                     next_ = driver.advance(flow, await driver.wait(next_))
                 reply = self._reply(frame, req)
-                self._between(frame.key, flow, next_)
+                self._between(op, flow, next_)
             except Exception as exc:
                 reply = self._failed(frame, exc)
             await outbox.send(reply)
@@ -573,28 +704,40 @@ class RelayServer:
             if self._in_flight == 0:
                 self._idle.set()
 
-    def _between(self, key: bytes, flow: Flow, state: Waiting | Ended) -> None:
-        """After a message: an operation with messages to come waits for the client's
-        next one (same key), holding its connection, for at most the idle timeout;
-        a stopping server admits no more, so it ends the operation at once."""
+    def _between(self, op: _Operation | None, flow: Flow, state: Waiting | Ended) -> None:
+        """After a message of operation `op` (None: an operation of one message):
+        one with messages to come waits for the client's next (same key, same
+        client), holding its CS connection, for at most the idle timeout; a stopping
+        server admits no more, and a closed connection brings none, so either ends
+        it at once."""
+        if op is None:
+            return
         if type(state) is Ended:
+            self._end(op)
             return
-        if self.stopping:
-            self._abandon(flow)
+        op.flow, op.left = flow, op.left - 1
+        if self.stopping or op.conn.gone:
+            self._end(op, abandoned=True)
             return
-        self._ops[key] = _Parked(flow, trio.current_time() + self._idle_timeout)
+        op.expires = trio.current_time() + self._idle_timeout
 
-    def _abandon(self, flow: Flow) -> None:
-        """End an operation whose next message will not come: its connection closes."""
-        self.driver.advance(flow, (Result.ABANDONED, trio.current_time()))
+    def _end(self, op: _Operation, abandoned: bool = False) -> None:
+        """Forget operation `op` (its key is free again); `abandoned`: end its flow,
+        parked for a next message that will not come (its CS connection closes)."""
+        del self._ops[op.key]
+        op.conn.ops.discard(op.key)
+        if abandoned:
+            assert op.flow is not None
+            self.stats.abandoned += 1
+            self.driver.advance(op.flow, (Result.ABANDONED, trio.current_time()))
 
     def _abandon_expired(self, now: float, everything: bool = False) -> None:
         """Abandon the operations whose client has not sent the next message within
-        the idle timeout (or all of them)."""
-        expired = [k for k, op in self._ops.items() if everything or now >= op.expires]
-        for key in expired:
-            self._abandon(self._ops.pop(key).flow)
-        self.stats.abandoned += len(expired)
+        the idle timeout (or all those between messages)."""
+        parked = [op for op in self._ops.values() if op.flow is not None]
+        for op in parked:
+            if everything or now >= op.expires:
+                self._end(op, abandoned=True)
 
     def _reply(self, frame: Frame, req: Request) -> Frame:
         """The reply to `frame` carrying its request's outcome (an overflow's body:
@@ -611,7 +754,8 @@ class RelayServer:
         its start and end): who it is (`about`: scenario, seed, time scale), its
         design and switches, and its own figures so far, which a client cannot
         know: outcomes, why overflows were refused, crashes, hangs and outage (`t`:
-        seconds since the server started)."""
+        seconds since the server started); and what it holds: operations between
+        messages (by municipality), the CS connections held, input refused by code."""
         tier, now = self.tier, trio.current_time()
         ledger = tier.ledger
         rows = summary.events(tier.nodes, now)
@@ -621,6 +765,7 @@ class RelayServer:
                 row["end"] = round(row["end"] - self._started, 3)
         return {
             "protocol": VERSION,
+            "speed": self.limits.scale,
             **self.about,
             "design": tier.design.name,
             "switches": tier.design.switches(),
@@ -629,6 +774,12 @@ class RelayServer:
             "outcomes": {o.value: ledger.total.count(o) for o in OUTCOMES},
             "refusals": dict(sorted(ledger.refusals.items())),
             "in_flight": len(ledger.still_open),
+            "between_messages": self.between_messages,
+            "between_by_municipality": {
+                str(muni): n for muni, n in self.between_by_municipality().items()
+            },
+            "cs_connections_held": self.connections_held,
+            "rejected": dict(sorted(self.stats.rejected.items())),
             "crashes": sum(r["kind"] == "crash" for r in rows),
             "hangs": sum(r["kind"] == "hang" for r in rows),
             "outage_minutes": round(sum(r["outage_minutes"] for r in rows), 3),

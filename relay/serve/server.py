@@ -496,12 +496,8 @@ class RelayServer:
             if not self._peers[peer]:
                 del self._peers[peer]
             self._conns.discard(conn)
-            # Its operations' connection is gone: none of them gets a next message.
-            # Those between messages end now, those on a message when it ends.
             conn.gone = True
-            parked = [self._ops[k] for k in conn.ops if self._ops[k].flow is not None]
-            for op in parked:
-                self._end(op, abandoned=True)
+            self._orphan(conn)
             if self.stopping and not self._conns:
                 self._no_conns.set()
             with trio.CancelScope(shield=True):
@@ -612,6 +608,7 @@ class RelayServer:
             return
         conn.closing, conn.closing_at = code, trio.current_time()
         self.stats.closed[code.name] += 1
+        self._orphan(conn)
         conn.outbox.put(error_frame(code, message), reply=False)
         assert self._nursery is not None
         self._nursery.start_soon(conn.outbox.flush)
@@ -622,6 +619,7 @@ class RelayServer:
             self.stats.closed[code.name] += 1
             self.stats.rejected[code.name] += 1
         conn.closing, conn.closing_at = code or conn.closing, trio.current_time()
+        self._orphan(conn)
 
         async def close() -> None:
             if code is not None:
@@ -716,10 +714,18 @@ class RelayServer:
             self._end(op)
             return
         op.flow, op.left = flow, op.left - 1
-        if self.stopping or op.conn.gone:
+        if self.stopping or op.conn.gone or op.conn.closing is not None:
             self._end(op, abandoned=True)
             return
         op.expires = trio.current_time() + self._idle_timeout
+
+    def _orphan(self, conn: Connection) -> None:
+        """`conn` admits no more (closing or closed): none of the operations begun on
+        it gets a next message. Those between messages end now (their CS connections
+        close), those on a message when it ends (`_between`)."""
+        parked = [self._ops[k] for k in conn.ops if self._ops[k].flow is not None]
+        for op in parked:
+            self._end(op, abandoned=True)
 
     def _end(self, op: _Operation, abandoned: bool = False) -> None:
         """Forget operation `op` (its key is free again); `abandoned`: end its flow,

@@ -218,6 +218,8 @@ def parse(body: bytes) -> NodeFault | BackendFault:
         data = json.loads(body, parse_constant=_no_constant)
     except ValueError as exc:  # not JSON, not UTF-8, or NaN/Infinity
         raise AdminError(400, f"body: expected a JSON object like {_EXAMPLE}") from exc
+    except RecursionError:  # arrays in arrays a few thousand deep, under the size cap
+        raise AdminError(400, f"body: nested too deep; expected {_EXAMPLE}") from None
     if not isinstance(data, dict):
         raise AdminError(400, f"body: expected a JSON object like {_EXAMPLE}")
     try:

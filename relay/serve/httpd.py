@@ -1,14 +1,18 @@
 """A small HTTP/1.1 server on loopback for serve mode's endpoints (metrics, admin).
 
-h11 parses; each connection carries one request and is closed after the answer;
-a request must arrive within `request_timeout` and its body stay under `max_body`, so a
-slow or hostile client costs one task for a few seconds and nothing else. A handler
-that fails (a bug) answers 500 for that request; the server goes on. Errors are
-JSON, `{"error": "one line"}`.
+h11 parses (a sans-IO state machine: every malformed head, conflicting length or
+bad header line is its RemoteProtocolError, answered with its status hint); each
+connection carries one request and is closed after the answer; a request must
+arrive within `request_timeout` and its body stay under `max_body`, so a slow or
+hostile client costs one task for a few seconds and nothing else. Every request
+gets an answer, never a bare close or a reset (`serve_http`). A handler that
+fails (a bug) answers 500 for that request; the server goes on. Errors are JSON,
+`{"error": "one line"}`.
 """
 
 from __future__ import annotations
 
+import http
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,6 +53,16 @@ def error(status: int, message: str) -> Answer:
     return Answer(status, JSON, json.dumps({"error": message}).encode() + b"\n")
 
 
+#: The request line and headers together may take this many bytes; past it the
+#: answer is 431 (h11's hint), whatever the client goes on sending.
+MAX_HEAD = 8192
+#: After answering, what the client still sends is read and dropped, up to this much
+#: for up to LINGER_S: closing a socket with unread bytes resets the connection,
+#: and the client would see the reset, not the answer.
+LINGER_BYTES = 4 * 1024 * 1024
+LINGER_S = 1.0
+
+
 async def serve_http(
     handler: Handler,
     listener: trio.SocketListener,
@@ -57,55 +71,111 @@ async def serve_http(
     max_body: int = 65536,
     log: LogSink | None = None,
 ) -> None:
-    """Answer HTTP requests on `listener` with `handler` until cancelled."""
+    """Answer HTTP requests on `listener` with `handler` until cancelled. Every
+    request gets an answer: the handler's, or an error with one line of JSON for
+    input that is no valid HTTP/1.1 (400, or h11's hint: 431 for a head past
+    MAX_HEAD), a body past `max_body` (413, from its Content-Length when it gives
+    one), a request not whole within `request_timeout` (408). HEAD is answered as
+    GET without the body."""
 
     async def one(stream: trio.SocketStream) -> None:
         async with stream:
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+            answer: Answer | None = _TIMEOUT
+            head = False
             with trio.move_on_after(request_timeout):
-                await _exchange(stream, handler, max_body, log)
+                answer, head = await _receive(conn, stream, handler, max_body, log)
+            if answer is None:
+                return  # the client went before it sent a request
+            with trio.move_on_after(request_timeout):
+                await _send(conn, stream, answer, head)
+                await _linger(stream)
 
     await trio.serve_listeners(one, [listener])
 
 
-async def _exchange(
-    stream: trio.SocketStream, handler: Handler, max_body: int, log: LogSink | None
-) -> None:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=8192)
+_TIMEOUT = error(408, "request timeout: the request did not arrive whole in time")
+
+
+async def _receive(
+    conn: h11.Connection,
+    stream: trio.SocketStream,
+    handler: Handler,
+    max_body: int,
+    log: LogSink | None,
+) -> tuple[Answer | None, bool]:
+    """Read one request and answer it: (the answer, whether it was a HEAD); None
+    for a client that closed before sending anything whole."""
     head: h11.Request | None = None
-    body = b""
+    body = bytearray()
     try:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = bytes(await stream.receive_some(4096))
-                conn.receive_data(data)
-                if not data:
-                    return
+                try:
+                    data = await stream.receive_some(4096)
+                except trio.BrokenResourceError:
+                    return None, False
+                conn.receive_data(bytes(data))
             elif isinstance(event, h11.Request):
                 head = event
+                declared = _content_length(event)
+                if declared is not None and declared > max_body:
+                    return error(413, f"body: larger than {max_body} bytes"), False
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > max_body:
-                    answer = error(413, f"body: larger than {max_body} bytes")
-                    break
+                    return error(413, f"body: larger than {max_body} bytes"), False
             elif isinstance(event, h11.EndOfMessage) and head is not None:
-                answer = await _answer(handler, head, body, log)
-                break
-            else:
-                return
-    except (h11.RemoteProtocolError, trio.BrokenResourceError):
-        return
+                is_head = head.method == b"HEAD"
+                return await _answer(handler, head, bytes(body), log), is_head
+            else:  # ConnectionClosed (or a Paused we never ask for)
+                return None, False
+    except h11.RemoteProtocolError as exc:
+        return error(exc.error_status_hint, f"bad request: {exc}"), False
+
+
+def _content_length(head: h11.Request) -> int | None:
+    """The Content-Length a request declares (h11 has checked it is one integer)."""
+    for name, value in head.headers:
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
+async def _send(
+    conn: h11.Connection, stream: trio.SocketStream, answer: Answer, head: bool
+) -> None:
+    """Write `answer` with its reason phrase; without the body for a HEAD."""
     headers = [
         ("content-type", answer.content_type),
         ("content-length", str(len(answer.body))),
         ("connection", "close"),
     ]
+    reason = _REASONS.get(answer.status, b"")
     try:
-        out = conn.send(h11.Response(status_code=answer.status, headers=headers)) or b""
-        out += conn.send(h11.Data(data=answer.body)) or b""
-        out += conn.send(h11.EndOfMessage()) or b""
+        out = conn.send(h11.Response(status_code=answer.status, headers=headers, reason=reason))
+        if not head:
+            out = (out or b"") + (conn.send(h11.Data(data=answer.body)) or b"")
+        out = (out or b"") + (conn.send(h11.EndOfMessage()) or b"")
         await stream.send_all(out)
     except (h11.LocalProtocolError, trio.BrokenResourceError):
+        return
+
+
+_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+
+
+async def _linger(stream: trio.SocketStream) -> None:
+    """Half-close, then read and drop what the client still sends (bounded), so the
+    close is no reset and the client reads its answer."""
+    try:
+        await stream.send_eof()
+        left = LINGER_BYTES
+        with trio.move_on_after(LINGER_S):
+            while left > 0 and (data := await stream.receive_some(65536)):
+                left -= len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         return
 
 
@@ -114,8 +184,9 @@ async def _answer(handler: Handler, head: h11.Request, body: bytes, log: LogSink
     headers: dict[str, str] = {}
     for name, value in head.headers:
         headers.setdefault(name.decode("ascii", "replace"), value.decode("latin-1"))
+    method = head.method.decode("ascii", "replace")
     request = Request(
-        head.method.decode("ascii", "replace"),
+        "GET" if method == "HEAD" else method,
         head.target.decode("ascii", "replace").split("?")[0],
         headers,
         body,

@@ -102,7 +102,7 @@ def serve(
     log_level: str,
     log_file: Path | None,
 ) -> None:
-    """Serve the scenario's relay tier on 127.0.0.1 until SIGINT or SIGTERM."""
+    """Serve the scenario's relay tier on 127.0.0.1 until SIGINT, SIGTERM or SIGHUP."""
     import trio
 
     from hsm_adapter.errors import HsmSetupError

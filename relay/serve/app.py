@@ -33,6 +33,9 @@ from relay.serve.metrics import BUCKETS, registry_for, serve_metrics
 from relay.serve.protocol import ErrorCode
 from relay.serve.server import Limits, RelayServer
 
+#: The signals that stop serve: the first drains, a second stops at once.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 def limits(scenario: Scenario, drain: float | None = None, speed: float = 1.0) -> Limits:
     """The server's limits from the scenario's `serve` section (`drain` overrides),
@@ -78,7 +81,7 @@ async def run(
     announce: Callable[[str], None],
     token: TokenConfig | None = None,
 ) -> RelayServer:
-    """`relaysim serve`: the scenario's tier on loopback until SIGINT or SIGTERM.
+    """`relaysim serve`: the scenario's tier on loopback until SIGINT, SIGTERM or SIGHUP.
 
     `announce` gets one line per address (dispatcher, nodes, metrics, admin) and the
     admin token. The first signal stops admitting and drains; a second stops at
@@ -125,7 +128,9 @@ async def _run(
         server = RelayServer(tier, driver, limits(scenario, drain, speed), about)
         secret = secrets.token_urlsafe(24)
         admin = Admin(driver, secret, scale=speed)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # SIGHUP too: serve has no configuration to reload, and a server whose
+        # terminal went away should drain, not die with its replies.
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(server.serve, port)
                 scrape = await nursery.start(

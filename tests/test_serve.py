@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -123,14 +124,17 @@ async def test_hostile_bytes_get_an_error_frame_and_a_close(junk: bytes, code: E
     assert server.stats.rejected[code.name] == 1
 
 
-async def test_connections_beyond_the_limit_are_refused_busy() -> None:
-    """With room for 3 connections, the 4th and 5th get BUSY; the 3 are served."""
+async def test_connections_beyond_the_limit_are_refused_busy(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With room for 3 connections, the 4th and 5th get BUSY; the 3 are served (on
+    trio's virtual clock: loopback bytes are readable once sent, so the clock jumps
+    only while both ends wait)."""
     async with running(Limits(max_connections=3, reserved=0)) as (server, port):
         with trio.fail_after(10):
             kept = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]
-            await trio.testing.wait_all_tasks_blocked()
             while server.stats.open < 3:  # noqa: ASYNC110 - accept runs in its own task
-                await trio.sleep(0.01)
+                await trio.sleep(0.01)  # virtual: costs no real time
             refused = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
             errors = [await frames_until_close(s) for s in refused]
             for s in kept:
@@ -141,16 +145,19 @@ async def test_connections_beyond_the_limit_are_refused_busy() -> None:
     assert [[e.status for e in errs] for errs in errors] == [[ErrorCode.BUSY]] * 2
 
 
-async def test_a_client_gone_mid_request_loses_nothing() -> None:
+async def test_a_client_gone_mid_request_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """A client that sends requests and hangs up at once: the requests still end
-    with their outcomes in the ledger; the replies are counted as undelivered."""
+    with their outcomes in the ledger; the replies are counted as undelivered (on
+    trio's virtual clock)."""
     async with running() as (server, port):
         with trio.fail_after(10):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.send_all(b"".join(request(i).encode() for i in range(5)))
             await stream.aclose()
             while server.tier.ledger.closed < 5:  # noqa: ASYNC110 - the model runs on
-                await trio.sleep(0.01)
+                await trio.sleep(0.01)  # virtual: costs no real time
     ledger = server.tier.ledger
     assert (ledger.total.requests, ledger.closed) == (5, 5)
     assert server.stats.replies + server.stats.undelivered == 5

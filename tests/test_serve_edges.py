@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, suppress
 
 import trio
 import trio.testing
@@ -17,35 +16,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay.core import checkers
-from relay.engines.trio import TrioDriver
-from relay.scenario.build import new_tier
 from relay.serve.metrics import registry_for
 from relay.serve.protocol import Decoder, ErrorCode, Frame, Status, Type
 from relay.serve.server import Limits, RelayServer
-from relay.testing import scenario
-from tests.test_serve_limits import SLOW
+from tests.test_serve_limits import connect
+from tests.test_serve_operations import serving as operations_server
 
 # The backend answers in 10 s: a message runs long enough for others to cross it.
 CAPS = [30] * 4
 
 
-@asynccontextmanager
-async def serving(limits: Limits | None = None) -> AsyncIterator[RelayServer]:
+def serving(limits: Limits | None = None) -> AbstractAsyncContextManager[RelayServer]:
     """A server of 4 CSs of 30 connections each for the block, stopped after."""
-    tier = new_tier(scenario(**SLOW), cs_caps=CAPS)
-    server = RelayServer(tier, TrioDriver(tier), limits)
-    with trio.fail_after(3600):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
-            yield server
-            server.stop()
+    return operations_server(limits, CAPS)
 
 
 def attach(server: RelayServer, node: int | None = None) -> trio.abc.Stream:
     """A client connection to the dispatcher (or to relay `node`'s own port)."""
-    client, there = trio.testing.memory_stream_pair()
-    server.attach(there, "127.0.0.1", None if node is None else server.tier.nodes[node - 1])
-    return client
+    return connect(server, at=None if node is None else server.tier.nodes[node - 1])
 
 
 def message(rid: int, key: bytes, left: int, muni: int = 0) -> bytes:

@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 
+from relay.core.node import Node
 from relay.core.tier import RelayTier
 from relay.engines.trio import TrioDriver
 from relay.scenario.schema import ConfigError, scenario_from_data
@@ -48,10 +49,13 @@ async def serving(limits: Limits | None = None) -> AsyncIterator[RelayServer]:
             server.stop()
 
 
-def connect(server: RelayServer, peer: str = "127.0.0.1") -> trio.abc.Stream:
-    """A client connection from `peer`, attached to the server."""
+def connect(
+    server: RelayServer, peer: str = "127.0.0.1", at: Node | None = None
+) -> trio.abc.Stream:
+    """A client connection from `peer`, attached to the server (at node `at`'s own
+    port, or the dispatcher's)."""
     client, there = trio.testing.memory_stream_pair()
-    server.attach(there, peer)
+    server.attach(there, peer, at)
     return client
 
 

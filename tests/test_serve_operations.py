@@ -24,9 +24,12 @@ ONE_EACH = [1] * 4
 
 
 @asynccontextmanager
-async def serving(limits: Limits | None = None) -> AsyncIterator[RelayServer]:
-    """A server whose CSs hold one connection each, for the block; stopped after."""
-    tier = new_tier(scenario(**SLOW), cs_caps=ONE_EACH)
+async def serving(
+    limits: Limits | None = None, caps: list[int] = ONE_EACH
+) -> AsyncIterator[RelayServer]:
+    """A server of 4 CSs holding `caps` connections each (one), for the block;
+    stopped after."""
+    tier = new_tier(scenario(**SLOW), cs_caps=caps)
     server = RelayServer(tier, TrioDriver(tier), limits)
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery:

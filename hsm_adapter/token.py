@@ -21,6 +21,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,26 @@ class Pin:
         return "Pin(****)"
 
     __str__ = __repr__
+
+
+def usable_state(folder: Path) -> Path:
+    """`folder`, made if missing and checked by writing a file there; else TokenError
+    in one line naming the folder and why (a file, a read-only file system, /proc)."""
+    hint = "set RELAYSIM_STATE to a folder this user can write"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise TokenError(f"state folder {folder}: is a file, not a folder ({hint})") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TokenError(f"state folder {folder}: cannot be made: {reason} ({hint})") from None
+    try:  # os.access says yes to root on a read-only file system: write for real
+        with tempfile.TemporaryFile(dir=folder, prefix=".relaysim-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TokenError(f"state folder {folder}: cannot be written: {reason} ({hint})") from None
+    return folder
 
 
 def default_module() -> str:
@@ -107,6 +128,7 @@ class TokenConfig:
 
     def prepare(self) -> None:
         """Write the SoftHSM2 config and the token folder if missing (idempotent)."""
+        usable_state(self.state)
         tokens = self.folder / "tokens"
         tokens.mkdir(parents=True, exist_ok=True)
         text = (
@@ -190,6 +212,7 @@ def run_worker(cfg: TokenConfig, request: dict[str, Any], timeout: float = 60.0)
 
 def ensure(cfg: TokenConfig) -> dict[str, Any]:
     """Initialise the token and create the keys if missing (idempotent); its status."""
+    usable_state(cfg.state)
     check_module(cfg)
     pin, so_pin = cfg.pin(create=True), cfg.so_pin(create=True)
     return run_worker(cfg, cfg.request("init", pin, so_pin=so_pin.reveal()))
@@ -197,6 +220,7 @@ def ensure(cfg: TokenConfig) -> dict[str, Any]:
 
 def status(cfg: TokenConfig) -> dict[str, Any]:
     """The token, its keys and a live sign/verify check."""
+    usable_state(cfg.state)
     check_module(cfg)
     return run_worker(cfg, cfg.request("status", cfg.pin()))
 

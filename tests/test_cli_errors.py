@@ -8,6 +8,8 @@ tests/test_serve_cli.py; here nothing listens, so nothing takes long.
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,68 @@ def test_relaysim_alone_prints_its_help(capsys: pytest.CaptureFixture[str]) -> N
     assert out.startswith("Usage: relaysim [OPTIONS] COMMAND")
     assert "replay" in out
     assert err == ""
+
+
+STATE_CASES = [
+    ("file", "is a file, not a folder"),
+    ("file/under", "cannot be made: Not a directory"),
+    ("/proc/relaysim", "cannot be made: No such file or directory"),
+    ("/sys", "cannot be written: "),  # sysfs: read-only, whoever asks
+]
+
+
+@pytest.mark.parametrize("command", [["serve", SMOKE], ["hsm", "init"], ["hsm", "status"]])
+@pytest.mark.parametrize(("state", "why"), STATE_CASES)
+def test_an_unusable_state_folder_gets_one_line_naming_it(
+    command: list[str],
+    state: str,
+    why: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A state folder that is a file, lies under one, or sits on /proc or /sys is
+    refused before anything starts: exit 2, one line naming the folder and why."""
+    (tmp_path / "file").write_text("not a folder")
+    folder = state if state.startswith("/") else str(tmp_path / state)
+    monkeypatch.setenv("RELAYSIM_STATE", folder)
+    with pytest.raises(SystemExit) as exc:
+        main(command)
+    captured = capsys.readouterr()
+    assert exc.value.code == 2, captured.err
+    assert captured.err.startswith(f"relaysim: state folder {folder}: {why}")
+    assert captured.err.count("\n") == 1
+    assert "RELAYSIM_STATE" in captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a read-only file system of its own (a tmpfs; needs root)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_state_folder_on_a_read_only_file_system_is_named(
+    read_only: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """serve with its state folder on a read-only file system: exit 2 and one line
+    saying so, before any port is bound."""
+    monkeypatch.setenv("RELAYSIM_STATE", str(read_only))
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", SMOKE])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    assert err.startswith(f"relaysim: state folder {read_only}: cannot be written: Read-only")
+    assert err.count("\n") == 1

@@ -207,11 +207,15 @@ async def test_a_second_signal_stops_at_once_and_says_what_it_cut() -> None:
     assert (events["serve.stopped"]["aborted"], events["serve.stopped"]["in_flight"]) == (10, 10)
 
 
-async def test_sigterm_under_load_loses_nothing_on_either_side(tmp_path: Path) -> None:
-    """SIGTERM while `relaysim load` sends 300 requests a second: the load stops when
-    told, exits 0 with nothing lost, and every request it sent has exactly one
-    outcome on both sides: admitted and answered with the outcome the server
-    recorded, or refused unread with SHUTTING_DOWN (the client's error)."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+async def test_a_stop_signal_under_load_loses_nothing_on_either_side(
+    signum: signal.Signals, tmp_path: Path
+) -> None:
+    """SIGTERM or SIGHUP (a terminal gone away) while `relaysim load` sends 300
+    requests a second: serve drains, logs its stop and removes its admin token; the
+    load stops when told, exits 0 with nothing lost, and every request it sent has
+    exactly one outcome on both sides: admitted and answered with the outcome the
+    server recorded, or refused unread with SHUTTING_DOWN (the client's error)."""
     slow = [*FAST, "--set", "backend.service_ms={dist: exponential, mean: 200}"]
     out = tmp_path / "load.json"
     async with serving(*slow) as (proc, port, metrics, logs):
@@ -230,11 +234,14 @@ async def test_sigterm_under_load_loses_nothing_on_either_side(tmp_path: Path) -
                 # Until the load is well under way (each scrape is a real round trip).
                 while (await scrape(metrics))["relaysim_requests_total"] < 300:
                     pass
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signum)
             await proc.wait()
     [(code, _, err)] = result
     doc = json.loads(out.read_text())
+    [stopping] = [json.loads(line) for line in logs if '"serve.stopping"' in line]
     [stopped] = [json.loads(line) for line in logs if '"serve.stopped"' in line]
+    assert stopping["signal"] == signum.name
+    assert not list(Path(admin["state"]).glob("admin-*.token"))
     assert (code, proc.returncode) == (0, 0), (
         err,
         {k: doc[k] for k in ("requests", "lost", "completed", "errors", "client")},

@@ -106,6 +106,7 @@ def serve(
     import trio
 
     from hsm_adapter.errors import HsmSetupError
+    from hsm_adapter.token import TokenError
     from relay.serve import app as serving
     from relay.serve.clock import ScaledClock
     from relay.serve.ports import PortError
@@ -141,7 +142,7 @@ def serve(
             ),
             clock=ScaledClock(speed) if speed != 1.0 else None,
         )
-    except (HsmSetupError, PortError) as exc:
+    except (HsmSetupError, PortError, TokenError) as exc:
         raise BadInput(str(exc)) from None
     stats = server.stats
     click.echo(

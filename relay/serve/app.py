@@ -16,7 +16,7 @@ from typing import Literal
 import trio
 
 from hsm_adapter.lane import Pkcs11Hsm, open_pkcs11, unwrap_group
-from hsm_adapter.token import TokenConfig, default_state
+from hsm_adapter.token import TokenConfig, default_state, usable_state
 from relay.core.ledger import OUTCOMES, Ledger
 from relay.core.tier import LogSink
 from relay.engines.trio import (
@@ -61,7 +61,6 @@ def token_path(port: int) -> Path:
 
 def write_token(path: Path, token: str) -> None:
     """Write `token` readable by this user only (0600, whatever the umask)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
         os.fchmod(f.fileno(), 0o600)
@@ -108,6 +107,9 @@ async def _run(
     announce: Callable[[str], None],
     token: TokenConfig | None,
 ) -> RelayServer:
+    # The admin token goes there: a folder it cannot go to is said before any port
+    # is bound (TokenError, one line naming it).
+    usable_state(default_state())
     # Latencies into a bounded histogram: a server may answer requests for weeks.
     tier = build(scenario, log, Ledger(latency_bounds=BUCKETS)).tier
     async with contextlib.AsyncExitStack() as stack:

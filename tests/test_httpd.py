@@ -15,7 +15,7 @@ import trio.testing
 
 from relay.serve.admin import Admin, serve_admin
 from relay.serve.httpd import Answer, Request, serve_http
-from relay.serve.ports import bound, listen
+from relay.serve.ports import listen
 
 HOST = b"Host: 127.0.0.1\r\n"
 
@@ -51,9 +51,9 @@ async def exchange(port: int, wire: bytes) -> tuple[int, bytes, dict[str, str], 
 async def answered(wire: bytes, **options: Any) -> tuple[int, bytes, dict[str, str], bytes]:
     """What a server of `ok` answers to `wire`."""
     async with trio.open_nursery() as nursery:
-        listener = await listen(0, "test port")
+        listener, port = await listen(0, "test port")
         nursery.start_soon(lambda: serve_http(ok, listener, **options))
-        got = await exchange(bound(listener), wire)
+        got = await exchange(port, wire)
         nursery.cancel_scope.cancel()
     return got
 

@@ -35,9 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from relay.core.events import FaultEvent, OperatorEvent
 from relay.engines.trio import TrioDriver
+from relay.net import REAL, Network
 from relay.scenario.schema import describe_error
 from relay.serve.httpd import JSON, Answer, Request, error, serve_http
-from relay.serve.ports import HOST, bound, listen
+from relay.serve.ports import HOST, listen
 
 KINDS = ("hsm_stall", "crash", "timer_race", "slow_backend", "detach", "attach")
 MAX_BODY = 4096  # a fault is a few dozen bytes
@@ -242,12 +243,12 @@ async def serve_admin(
     port: int = 0,
     *,
     scale: float = 1.0,
+    network: Network = REAL,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The admin endpoint on 127.0.0.1:`port` until cancelled; reports its port.
-    `scale`: trio seconds per real second (`serve --speed`)."""
-    listener = await listen(port, "admin port")
-    admin.port = bound(listener)
+    """The admin endpoint on 127.0.0.1:`port` of `network` until cancelled; reports
+    its port. `scale`: trio seconds per real second (`serve --speed`)."""
+    listener, admin.port = await listen(port, "admin port", network)
     task_status.started(admin.port)
     await serve_http(
         admin.handle,

@@ -65,7 +65,7 @@ LINGER_S = 1.0
 
 async def serve_http(
     handler: Handler,
-    listener: trio.SocketListener,
+    listener: trio.abc.Listener[trio.abc.Stream],
     *,
     request_timeout: float = 5.0,
     max_body: int = 65536,
@@ -78,7 +78,7 @@ async def serve_http(
     one), a request not whole within `request_timeout` (408). HEAD is answered as
     GET without the body."""
 
-    async def one(stream: trio.SocketStream) -> None:
+    async def one(stream: trio.abc.Stream) -> None:
         async with stream:
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
             answer: Answer | None = _TIMEOUT
@@ -99,7 +99,7 @@ _TIMEOUT = error(408, "request timeout: the request did not arrive whole in time
 
 async def _receive(
     conn: h11.Connection,
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     handler: Handler,
     max_body: int,
     log: LogSink | None,
@@ -143,9 +143,7 @@ def _content_length(head: h11.Request) -> int | None:
     return None
 
 
-async def _send(
-    conn: h11.Connection, stream: trio.SocketStream, answer: Answer, head: bool
-) -> None:
+async def _send(conn: h11.Connection, stream: trio.abc.Stream, answer: Answer, head: bool) -> None:
     """Write `answer` with its reason phrase; without the body for a HEAD."""
     headers = [
         ("content-type", answer.content_type),
@@ -166,11 +164,12 @@ async def _send(
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 
 
-async def _linger(stream: trio.SocketStream) -> None:
+async def _linger(stream: trio.abc.Stream) -> None:
     """Half-close, then read and drop what the client still sends (bounded), so the
     close is no reset and the client reads its answer."""
     try:
-        await stream.send_eof()
+        if isinstance(stream, trio.abc.HalfCloseableStream):  # TCP's, the simulated
+            await stream.send_eof()
         left = LINGER_BYTES
         with trio.move_on_after(LINGER_S):
             while left > 0 and (data := await stream.receive_some(65536)):

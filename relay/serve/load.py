@@ -35,7 +35,7 @@ import heapq
 import itertools
 import json
 import math
-import os
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -52,6 +52,7 @@ from relay.core.ledger import Ledger
 from relay.core.params import CountersParams
 from relay.core.request import Outcome, Request
 from relay.core.rng import Streams
+from relay.net import REAL, Network
 from relay.scenario.build import tier_params
 from relay.scenario.schema import Scenario
 from relay.serve.protocol import (
@@ -120,6 +121,7 @@ class LoadRun:
     counters: CountersParams = field(default_factory=CountersParams)
     think: Callable[[], float] = lambda: 60.0  # before a retry
     step: Callable[[], float] = lambda: 60.0  # between two messages of an operation
+    keys: random.Random = field(default_factory=random.Random)  # operations' keys
     sending: dict[int, tuple[bytes, int]] = field(default_factory=dict)  # id: (key, left)
     base: float = 0.0  # the scenario's time then (the day's opening, or 0 for a rate)
     scale: float = 1.0  # scenario seconds per real second: the server's speed
@@ -137,7 +139,11 @@ class LoadRun:
             if left > 1:
                 self._later(now + self.step(), req.cs, req.attempt, key, left - 1, link)
         elif self.counters.retries(outcome.value, req.attempt):
-            self._later(now + self.think(), req.cs, req.attempt + 1, os.urandom(16), left)
+            self._later(now + self.think(), req.cs, req.attempt + 1, self.key(), left)
+
+    def key(self) -> bytes:
+        """A new operation's idempotency key (from the seed: a run repeats)."""
+        return self.keys.randbytes(16)
 
     def resend(self, req: Request, key: bytes, left: int) -> None:
         """Send `req` again as soon as the sender can (it was refused unread)."""
@@ -203,17 +209,29 @@ def schedule(
 class _Link:
     """One connection to the server, and whether the server is closing it."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.closing: ErrorCode | None = None  # the notice the server sent
         self.open = True
 
 
-async def _connect(host: str, port: int) -> trio.SocketStream:
-    try:
-        return await trio.open_tcp_stream(host, port)
-    except OSError as exc:
-        raise LoadError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+@dataclass(frozen=True)
+class Target:
+    """The server the load goes to: an address on a network."""
+
+    host: str
+    port: int
+    network: Network = REAL
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def connect(self) -> trio.abc.Stream:
+        """A new connection to it, or LoadError saying why not."""
+        try:
+            return await self.network.connect(self.host, self.port)
+        except OSError as exc:
+            raise LoadError(f"cannot connect to {self}: {exc.strerror or exc}") from None
 
 
 async def run(
@@ -227,23 +245,26 @@ async def run(
     connections: int = 50,
     drain: float = 30.0,
     progress: Callable[[LoadRun, float], None] | None = None,
+    network: Network = REAL,
 ) -> tuple[summary.Summary, LoadRun]:
-    """Run the load; the summary document and the live record."""
+    """Run the load against `host`:`port` on `network`; the summary document and the
+    live record."""
     wall0 = time.perf_counter()
     state = LoadRun()
     links: list[_Link] = []
+    target = Target(host, port, network)
     try:
         for _ in range(connections):
-            links.append(_Link(await _connect(host, port)))
+            links.append(_Link(await target.connect()))
         async with trio.open_nursery() as nursery:
             for link in links:
                 nursery.start_soon(_receive, link, links, state)
-            first = await _ask(links, state, host, port)
+            first = await _ask(links, state, target)
             speed, messages = _agree(state, scenario, first, rate, speed)
             start = state.origin = trio.current_time()
             if progress is not None:
                 nursery.start_soon(_report, progress, state, start)
-            sender = _Sender(state, links, host, port, nursery)
+            sender = _Sender(state, links, target, nursery)
             await sender.send(iter(schedule(scenario, duration=duration, rate=rate, speed=speed)),
                               messages, drain)  # fmt: skip
             if not state.stopped_by_server:
@@ -256,7 +277,7 @@ async def run(
             with trio.move_on_after(drain):
                 await state.all_answered.wait()
             end = state.scenario_time(trio.current_time())
-            last = await _ask(links, state, host, port) if first is not None else None
+            last = await _ask(links, state, target) if first is not None else None
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:  # a nursery's one failure, as itself
         raise unwrap_group(group) from None
@@ -290,15 +311,18 @@ def _agree(
         speed = served  # the scenario's day, at the server's pace
         state.base = opening(scenario)
     state.scale = served
-    # Replaying the day, the counter users retry as the scenario's do (their own
-    # draws: load-retries), and send their operations' messages after their own steps
-    # (the server holds the connection meanwhile); a fixed rate is the load asked for,
-    # one message each, and no more.
+    # Replaying the day, the counter users retry as the scenario's do, and send their
+    # operations' messages after their own steps (the server holds the connection
+    # meanwhile); a fixed rate is the load asked for, one message each, and no more.
+    # They are the replay's counter users: the same streams (`RelayTier`'s
+    # counter-users and counter-steps), drawn as their messages end, so on a network
+    # that delays nothing they think what the replay's think, in the same order.
     counters = tier_params(scenario).counters
     state.counters = counters if rate is None else replace(counters, max_retries=0)
     streams = Streams(scenario.seed)
-    state.think = counters.retry_think_s.sampler(streams.stream("load-retries"))
-    state.step = counters.step_think_s.sampler(streams.stream("load-steps"))
+    state.think = counters.retry_think_s.sampler(streams.stream("counter-users"))
+    state.step = counters.step_think_s.sampler(streams.stream("counter-steps"))
+    state.keys = streams.stream("load-keys")
     return speed, counters.messages if rate is None else 1
 
 
@@ -306,11 +330,11 @@ class _Sender:
     """Sends the schedule's first attempts and what the counter users send next."""
 
     def __init__(
-        self, state: LoadRun, links: list[_Link], host: str, port: int, nursery: trio.Nursery
+        self, state: LoadRun, links: list[_Link], target: Target, nursery: trio.Nursery
     ) -> None:
         self.state = state
         self.links = links
-        self.host, self.port = host, port
+        self.target = target
         self.nursery = nursery
         self.turn = itertools.cycle(range(len(links)))
         self.ids = itertools.count(1)
@@ -341,7 +365,7 @@ class _Sender:
             else:
                 assert upcoming is not None
                 t, cs = upcoming
-                step = Next(due, -1, state.base + t * state.scale, cs, 0, os.urandom(16), messages)
+                step = Next(due, -1, state.base + t * state.scale, cs, 0, state.key(), messages)
                 upcoming = next(arrivals, None)
             # An operation's next message goes on its operation's connection while that
             # is open; once the server has closed it, the operation is over there and
@@ -350,9 +374,7 @@ class _Sender:
             if link is not None and link.open and link.closing is None:
                 usable: _Link | None = link
             else:
-                usable = await _usable(
-                    self.links, self.turn, self.host, self.port, self.nursery, state
-                )
+                usable = await _usable(self.links, self.turn, self.target, self.nursery, state)
             if usable is None:
                 state.stopped_by_server = True
                 return
@@ -476,7 +498,7 @@ def _figures(info: dict[str, Any] | None) -> tuple[float, float, float] | None:
         return None
 
 
-async def _ask(links: list[_Link], state: LoadRun, host: str, port: int) -> dict[str, Any] | None:
+async def _ask(links: list[_Link], state: LoadRun, target: Target) -> dict[str, Any] | None:
     """The server's INFO answer (who it is, its own figures), on an open connection;
     None if none is open. LoadError if what answers is no relaysim server."""
     link = next((each for each in links if each.open and each.closing is None), None)
@@ -494,12 +516,12 @@ async def _ask(links: list[_Link], state: LoadRun, host: str, port: int) -> dict
             state.info_came = trio.Event()
     if len(state.infos) == asked:
         if asked == 0:
-            raise LoadError(f"{host}:{port} did not answer as a relaysim serve dispatcher")
+            raise LoadError(f"{target} did not answer as a relaysim serve dispatcher")
         return None
     answer = state.infos[asked]
     if isinstance(answer, str):  # what was wrong with it
         if asked == 0:
-            raise LoadError(f"{host}:{port} is not a relaysim serve dispatcher: its INFO {answer}")
+            raise LoadError(f"{target} is not a relaysim serve dispatcher: its INFO {answer}")
         return None
     return answer
 
@@ -507,8 +529,7 @@ async def _ask(links: list[_Link], state: LoadRun, host: str, port: int) -> dict
 async def _usable(
     links: list[_Link],
     turn: Iterator[int],
-    host: str,
-    port: int,
+    target: Target,
     nursery: trio.Nursery,
     state: LoadRun,
 ) -> _Link | None:
@@ -520,7 +541,7 @@ async def _usable(
         if link.closing is None and link.open:
             return link
         if link.closing is ErrorCode.IDLE:
-            fresh = _Link(await _connect(host, port))
+            fresh = _Link(await target.connect())
             links[i] = fresh
             nursery.start_soon(_receive, fresh, links, state)
             return fresh

@@ -24,8 +24,9 @@ from prometheus_client.registry import Collector
 
 from hsm_adapter.lane import LaneState, Pkcs11Hsm
 from relay.core.ledger import OUTCOMES
+from relay.net import REAL, Network
 from relay.serve.httpd import Answer, Request, error, serve_http
-from relay.serve.ports import bound, listen
+from relay.serve.ports import listen
 from relay.serve.protocol import ErrorCode
 from relay.serve.server import RelayServer
 
@@ -211,16 +212,17 @@ async def serve_metrics(
     port: int = 0,
     *,
     scale: float = 1.0,
+    network: Network = REAL,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """HTTP on 127.0.0.1:`port`: `GET /metrics` answers the registry's text; else 404.
-    `scale`: trio seconds per real second (`serve --speed`)."""
+    """HTTP on 127.0.0.1:`port` of `network`: `GET /metrics` answers the registry's
+    text; else 404. `scale`: trio seconds per real second (`serve --speed`)."""
 
     async def handler(request: Request) -> Answer:
         if request.method == "GET" and request.path == "/metrics":
             return Answer(200, CONTENT_TYPE, generate_latest(registry))
         return error(404, f"not found: {request.method} {request.path}: try GET /metrics")
 
-    listener = await listen(port, "metrics port")
-    task_status.started(bound(listener))
+    listener, bound = await listen(port, "metrics port", network)
+    task_status.started(bound)
     await serve_http(handler, listener, request_timeout=5.0 * scale)

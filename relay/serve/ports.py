@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import trio
 
+from relay.net import REAL, Network
+
 HOST = "127.0.0.1"
 HIGHEST = 65535
 
@@ -26,16 +28,13 @@ def check_range(base: int, count: int) -> None:
         )
 
 
-async def listen(port: int, role: str) -> trio.SocketListener:
-    """A listener on 127.0.0.1:`port` (0: any free port) for `role`, or PortError."""
+async def listen(
+    port: int, role: str, network: Network = REAL
+) -> tuple[trio.abc.Listener[trio.abc.Stream], int]:
+    """A listener on 127.0.0.1:`port` (0: any free port) for `role` on `network`, and
+    the port it got; or PortError."""
     try:
-        [listener] = await trio.open_tcp_listeners(port, host=HOST)
+        return await network.listen(HOST, port)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise PortError(f"cannot listen on {HOST}:{port} ({role}): {reason}") from None
-    return listener
-
-
-def bound(listener: trio.SocketListener) -> int:
-    """The port `listener` listens on."""
-    return int(listener.socket.getsockname()[1])

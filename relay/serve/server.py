@@ -72,7 +72,8 @@ from relay.engines.trio import (
     TrioDriver,
     Waiting,
 )
-from relay.serve.ports import PortError, bound, check_range, listen
+from relay.net import REAL, Network
+from relay.serve.ports import PortError, check_range, listen
 from relay.serve.protocol import (
     MAX_FRAME,
     STATUS_OF,
@@ -302,8 +303,10 @@ class RelayServer:
         driver: TrioDriver,
         limits: Limits | None = None,
         about: dict[str, Any] | None = None,
+        network: Network = REAL,
     ) -> None:
         self.tier = tier
+        self.network = network  # where it listens: loopback's sockets, or a simulated one
         self.about = about or {}  # what `info` says the server runs: scenario, seed, speed
         self.driver = driver
         self.limits = limits = limits or Limits()
@@ -333,6 +336,7 @@ class RelayServer:
         self._nursery: trio.Nursery | None = None  # connections' and the watcher's
         self._work: trio.Nursery | None = None  # requests'
         self.stopped = trio.Event()  # set once stopped and drained
+        self.port = 0  # the dispatcher's, once listening
         self.node_ports: dict[str, int] = {}  # each relay node's own port, by name
 
     @property
@@ -384,7 +388,7 @@ class RelayServer:
                 for listener, at in listeners:
                     conns.start_soon(self._accept, listener, at)
                 conns.start_soon(self._watch)
-                task_status.started(bound(listeners[0][0]))
+                task_status.started(self.port)
                 await self._stop.wait()
                 for listener, _ in listeners:
                     await listener.aclose()
@@ -418,32 +422,36 @@ class RelayServer:
         if self._top is not None:
             self._top.cancel()
 
-    async def _listen(self, port: int) -> list[tuple[trio.SocketListener, Node | None]]:
+    async def _listen(
+        self, port: int
+    ) -> list[tuple[trio.abc.Listener[trio.abc.Stream], Node | None]]:
         """The dispatcher's listener, then each node's; PortError names the one that
         cannot be had (and nothing stays open)."""
-        nodes = self.tier.nodes
+        nodes, network = self.tier.nodes, self.network
         check_range(port, len(nodes))
-        listeners: list[tuple[trio.SocketListener, Node | None]] = []
+        listeners: list[tuple[trio.abc.Listener[trio.abc.Stream], Node | None]] = []
         try:
-            listeners.append((await listen(port, "dispatcher port"), None))
+            dispatcher, self.port = await listen(port, "dispatcher port", network)
+            listeners.append((dispatcher, None))
             for i, node in enumerate(nodes, 1):
-                own = await listen(port + i if port else 0, f"{node.name} port")
+                own, self.node_ports[node.name] = await listen(
+                    port + i if port else 0, f"{node.name} port", network
+                )
                 listeners.append((own, node))
-                self.node_ports[node.name] = bound(own)
         except PortError:
             for listener, _ in listeners:
                 await listener.aclose()
             raise
         return listeners
 
-    async def _accept(self, listener: trio.SocketListener, at: Node | None) -> None:
+    async def _accept(self, listener: trio.abc.Listener[trio.abc.Stream], at: Node | None) -> None:
         while True:
             try:
                 stream = await listener.accept()
             except (trio.ClosedResourceError, OSError):
                 return
             try:
-                peer = str(stream.socket.getpeername()[0])
+                peer = self.network.peer(stream)
             except OSError:  # gone already
                 await stream.aclose()
                 continue

@@ -1,0 +1,168 @@
+"""Serve and load on the simulated network: the real `RelayServer` (with its
+`/metrics` and admin endpoints) and the real `relaysim load` client in one trio
+run, on `relay.net.sim.SimNetwork` under a virtual clock.
+
+The server's host is 127.0.0.1, the load's 127.0.0.2; what differs from
+`relaysim serve` plus `relaysim load` on loopback is the clock (trio's
+`MockClock`, jumping over every wait) and the transport. One seed decides the run:
+it seeds the scenario, the network's draws and trio's scheduler (which task of
+those ready at one instant runs first), so the same seed gives the same two
+ledgers, byte for byte (`digest`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+import trio.testing
+
+from relay.core import summary
+from relay.core.ledger import Ledger
+from relay.core.tier import LogSink
+from relay.engines.trio import TrioDriver
+from relay.net.sim import SimNetwork
+from relay.net.toxics import Toxic
+from relay.scenario.build import build
+from relay.scenario.schema import Scenario
+from relay.serve import load
+from relay.serve.admin import Admin, serve_admin
+from relay.serve.app import limits
+from relay.serve.metrics import BUCKETS, registry_for, serve_metrics
+from relay.serve.server import RelayServer
+
+SERVER_HOST = "127.0.0.1"
+CLIENT_HOST = "127.0.0.2"
+ADMIN_TOKEN = "simulated-network"  # nobody else is on this network
+
+
+@dataclass
+class SimRun:
+    """What one run over the simulated network left: the server (its tier and
+    ledger, its stats), the load's summary and live record, and the network."""
+
+    server: RelayServer
+    doc: summary.Summary
+    record: load.LoadRun
+    network: SimNetwork
+    ports: dict[str, int]  # dispatcher, each relay, metrics, admin
+
+
+#: Called once the server listens, before the load starts: toxics and link controls.
+Setup = Callable[[SimNetwork, dict[str, int]], None]
+
+
+def seed_scheduler(seed: int) -> None:
+    """Make trio's scheduler choose from `seed`: which of the tasks ready at one
+    instant runs first. trio draws that from a module-level `random.Random` (the one
+    its hypothesis plugin registers, so that hypothesis can shrink interleavings);
+    seeding it is what hypothesis does between examples."""
+    from trio._core import _run  # private: trio offers no public way to seed it
+
+    scheduler: random.Random = _run._r
+    scheduler.seed(f"relaysim-scheduler:{seed}")
+
+
+def run(
+    scenario: Scenario,
+    *,
+    duration: float,
+    rate: float | None = None,
+    connections: int = 50,
+    drain: float = 60.0,
+    toxics: Sequence[tuple[str, Toxic]] = (),
+    setup: Setup | None = None,
+    log: LogSink | None = None,
+) -> SimRun:
+    """Serve `scenario` and run `relaysim load` against it for `duration` virtual
+    seconds (the scenario's day from its opening, or a Poisson `rate`), on a
+    simulated network seeded from the scenario's seed. `toxics`: (port name, toxic)
+    put on before the load starts (names: dispatcher, relay1, ..., metrics, admin);
+    `setup` may do more (link controls, timed changes)."""
+    seed_scheduler(scenario.seed)
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    return trio.run(
+        functools.partial(_run, scenario, duration, rate, connections, drain, toxics, setup, log),
+        clock=clock,
+    )
+
+
+@asynccontextmanager
+async def serving(
+    scenario: Scenario, net: SimNetwork, log: LogSink | None = None
+) -> AsyncIterator[tuple[RelayServer, dict[str, int]]]:
+    """`relaysim serve`'s server, `/metrics` and admin endpoint for `scenario` on
+    host 127.0.0.1 of `net`, for the block; their ports by name (dispatcher,
+    relay1..., metrics, admin). Stopped and drained on leaving."""
+    host = net.host(SERVER_HOST)
+    tier = build(scenario, log, Ledger(latency_bounds=BUCKETS)).tier
+    driver = TrioDriver(tier)
+    about = {"scenario": scenario.name, "seed": scenario.seed, "speed": 1.0}
+    server = RelayServer(tier, driver, limits(scenario), about, network=host)
+    admin = Admin(driver, ADMIN_TOKEN)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve, 0)
+        scrape = await nursery.start(
+            functools.partial(serve_metrics, network=host), registry_for(server), 0
+        )
+        await nursery.start(functools.partial(serve_admin, network=host), admin, 0)
+        ports = {"dispatcher": port, **server.node_ports, "metrics": scrape, "admin": admin.port}
+        yield server, ports
+        server.stop()
+        await server.stopped.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def _run(
+    scenario: Scenario,
+    duration: float,
+    rate: float | None,
+    connections: int,
+    drain: float,
+    toxics: Sequence[tuple[str, Toxic]],
+    setup: Setup | None,
+    log: LogSink | None,
+) -> SimRun:
+    net = SimNetwork(scenario.seed)
+    async with serving(scenario, net, log) as (server, ports):
+        for name, toxic in toxics:
+            net.add_toxic((SERVER_HOST, ports[name]), toxic)
+        if setup is not None:
+            setup(net, ports)
+        doc, record = await load.run(
+            scenario,
+            SERVER_HOST,
+            ports["dispatcher"],
+            duration=duration,
+            rate=rate,
+            connections=connections,
+            drain=drain,
+            network=net.host(CLIENT_HOST),
+        )
+    return SimRun(server, doc, record, net, ports)
+
+
+def digest(ledger: Ledger) -> str:
+    """A fingerprint of everything `ledger` recorded: its counts by outcome, by
+    arrival bucket and by node, each latency (as its bytes), refusals, violations
+    and registrations. Equal fingerprints: the same ledger, byte for byte."""
+    h = hashlib.sha256()
+    h.update(json.dumps(ledger.total.counts).encode())
+    for number in sorted(ledger.buckets):
+        h.update(json.dumps([number, ledger.buckets[number].counts]).encode())
+        h.update(ledger.latencies[number].tobytes())
+    for number in sorted(ledger.nodes):
+        h.update(json.dumps([number, ledger.nodes[number].counts]).encode())
+    if ledger.histogram is not None:
+        h.update(json.dumps(ledger.histogram.cumulative()).encode())
+    h.update(json.dumps(sorted(ledger.refusals.items())).encode())
+    h.update(json.dumps(ledger.violations).encode())
+    h.update(json.dumps(sorted(ledger.registrations.items())).encode())
+    h.update(json.dumps([ledger.closed, ledger.last_outcome_at]).encode())
+    return h.hexdigest()

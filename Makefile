@@ -10,7 +10,7 @@ CORE   := $(addprefix relay/core/,request.py ledger.py dispatcher.py node.py hsm
 BUILT  := $(VENV)/.compiled-stamp
 
 .PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm bench-net \
-	bench-sweep bench-validate bench-serve-memory bench-day-tcp setup compile pure softhsm chromium hsm-token clean
+	bench-sweep bench-validate bench-serve-memory bench-day-tcp bench-day-simnet setup compile pure softhsm chromium hsm-token clean
 
 setup: $(BUILT)
 
@@ -99,6 +99,11 @@ bench-net: $(BUILT) hsm-token
 # The 29 March day over TCP (serve --speed 100, load) against its replay: ~9 min.
 bench-day-tcp: $(BUILT)
 	$(BIN)/python bench/day_tcp.py
+
+# 29 March's peak hour through the server and load client on the simulated network,
+# against the trio engine's replay of it, in one run (~40 s).
+bench-day-simnet: $(BUILT)
+	$(BIN)/python bench/day_simnet.py
 
 # A 16-point sweep (relays x CS caps on 29 March) on 2 local workers and on 1.
 bench-sweep: $(BUILT)

@@ -39,7 +39,7 @@ Hostile input never reaches the model and never stalls other clients (`Limits`):
   requests still end with their outcome in the ledger (nothing accepted is lost),
   the reply is simply not delivered.
 Every such event is counted in `ServerStats`. One watcher task, not a timer per
-read, enforces the time limits: it looks every tenth of the shorter limit.
+read, enforces the time limits: it sleeps until the next one passes.
 
 Stopping (`RelayServer.stop`) loses nothing: the listeners close, every connection
 gets a `SHUTTING_DOWN` notice (id 0: send nothing more here), and a request frame
@@ -57,6 +57,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,15 +144,22 @@ class Outbox:
     stops reading holds only its own connection's sender.
     """
 
-    def __init__(self, stream: trio.abc.Stream, stats: ServerStats, grace: float = 1.0) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        stats: ServerStats,
+        grace: float = 1.0,
+        writing: Callable[[float], None] = lambda since: None,
+    ) -> None:
         self._stream = stream
         self._stats = stats
         self._grace = grace  # trio seconds a final frame may take to go out
+        self._writing = writing  # told when a write begins (the watcher times it)
         self._queue: list[tuple[bytes, bool]] = []  # (encoded frame, is a reply)
         self._queued = 0  # bytes in the queue
         self._sending = False
         self._room: trio.Event | None = None  # set when the queue empties into a write
-        self.sends = 0  # writes done: the connection is not idle while this moves
+        self.sent_at = -math.inf  # when the last write ended: the connection was active
         self.writing_since: float | None = None  # when the write under way began
         self.owed = 0  # requests accepted on this connection and not yet answered
         self._settled: trio.Event | None = None
@@ -200,9 +208,10 @@ class Outbox:
                 if self._room is not None:
                     self._room.set()
                 data = batch[0][0] if len(batch) == 1 else b"".join(d for d, _ in batch)
-                self.writing_since = trio.current_time()
+                self.writing_since = since = trio.current_time()
+                self._writing(since)
                 await self._stream.send_all(data)
-                self.sends += 1
+                self.sent_at = trio.current_time()
                 self._stats.replies += sum(r for _, r in batch)
                 batch = []
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -274,8 +283,6 @@ class Connection:
         "outbox",
         "paused_at",
         "peer",
-        "reads",
-        "seen",
         "stream",
     )
 
@@ -283,9 +290,7 @@ class Connection:
         self.stream = stream
         self.outbox = outbox
         self.peer = peer
-        self.reads = 0  # reads done: the watcher compares it with what it saw last
-        self.seen = -1
-        self.active_at = now  # when the watcher last saw bytes move, either way
+        self.active_at = now  # when bytes last arrived (the outbox knows when they left)
         self.frame_started: float | None = None  # when the partial frame began
         self.closing: ErrorCode | None = None  # SHUTTING_DOWN or IDLE once told
         self.closing_at = 0.0
@@ -329,7 +334,10 @@ class RelayServer:
         self._idle.set()
         self._stop = trio.Event()
         self._top: trio.CancelScope | None = None
-        self._conns: set[Connection] = set()
+        self._watching: trio.CancelScope | None = None  # the watcher's sleep
+        # Open connections, in the order they opened (a dict: a set of objects
+        # iterates in memory order, and a run must repeat from its seed).
+        self._conns: dict[Connection, None] = {}
         self._peers: Counter[str] = Counter()
         self._ops: dict[bytes, _Operation] = {}  # operations of several messages, by key
         self._no_conns = trio.Event()
@@ -479,7 +487,7 @@ class RelayServer:
     async def _connection(self, stream: trio.abc.Stream, peer: str, at: Node | None) -> None:
         stats = self.stats
         stats.connections += 1
-        outbox = Outbox(stream, stats, self.limits.scale)
+        outbox = Outbox(stream, stats, self.limits.scale, self._writing)
         refusal = self._refusal(peer)
         if refusal is not None or self.stopping:
             limit, message = refusal or ("stopping", "server stopping")
@@ -493,7 +501,7 @@ class RelayServer:
         conn = Connection(stream, outbox, peer, trio.current_time())
         stats.open += 1
         self._peers[peer] += 1
-        self._conns.add(conn)
+        self._conns[conn] = None
         try:
             await self._read(conn, at)
             conn.frame_started = None  # no longer read: what is left of a frame is moot
@@ -503,7 +511,7 @@ class RelayServer:
             self._peers[peer] -= 1
             if not self._peers[peer]:
                 del self._peers[peer]
-            self._conns.discard(conn)
+            self._conns.pop(conn, None)
             conn.gone = True
             self._orphan(conn)
             if self.stopping and not self._conns:
@@ -523,7 +531,7 @@ class RelayServer:
                 return
             if not data:
                 return  # the client closed; its requests still end in the ledger
-            conn.reads += 1
+            now = conn.active_at = trio.current_time()
             bad: ProtocolError | None = None
             try:
                 frames = decoder.feed(data)
@@ -532,7 +540,8 @@ class RelayServer:
                 frames, bad = exc.frames, exc
             if decoder.pending:  # a frame has begun: the whole of it is timed
                 if frames or conn.frame_started is None:
-                    conn.frame_started = trio.current_time()
+                    conn.frame_started = now
+                    self._due(now + self._frame_timeout)
             else:
                 conn.frame_started = None
             for frame in frames:
@@ -569,45 +578,73 @@ class RelayServer:
             conn.paused_at = None
             if conn.frame_started is not None:
                 conn.frame_started += trio.current_time() - paused
+                self._due(conn.frame_started + self._frame_timeout)
             if bad is not None:
                 await self._reject(outbox, bad.code, str(bad))
                 return
 
     async def _watch(self) -> None:
-        """Enforce the time limits on every connection: a frame that has taken too
-        long, a connection idle too long, a closing one whose client did not hang up."""
-        frame_timeout, idle_timeout = self._frame_timeout, self._idle_timeout
-        write_timeout = self._write_timeout
-        real = self.limits
-        scale = real.scale
-        tick = min(max(min(frame_timeout, idle_timeout) / 10, 0.001 * scale), scale)
+        """Enforce the time limits, each at the instant it passes: a frame that has
+        taken too long, a client reading none of its replies, a connection idle too
+        long, a closing one whose client did not hang up, an operation whose next
+        message did not come. It sleeps until the earliest of those instants; what
+        sets an earlier one (a frame begun, a write, a notice) brings its wake-up
+        forward (`_due`), and nothing idles sooner than the idle timeout from now."""
         while True:
-            await trio.sleep(tick)
             now = trio.current_time()
+            wake = now + self._idle_timeout
             if self._ops:
-                self._abandon_expired(now)
+                wake = min(wake, self._abandon_expired(now))
             for conn in list(self._conns):
-                activity = conn.reads + conn.outbox.sends
-                if activity != conn.seen:
-                    conn.seen, conn.active_at = activity, now
-                writing = conn.outbox.writing_since
-                if writing is not None and now >= writing + write_timeout:
-                    if conn.closing is not ErrorCode.NOT_READING:
-                        message = f"read no replies for {real.write_timeout:g} s: closing"
-                        self._close(conn, ErrorCode.NOT_READING, message)
-                elif conn.closing is not None:
-                    if conn.closing is _IDLE and now >= conn.closing_at + frame_timeout:
-                        self._close(conn)
-                elif (
-                    conn.frame_started is not None
-                    and conn.paused_at is None
-                    and now >= conn.frame_started + frame_timeout
-                ):
-                    message = f"a frame took longer than {real.frame_timeout:g} s to arrive"
-                    self._close(conn, ErrorCode.TOO_SLOW, message)
-                elif not conn.outbox.owed and now >= conn.active_at + idle_timeout:
-                    message = f"idle for {real.idle_timeout:g} s: closing, send no more requests"
-                    self._notify(conn, _IDLE, message)
+                wake = min(wake, self._limit(conn, now))
+            with trio.CancelScope(deadline=wake) as self._watching:
+                await trio.sleep_forever()
+            self._watching = None
+
+    def _due(self, at: float) -> None:
+        """A limit passes at `at`: wake the watcher then, if it would sleep past it."""
+        watching = self._watching
+        if watching is not None and at < watching.deadline:
+            watching.deadline = at
+
+    def _writing(self, since: float) -> None:
+        """A write began at `since`: it must end within the write timeout."""
+        self._due(since + self._write_timeout)
+
+    def _limit(self, conn: Connection, now: float) -> float:
+        """Act on `conn`'s time limits that have passed by `now`; the instant its next
+        one passes (math.inf: none)."""
+        real = self.limits
+        writing = conn.outbox.writing_since
+        if writing is not None:  # blocked writing to it: the write timeout is what counts
+            if now < writing + self._write_timeout:
+                return writing + self._write_timeout
+            if conn.closing is not ErrorCode.NOT_READING:
+                message = f"read no replies for {real.write_timeout:g} s: closing"
+                self._close(conn, ErrorCode.NOT_READING, message)
+            return math.inf
+        if conn.closing is not None:  # told: its client has a frame timeout to hang up
+            if conn.closing is not _IDLE:
+                return math.inf
+            if now < conn.closing_at + self._frame_timeout:
+                return conn.closing_at + self._frame_timeout
+            self._close(conn)
+            return math.inf
+        frame = math.inf
+        if conn.frame_started is not None and conn.paused_at is None:
+            frame = conn.frame_started + self._frame_timeout
+            if now >= frame:
+                message = f"a frame took longer than {real.frame_timeout:g} s to arrive"
+                self._close(conn, ErrorCode.TOO_SLOW, message)
+                return math.inf
+        if conn.outbox.owed:  # replies owed: not idle
+            return frame
+        idle = max(conn.active_at, conn.outbox.sent_at) + self._idle_timeout
+        if now < idle:
+            return min(frame, idle)
+        message = f"idle for {real.idle_timeout:g} s: closing, send no more requests"
+        self._notify(conn, _IDLE, message)
+        return conn.closing_at + self._frame_timeout
 
     def _notify(self, conn: Connection, code: ErrorCode, message: str) -> None:
         """Tell `conn`'s client the server is closing it (id 0: send nothing more);
@@ -615,6 +652,8 @@ class RelayServer:
         if conn.closing is not None:
             return
         conn.closing, conn.closing_at = code, trio.current_time()
+        if code is _IDLE:
+            self._due(conn.closing_at + self._frame_timeout)
         self.stats.closed[code.name] += 1
         self._orphan(conn)
         conn.outbox.put(error_frame(code, message), reply=False)
@@ -745,13 +784,18 @@ class RelayServer:
             self.stats.abandoned += 1
             self.driver.advance(op.flow, (Result.ABANDONED, trio.current_time()))
 
-    def _abandon_expired(self, now: float, everything: bool = False) -> None:
+    def _abandon_expired(self, now: float, everything: bool = False) -> float:
         """Abandon the operations whose client has not sent the next message within
-        the idle timeout (or all those between messages)."""
+        the idle timeout (or all those between messages); when the next of the
+        others expires."""
         parked = [op for op in self._ops.values() if op.flow is not None]
+        soonest = math.inf
         for op in parked:
             if everything or now >= op.expires:
                 self._end(op, abandoned=True)
+            else:
+                soonest = min(soonest, op.expires)
+        return soonest
 
     def _reply(self, frame: Frame, req: Request) -> Frame:
         """The reply to `frame` carrying its request's outcome (an overflow's body:

@@ -3,8 +3,8 @@
 run, on `relay.net.sim.SimNetwork` under a virtual clock.
 
 The server's host is 127.0.0.1, the load's 127.0.0.2; what differs from
-`relaysim serve` plus `relaysim load` on loopback is the clock (trio's
-`MockClock`, jumping over every wait) and the transport. One seed decides the run:
+`relaysim serve` plus `relaysim load` on loopback is the clock (a virtual one,
+jumping over every wait: `VirtualClock`) and the transport. One seed decides the run:
 it seeds the scenario, the network's draws and trio's scheduler (which task of
 those ready at one instant runs first), so the same seed gives the same two
 ledgers, byte for byte (`digest`).
@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
-import trio.testing
 
 from relay.core import summary
 from relay.core.ledger import Ledger
@@ -34,6 +33,7 @@ from relay.scenario.schema import Scenario
 from relay.serve import load
 from relay.serve.admin import Admin, serve_admin
 from relay.serve.app import limits
+from relay.serve.clock import VirtualClock
 from relay.serve.metrics import BUCKETS, registry_for, serve_metrics
 from relay.serve.server import RelayServer
 
@@ -86,7 +86,7 @@ def run(
     put on before the load starts (names: dispatcher, relay1, ..., metrics, admin);
     `setup` may do more (link controls, timed changes)."""
     seed_scheduler(scenario.seed)
-    clock = trio.testing.MockClock(autojump_threshold=0)
+    clock = VirtualClock()
     return trio.run(
         functools.partial(_run, scenario, duration, rate, connections, drain, toxics, setup, log),
         clock=clock,

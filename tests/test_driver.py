@@ -4,10 +4,14 @@ every mechanism, not only on averages."""
 
 from __future__ import annotations
 
+import trio
+import trio.testing
+
 from relay.core import checkers
 from relay.core.events import FaultEvent, OperatorEvent
 from relay.core.request import Outcome
 from relay.core.tier import RelayTier
+from relay.engines.trio import TrioDriver, Waiting
 from tests.conftest import Drive, tier_for
 
 
@@ -196,3 +200,38 @@ def test_health_check_never_undoes_an_operator_detach() -> None:
     tier.dispatcher.detach(node)
     tier.health_check(10.0)
     assert tier.dispatcher.attached == [False]
+
+
+async def test_serve_mode_wakes_a_crashed_nodes_waits_in_the_order_they_began(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """In serve mode (requests handed to the driver one by one, `follow`) a crash
+    ends the requests waiting on its node at its instant, in the order their waits
+    began: the agenda's rule, as in the replays."""
+    tier = tier_for(
+        relays={"count": 1},
+        backend={"service_ms": {"dist": "constant", "mean": 10_000}},
+        load={"retry": {"max_retries": 0}},
+    )
+    driver = TrioDriver(tier)
+    ended: list[tuple[int, float]] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.serve)
+        for i in range(20):
+            req, flow = tier.admit(i % 4, 0, trio.current_time())
+            state = driver.advance(flow)
+            assert isinstance(state, Waiting)
+
+            def done(end: object, rid: int = req.id) -> None:
+                ended.append((rid, trio.current_time()))
+
+            driver.follow(flow, state, done)
+            await trio.sleep(0.01)
+        await trio.sleep(1.0)
+        crash = trio.current_time()
+        driver.apply(FaultEvent(crash, "crash", 1))
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    assert [rid for rid, _ in ended] == list(range(20))
+    assert {at for _, at in ended} == {crash}
+    assert tier.ledger.total.count(Outcome.ERROR) == 20

@@ -11,11 +11,13 @@ backend slowdown, chip-writing re-sends, and a day cut from 29 March.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pytest
 
 from relay.core.summary import Summary
+from relay.engines import trio as driver_trio
 from relay.plan.replay import replay
 from relay.scenario.schema import load_scenario
 from tests.conftest import CONFIGS
@@ -80,6 +82,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
 
 
 def without_engine(doc: Summary) -> dict[str, Any]:
+    """The summary less what names the engine or times it."""
     return {k: v for k, v in doc.items() if k not in ("engine", "wall_seconds")}
 
 
@@ -121,3 +124,30 @@ def test_the_cases_exercise_what_they_are_named_for() -> None:
     cut, _ = both("29 March, cut")
     assert cut["relay_overflows"] > 0
     assert cut["refusals"]["terminal_limit"] > 0
+
+
+#: The liveness bound at work: the last request is still with the backend (20 s)
+#: when the run's 5 s drain after it ends: it is lost, and the checkers say so.
+BOUND = ["run.drain_s=5", "backend.service_ms={dist: constant, mean: 20000}", "load.requests=500"]
+SLEEPING = {**CASES, "the liveness bound": ("smoke.yaml", BOUND)}
+
+
+@pytest.mark.parametrize(
+    "case", ["legacy crashes, hangs and a timer race", "chip re-sends", "the liveness bound"]
+)
+def test_the_conductor_that_sleeps_takes_the_same_steps(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trio driver sleeping until each step on a clock of its own, as serve mode
+    does on the real clock, gives the replay's summary figure for figure: health
+    checks, same-instant order, a crash's wake-ups in the order the waits began and
+    the liveness bound come from the one agenda, not a copy kept for serve mode."""
+    config, overrides = SLEEPING[case]
+    s = load_scenario(CONFIGS / config, overrides)
+    jumping = replay(s, engine="trio").summary
+    monkeypatch.setattr(
+        "relay.plan.replay.driver_trio.run", functools.partial(driver_trio.run, sleep=True)
+    )
+    sleeping = replay(s, engine="trio").summary
+    assert without_engine(sleeping) == without_engine(jumping)
+    assert jumping["crashes"] > 0 or jumping["lost"] == 1

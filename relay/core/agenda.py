@@ -15,7 +15,7 @@ What happens next (`Agenda.next`), from earliest to latest instant, and at one
 instant in this order:
 1. scheduled actions and faults (the scenario's, then the ones the model decides
    on, each in the order given), then the distributor's health check, which runs
-   every `health_check_s` from time 0 (check k at k × period);
+   every `health_check_s` from the run's start (check k at start + k × period);
 2. flows and counter users' retries due then, in the order their waits began;
 3. the next first attempt.
 Actions and checks run only while work is left. A crash wakes every flow waiting
@@ -23,6 +23,13 @@ on the crashed node at the crash instant, in the order their waits began. Once
 the arrivals are exhausted and nothing is due before the horizon (the last
 arrival, or the latest retry any counter user decided on) plus `drain_s`, the
 run ends there, cut short: what is still open then is lost (the liveness bound).
+
+An *open* agenda (serve mode) has no arrival stream: requests come from clients,
+their flows run until they must wait, and their waits join the agenda like any
+other (`expect`). It never ends, and its actions and health checks run whether or
+not work is left; a wait whose service answers at an instant nobody knew in
+advance (a real HSM) is due at its deadline until the answer comes (`answer`).
+The rules above are otherwise the same, for the same code takes the steps.
 """
 
 from __future__ import annotations
@@ -107,8 +114,14 @@ class Agenda:
         tier: RelayTier,
         arrivals: Iterable[tuple[float, int]],
         events: Iterable[Event] = (),
+        start: float = 0.0,
+        open: bool = False,
     ) -> None:
+        """The steps of a run of `tier` beginning at `start`: first attempts from
+        `arrivals` (time, CS), and `events`; `open`: serve mode (the module doc)."""
         self.tier = tier
+        self.open = open
+        self._start = start
         # Waits, earliest first (`_Due` orders them): a waiting flow, or a counter
         # user's retry (waiter None).
         self._heap: list[_Due] = []
@@ -149,11 +162,13 @@ class Agenda:
             t_arrival = self._t_arrival
             if heap and heap[0].at <= t_arrival:
                 t = heap[0].at
-                if t_arrival == _INF and t > self.horizon + self._drain:
+                if t_arrival == _INF and t > self.horizon + self._drain and not self.open:
                     self.now, self.cut_short = self.horizon + self._drain, True
                     return END
             elif t_arrival < _INF:
                 t = t_arrival
+            elif self.open:
+                t = _INF  # an open agenda: its actions and checks, whatever the load
             else:
                 return END  # no load left and every flow has ended
             if t >= self._next_control:
@@ -191,9 +206,28 @@ class Agenda:
             self._t_arrival, self._cs_next = nxt
             self.horizon = nxt[0]
 
+    def peek(self) -> float:
+        """The instant of the step `next()` would take (math.inf: none; -math.inf:
+        the run is over), without taking it."""
+        heap, stale = self._heap, self._stale
+        while heap and stale and heap[0].seq in stale:
+            stale.discard(heappop(heap).seq)
+        t_arrival = self._t_arrival
+        if heap and heap[0].at <= t_arrival:
+            t = heap[0].at
+            if t_arrival == _INF and t > self.horizon + self._drain and not self.open:
+                return self.horizon + self._drain
+        elif t_arrival < _INF:
+            t = t_arrival
+        elif self.open:
+            t = _INF
+        else:
+            return -_INF
+        return min(t, self._next_control)
+
     def _update_control(self) -> None:
         event_at = self._controls[0][0] if self._controls else _INF
-        self._next_control = min(event_at, self._period * self._checks)
+        self._next_control = min(event_at, self._start + self._period * self._checks)
 
     def _control(self, event: Event) -> None:
         self._controls_seq += 1
@@ -201,16 +235,29 @@ class Agenda:
 
     # -- what the engine reports ------------------------------------------------------
 
-    def wait(self, waiter: object, effect: Effect, now: float) -> None:
-        """`waiter` (a flow, or the task performing it) waits on `effect` from `now`:
-        it wakes as `wake` says."""
-        finish = self.tier.submit(effect, now)
+    def wait(self, waiter: object, effect: Effect, now: float) -> int:
+        """`waiter` (a flow, or what carries it) waits on `effect` from `now`: it
+        wakes as `wake` says. The wait's number (for `answer`)."""
+        return self.expect(waiter, effect, self.tier.submit(effect, now))
+
+    def expect(self, waiter: object, effect: Effect, finish: float) -> int:
+        """`waiter` waits on `effect`, whose service said it finishes at `finish`
+        (math.inf: never, or not known yet: a real device's call, ended by
+        `answer`): it wakes as `wake` says. The wait's number."""
         deadline, number = effect.deadline, effect.node.number
         self._seq += 1
         if finish <= deadline:
             heappush(self._heap, _Due(finish, self._seq, waiter, _DONE, None, number))
         else:
             heappush(self._heap, _Due(deadline, self._seq, waiter, _UNANSWERED, None, number))
+        return self._seq
+
+    def answer(self, seq: int, waiter: object, number: int, now: float, result: Result) -> None:
+        """Wait number `seq` (of `waiter`, on node `number`) ends at `now` with
+        `result`: its service answered before its deadline."""
+        self._stale.add(seq)
+        self._seq += 1
+        heappush(self._heap, _Due(now, self._seq, waiter, result, None, number))
 
     def ended(self, retry: Retry | None) -> None:
         """A flow ended; the counter user tries again at `retry.at`, if at all."""

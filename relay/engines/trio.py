@@ -1,42 +1,48 @@
-"""The trio engine: the relay tier's flows as trio tasks, one per request.
+"""The trio driver: one conductor carries out the core's rule book
+(`relay.core.agenda.Agenda`) on trio's clock, for replays and for serve mode alike.
 
-**Replays** (`run`, under `trio.testing.MockClock`): a conductor takes the run's
-steps from the core's rule book (`relay.core.agenda.Agenda`), moves the virtual
-clock to each step's instant and hands the step to the task it belongs to: a new
-request's task starts, a waiting one is rescheduled with how its wait ended. The
-task performs its flow up to its next effect, tells the agenda what it waits for
-and hands control back. One step at a time, in the agenda's order: the trio engine
-takes exactly the fast engine's steps (a test holds them to identical summaries),
-with trio doing the waiting.
+The conductor takes the agenda's steps in its order (actions and health checks,
+then the waits due, in the order they began, then first attempts) and carries
+each flow on itself, up to its next wait, which joins the agenda (`expect`). A
+crash wakes the waits on its node in the order they began (`Agenda.settle`); a
+replay ends at the liveness bound. The two uses differ only in their clock and
+where requests come from:
 
-**Serve mode** (`serve` and `perform`, on the real clock): requests arrive from
-sockets, so there is no agenda; each request's task waits for its effects itself,
-parked on the driver's one timer (`Alarms`) until the simulated service finishes
-or the deadline passes, or until the PKCS#11 lane answers its HSM call first
-(`DeviceCall`); another device's call is awaited inside a cancel scope
-(`DeviceServices`). When it wakes, and with what, is still the core's rule
-(`relay.core.agenda.wake`, `due_now`).
+- **replays** (`run`): first attempts from the scenario's stream; under a
+  `trio.testing.MockClock` with the simulated services the conductor moves the
+  clock to each step's instant (`jump`), so the trio engine takes exactly the
+  fast engine's steps (a test holds them to identical summaries); on any other
+  clock, or with a real device, it sleeps until each step is due;
+- **serve mode** (`serve`): an open agenda: requests come from clients, through
+  `advance` (which runs a flow until it must wait; on the real clock an effect
+  that ends within the clock's resolution is no wait at all) and `follow` (the
+  conductor carries it on and says when it ends). The conductor sleeps until the
+  next step is due; whatever adds an earlier one (a wait, a device's answer, an
+  injected fault) brings its wake-up forward.
+
+A wait on a real device's call (`DeviceServices`: the PKCS#11 lane) is due at its
+deadline until the device answers (`Agenda.answer`); the lane's calls are
+submitted and answered by callback (`DeviceCall`), any other device's awaited in a
+task of its own.
 """
 
 from __future__ import annotations
 
 import gc
-import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-import outcome
 import trio
 import trio.testing
 
 from hsm_adapter import Hsm
 from hsm_adapter.errors import HsmError
 from hsm_adapter.lane import Pkcs11Hsm
-from relay.core.agenda import ACTION, ARRIVAL, CHECK, END, RETRY, Agenda, due_now, wake
+from relay.core.agenda import ACTION, ARRIVAL, CHECK, END, RETRY, WAKE, Agenda, due_now, wake
 from relay.core.events import Event, FaultEvent, OperatorEvent
-from relay.core.tier import CallHsm, Effect, Flow, RelayTier, Result, Retry
+from relay.core.tier import CallHsm, Effect, Flow, RelayTier, Result, Retry, Think
 from relay.engines.common import PROGRESS_EVERY, Progress, RunEnd
 
 REAL_CLOCK_RESOLUTION = 0.001  # trio waits in epoll, whose timeout is whole milliseconds
@@ -47,7 +53,7 @@ REAL_CLOCK_RESOLUTION = 0.001  # trio waits in epoll, whose timeout is whole mil
 # walk the whole model with it: 9% of a serving process with the token, by perf.
 # Fourteen times fewer young collections, the older ones as often relative to them.
 SERVE_GC_THRESHOLDS = (10_000, 10, 10)
-PRUNE_MIN = 1024  # `Alarms` drops tasks woken early once its heap holds more
+YIELD_EVERY = 64  # serve mode: steps the conductor takes before letting sockets in
 
 
 @dataclass(slots=True)  # not frozen: one per wait, and a frozen __init__ costs 3x
@@ -106,9 +112,9 @@ class DeviceServices:
     letting it wait for its deadline or taking the relay down.
 
     On the PKCS#11 lane (`lane`) the driver does not await the call: it submits it
-    (`start`) and parks the flow's task on its own timer until the answer, the
-    step's deadline or its node's crash (`DeviceCall`), which costs no cancel scope.
-    Any other device is awaited (`perform`) inside one.
+    (`start`), and the flow's wait in the agenda ends at the lane's answer, the
+    step's deadline or its node's crash, whichever comes first (`DeviceCall`). Any
+    other device is awaited (`perform`) in a task, under the step's deadline.
     """
 
     def __init__(self, tier: RelayTier, hsm: Hsm) -> None:
@@ -176,149 +182,58 @@ class DeviceServices:
         return Result.UNANSWERED
 
 
-class Parked:
-    """A flow's task asleep until an instant (see `Alarms`)."""
+class DeviceCall:
+    """A flow's HSM call on the PKCS#11 lane (`DeviceServices.start`): the lane's
+    answer (`answered`) ends the flow's wait at once, unless the wait is over
+    already (its deadline, or its node's crash, came first)."""
 
-    __slots__ = ("early", "task")
+    __slots__ = ("done", "driver", "error", "follow", "rid", "seq")
 
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task: trio.lowlevel.Task | None = task
-        self.early = False  # woken before its instant (its node crashed)
-
-    def cancel(self) -> None:
-        """Wake the task now, before its instant (named like CancelScope.cancel, so
-        the driver wakes parked flows and scoped calls alike)."""
-        if self.task is not None:
-            self.early = True
-            trio.lowlevel.reschedule(self.task)
-            self.task = None
-
-    def abort(self, raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-        """The task was cancelled from outside (the run's liveness bound): forget it."""
-        self.task = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-
-class DeviceCall(Parked):
-    """A flow's task waiting for its HSM call on the lane (`DeviceServices.start`),
-    parked on `Alarms` until the step's deadline: woken by whichever comes first,
-    the lane's answer (`answered`), the deadline, or its node's crash (`cancel`).
-    An answer that comes once the wait is over is ignored."""
-
-    __slots__ = ("done", "error", "rid")
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        super().__init__(task)
+    def __init__(self, driver: TrioDriver, follow: _Follow) -> None:
+        self.driver = driver
+        self.follow: _Follow | None = follow  # None once the wait is over
         self.done = False  # the lane answered (with `error`, if it failed the call)
         self.error: HsmError | None = None
         self.rid = -1  # the call's number on the lane
+        self.seq = -1  # the wait's number in the agenda
 
     def answered(self, error: HsmError | None, value: object) -> None:
-        """The lane's answer (`hsm_adapter.lane.Waiter`): wake the task with it,
-        unless its wait is already over."""
-        if self.task is not None:
+        """The lane's answer (`hsm_adapter.lane.Waiter`)."""
+        follow = self.follow
+        if follow is not None and follow.call is self:
             self.done, self.error = True, error
-            trio.lowlevel.reschedule(self.task)
-            self.task = None
+            self.driver.answer(follow, self.seq, Result.DONE)
 
     def refused(self, error: HsmError) -> None:
         """The lane refused the call at once (not serving): no wait at all."""
-        self.done, self.error, self.task = True, error, None
+        self.done, self.error = True, error
 
 
-class Alarms:
-    """Wakes parked tasks at their instants, with one trio timer for all of them.
-
-    A task sleeping on a cancel scope's deadline costs a scope and a Cancelled
-    exception raised and caught; parked here, it costs a heap entry and a
-    reschedule, and one timer wake-up serves every task due by then. Ties wake in
-    the order they were parked.
-
-    `resolution` is how finely the clock can wake a task: 0 for a virtual clock; on
-    the real clock trio waits in epoll, whose timeout is in whole milliseconds. The
-    timer wakes every task due within `resolution` of its wake-up (and
-    `TrioDriver.advance` never parks a wait shorter than that).
-    """
-
-    def __init__(self, resolution: float = 0.0) -> None:
-        self.resolution = resolution
-        self._heap: list[tuple[float, int, Parked]] = []
-        self._seq = 0
-        self._timer: trio.CancelScope | None = None
-        self._prune_at = PRUNE_MIN
-
-    async def park(self, parked: Parked, when: float) -> None:
-        """Sleep until `when`, or until `parked.cancel()` wakes the task early."""
-        if when <= trio.current_time():
-            # Due now: nothing can wake it earlier; let the other tasks of this
-            # instant run first, in the order the scheduler (and its seed) picks.
-            parked.task = None
-            await trio.lowlevel.checkpoint()
-            return
-        self._seq += 1
-        heap = self._heap
-        heapq.heappush(heap, (when, self._seq, parked))
-        if len(heap) > self._prune_at:
-            # Mostly tasks woken early (device calls answered long before their
-            # deadline): drop them, in time linear in what the heap gained since.
-            heap[:] = [entry for entry in heap if entry[2].task is not None]
-            heapq.heapify(heap)
-            self._prune_at = max(PRUNE_MIN, 2 * len(heap))
-        timer = self._timer
-        if timer is not None and when < timer.deadline:
-            timer.deadline = when
-        await trio.lowlevel.wait_task_rescheduled(parked.abort)
-
-    async def run(self) -> None:
-        """The timer: reschedule every task whose instant has come; until cancelled."""
-        heap, pop, reschedule = self._heap, heapq.heappop, trio.lowlevel.reschedule
-        while True:
-            now = trio.current_time() + self.resolution
-            # Due, or woken early already (whose instant need not wake the timer).
-            while heap and (heap[0][0] <= now or heap[0][2].task is None):
-                parked = pop(heap)[2]
-                if parked.task is not None:
-                    reschedule(parked.task)
-                    parked.task = None
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._timer:
-                await trio.sleep_forever()
-            self._timer = None
+#: What `follow` reports when a flow ends or stops for its client: how (`Ended`,
+#: or `Waiting` on a client's `Think`), or the exception a step of it raised.
+Done = Callable[["Waiting | Ended | Exception"], None]
 
 
-class _Conductor:
-    """The replay's conductor task and the handshake with the flows' tasks: one of
-    them runs at a time, so the steps happen in the agenda's order."""
+class _Follow:
+    """A flow the conductor carries on: where its end is reported (`done`),
+    whether a `Think` is its client's (serve mode: the next message ends it), and
+    what it waits on (the effect, a device call, an awaited device's task)."""
 
-    __slots__ = ("task",)
+    __slots__ = ("call", "client", "done", "effect", "flow", "task")
 
-    def __init__(self) -> None:
-        self.task = trio.lowlevel.current_task()
-
-    async def hand_over(self) -> None:
-        """Sleep until the task just woken or started hands control back."""
-        await trio.lowlevel.wait_task_rescheduled(_abort)
-
-    def take_back(self) -> None:
-        """(In a flow's task) hand control back to the conductor."""
-        trio.lowlevel.reschedule(self.task)
-
-
-class _FlowTask:
-    """A flow's task as the agenda knows it: what to reschedule when it wakes."""
-
-    __slots__ = ("task",)
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task = task
-
-
-def _abort(raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.SUCCEEDED  # cancelled (the liveness bound): let it go
+    def __init__(self, flow: Flow, done: Done, client: bool) -> None:
+        self.flow = flow
+        self.done = done
+        self.client = client
+        self.effect: Effect | None = None
+        self.call: DeviceCall | None = None
+        self.task: trio.CancelScope | None = None
 
 
 class TrioDriver:
-    """Drives one RelayTier: a whole replay under a virtual clock (`run`), or the
-    requests of serve mode one by one on the real clock (`serve`, `perform`)."""
+    """Carries out one RelayTier's agenda on trio's clock: a whole replay (`run`),
+    or serve mode's open agenda (`serve`), whose requests come in through
+    `advance` and `follow`."""
 
     def __init__(
         self,
@@ -328,117 +243,123 @@ class TrioDriver:
         progress: Progress | None = None,
         resolution: float = 0.0,
     ) -> None:
-        """`resolution`: the clock's waking resolution (`Alarms`); 0 for a virtual
-        clock, `REAL_CLOCK_RESOLUTION` on the real one."""
+        """`resolution`: how finely the clock wakes a task: 0 for a virtual clock,
+        `REAL_CLOCK_RESOLUTION` on the real one (an effect ending within it is no
+        wait at all, `advance`)."""
         self.tier = tier
         self.services = services or SimulatedServices(tier)
-        # The PKCS#11 lane's calls are submitted and parked on (`DeviceCall`).
+        # The PKCS#11 lane's calls are submitted and answered by callback (`DeviceCall`).
         self._device = (
             self.services
             if isinstance(self.services, DeviceServices) and self.services.lane is not None
             else None
         )
         self._progress = progress
-        # Serve mode: the waits in progress by node number (a crash wakes them).
-        self._waiting: dict[int, set[trio.CancelScope | Parked]] = {}
-        self._alarms = Alarms(resolution)
-        self._outer: trio.Nursery | None = None
-        self._start = 0.0  # serve mode: when the periodic work began
+        self.resolution = resolution
+        self.agenda: Agenda | None = None  # the run's, while `run` or `serve` goes on
+        self._nursery: trio.Nursery | None = None  # awaited devices' tasks
+        self._sleep: trio.CancelScope | None = None  # the conductor's, between steps
+        self._jump: trio.testing.MockClock | None = None  # a replay's clock, moved by hand
 
-    # -- replays: the conductor ------------------------------------------------------
+    # -- the runs ---------------------------------------------------------------------
 
     async def run(
         self, arrivals: Iterable[tuple[float, int]], events: Iterable[Event] = ()
     ) -> RunEnd:
-        """Replay `arrivals` (time, CS) and `events`; return when the run is over.
-
-        Under a `MockClock` with the simulated services, step by step in the
-        agenda's order. Otherwise (a real device, the real clock) the requests run
-        as in serve mode, each task waiting for its own effects (`_run_live`).
-        """
+        """Replay `arrivals` (time, CS) and `events`; return when the run is over
+        (every flow ended, or the liveness bound cut it short)."""
         clock = trio.lowlevel.current_clock()
-        if not isinstance(clock, trio.testing.MockClock) or not isinstance(
-            self.services, SimulatedServices
-        ):
-            return await self._run_live(arrivals, events)
-        tier = self.tier
-        agenda = Agenda(tier, arrivals, events)
-        conductor = _Conductor()
+        # A virtual clock nothing else moves, and services whose every finishing
+        # time is known: the conductor moves the clock to each step itself.
+        jump = (
+            isinstance(clock, trio.testing.MockClock)
+            and clock.autojump_threshold == math.inf
+            and isinstance(self.services, SimulatedServices)
+        )
         start = trio.current_time()
-        async with trio.open_nursery() as work:
-            while True:
-                kind = agenda.next()
-                now = agenda.now
-                if now > clock.current_time():
-                    clock.jump(now - clock.current_time())
-                if kind == END:
-                    break
-                if kind == ARRIVAL:
-                    work.start_soon(self._flow, tier.arrive(agenda.cs, 0, now), agenda, conductor)
-                    await conductor.hand_over()
-                    if self._progress and agenda.arrivals % PROGRESS_EVERY == 0:
-                        self._progress(now, tier)
-                elif kind == RETRY:
-                    assert agenda.retry is not None
-                    work.start_soon(self._flow, tier.again(agenda.retry), agenda, conductor)
-                    await conductor.hand_over()
-                elif kind == ACTION:
-                    assert agenda.event is not None
-                    tier.handle(agenda.event, now)
-                elif kind == CHECK:
-                    tier.health_check(now)
-                else:  # WAKE
-                    waiter = agenda.waiter
-                    assert isinstance(waiter, _FlowTask)
-                    trio.lowlevel.reschedule(waiter.task, outcome.Value((agenda.result, now)))
-                    await conductor.hand_over()
-                if agenda.pending:
-                    agenda.settle()
-            # The liveness bound (or the end): what still waits is lost.
-            work.cancel_scope.cancel()
+        agenda = Agenda(self.tier, arrivals, events, start=start)
+        self._jump = clock if jump and isinstance(clock, trio.testing.MockClock) else None
+        async with trio.open_nursery() as self._nursery:
+            await self._conduct(agenda)
+            self._nursery.cancel_scope.cancel()  # devices' calls still out: lost
         end = trio.current_time()
         if self._progress:
-            self._progress(end, tier)
+            self._progress(end, self.tier)
         return RunEnd(start, end, agenda.cut_short)
 
-    async def _flow(self, flow: Flow, agenda: Agenda, conductor: _Conductor) -> None:
-        """One request's task in a replay: perform its flow, one effect per step."""
-        me = _FlowTask(trio.lowlevel.current_task())
-        step: tuple[Result, float] | None = None
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Carry out serve mode's open agenda until cancelled: health checks, the
+        model's own actions (operators reacting to a failure), and the waits of the
+        requests `follow` hands over. The garbage collector runs at
+        `SERVE_GC_THRESHOLDS` meanwhile."""
+        thresholds = gc.get_threshold()
+        gc.set_threshold(*SERVE_GC_THRESHOLDS)
+        try:
+            agenda = Agenda(self.tier, (), (), start=trio.current_time(), open=True)
+            async with trio.open_nursery() as self._nursery:
+                self.agenda = agenda
+                task_status.started()
+                await self._conduct(agenda)
+        finally:
+            self.agenda = None
+            gc.set_threshold(*thresholds)
+
+    async def _conduct(self, agenda: Agenda) -> None:
+        """Take `agenda`'s steps in its order until it ends: at each step's instant,
+        by moving the replay's clock there (`_jump`) or by sleeping until it."""
+        self.agenda = agenda
+        tier, jump, progress = self.tier, self._jump, self._progress
+        taken = 0
         while True:
-            try:
-                effect = next(flow) if step is None else flow.send(step)
-            except StopIteration as stop:
-                agenda.ended(stop.value)
-                conductor.take_back()
-                return
-            agenda.wait(me, effect, trio.current_time())
-            conductor.take_back()
-            step = await trio.lowlevel.wait_task_rescheduled(_abort)
+            if jump is None:
+                at = agenda.peek()
+                if at > trio.current_time():
+                    # Nothing due yet: sleep until it, unless something earlier is
+                    # added meanwhile (`_poke`).
+                    with trio.CancelScope(deadline=at) as self._sleep:
+                        await trio.sleep_forever()
+                    self._sleep = None
+                    continue
+                taken += 1
+                if taken % YIELD_EVERY == 0:
+                    await trio.lowlevel.checkpoint()  # a burst of steps: let sockets in
+                    continue
+            kind = agenda.next()
+            now = agenda.now
+            if jump is not None:
+                if now > jump.current_time():
+                    jump.jump(now - jump.current_time())
+            elif kind != END:
+                now = max(now, trio.current_time())  # a late wake-up is charged
+            if kind == END:
+                break
+            if kind == WAKE:
+                self._woken(agenda.waiter, agenda.result, now)
+            elif kind == ARRIVAL:
+                self._carry(_Follow(tier.arrive(agenda.cs, 0, now), self._ended, False), None)
+                if progress and agenda.arrivals % PROGRESS_EVERY == 0:
+                    progress(now, tier)
+            elif kind == RETRY:
+                assert agenda.retry is not None
+                self._carry(_Follow(tier.again(agenda.retry), self._ended, False), None)
+            elif kind == ACTION:
+                assert agenda.event is not None
+                tier.handle(agenda.event, now)
+            elif kind == CHECK:
+                tier.health_check(now)
+            if agenda.pending:
+                agenda.settle()
 
-    async def _run_live(
-        self, arrivals: Iterable[tuple[float, int]], events: Iterable[Event]
-    ) -> RunEnd:
-        """Arrivals and events on whatever clock runs, the requests performed as serve
-        mode performs them; over when every request and retry has ended."""
-        start = trio.current_time()
-        async with trio.open_nursery() as outer:
-            await outer.start(self.serve)
-            outer.start_soon(self._scheduled, list(events))
-            async with trio.open_nursery() as work:
-                for t, cs in arrivals:
-                    await trio.sleep_until(t)
-                    work.start_soon(self._live, work, self.tier.arrive(cs, 0, t))
-            outer.cancel_scope.cancel()
-        return RunEnd(start, trio.current_time(), False)
+    def _ended(self, state: Waiting | Ended | Exception) -> None:
+        """A replay's flow ended: its counter user may try again."""
+        if isinstance(state, Exception):
+            raise state
+        assert type(state) is Ended
+        agenda = self.agenda
+        assert agenda is not None
+        agenda.ended(state.retry)
 
-    async def _live(self, work: trio.Nursery, flow: Flow) -> None:
-        retry = await self.perform(flow)
-        if retry is not None:
-            await trio.sleep_until(retry.at)
-            work.start_soon(self._live, work, self.tier.again(retry))
-
-    # -- serve mode: requests one by one on the real clock -----------------------------
+    # -- carrying flows on ------------------------------------------------------------
 
     def advance(self, flow: Flow, step: tuple[Result, float] | None = None) -> Waiting | Ended:
         """Run `flow` from its start (or resumed with `step`) until it must wait.
@@ -448,13 +369,13 @@ class TrioDriver:
         times below a millisecond, a whole request); under virtual time every effect
         is waited for. Returns the effect to wait for next, or how the flow ended.
         """
-        tier, now_, resolution = self.tier, trio.current_time, self._alarms.resolution
+        tier, now_, resolution = self.tier, trio.current_time, self.resolution
         finish_of = self.services.finish
         try:
             effect = next(flow) if step is None else flow.send(step)
             while True:
                 if tier.crashed or tier.agenda:
-                    self._notice()
+                    self._settle()
                 now = now_()
                 finish = finish_of(effect, now)
                 if finish is None or not due_now(finish, effect.deadline, now, resolution):
@@ -462,124 +383,143 @@ class TrioDriver:
                 effect = flow.send((wake(finish, effect.deadline)[1], now))
         except StopIteration as stop:
             if tier.crashed or tier.agenda:
-                self._notice()
+                self._settle()
             return Ended(stop.value)
 
-    async def wait(self, waiting: Waiting) -> tuple[Result, float]:
-        """Wait for `waiting`'s effect: its reply or its deadline, whichever comes
-        first, or the crash of its node. How it ended and when, for `advance`."""
-        effect, finish = waiting.effect, waiting.finish
-        deadline = effect.deadline
-        scopes = self._waiting.setdefault(effect.node.number, set())
-        if finish is not None:
-            # Known finishing time: parked until the core's rule says (`wake`), or
-            # earlier by a crash (`_notice`).
-            when, result = wake(finish, deadline)
-            parked = Parked(trio.lowlevel.current_task())
-            scopes.add(parked)
-            try:
-                await self._alarms.park(parked, when)
-            finally:
-                scopes.discard(parked)
-            return (Result.UNANSWERED if parked.early else result), trio.current_time()
-        device = self._device
-        if device is not None and device.finish(effect, trio.current_time()) is None:
-            # On the lane: parked until the answer, or the deadline (noticed at it,
-            # never before: a timer wake-up may come `resolution` early), or a crash.
-            call = DeviceCall(trio.lowlevel.current_task())
-            scopes.add(call)
-            try:
-                device.start(effect, call)
-                if call.task is not None:
-                    await self._alarms.park(call, deadline + self._alarms.resolution)
-            finally:
-                scopes.discard(call)
-                if not call.done:  # the deadline, a crash or a cancellation came first
-                    device.forget(call)
-            return device.ended(effect, call), trio.current_time()
-        result = Result.UNANSWERED
-        with trio.move_on_at(deadline) as scope:
-            scopes.add(scope)
-            try:
-                result = await self.services.perform(effect)
-            finally:
-                scopes.discard(scope)
-        return result, trio.current_time()
+    def follow(self, flow: Flow, waiting: Waiting, done: Done) -> None:
+        """Carry `flow` on from `waiting` (where `advance` left it) until it ends, or
+        waits on its client's `Think` (serve mode: the client's next message ends
+        that wait); then `done(state)`, or `done(exc)` if a step of it raised.
+        Needs `serve` (or `run`) going on."""
+        self._wait(_Follow(flow, done, True), waiting)
 
-    async def perform(self, flow: Flow, waiting: Waiting | None = None) -> Retry | None:
-        """Perform `flow`'s effects until it ends (from where `advance` left it, if
-        `waiting` is given); the counter user's retry, if any.
+    async def perform(self, flow: Flow) -> Retry | None:
+        """Perform `flow` until it ends; the counter user's retry, if any (a
+        convenience over `advance` and `follow`)."""
+        state: Waiting | Ended | Exception = self.advance(flow)
+        if type(state) is Waiting:
+            finished = trio.Event()
+            result: list[Waiting | Ended | Exception] = []
 
-        Requires `run` (or `serve`) to be running: operator actions the model
-        decides on are scheduled in its nursery.
-        """
-        state: Waiting | Ended = self.advance(flow) if waiting is None else waiting
-        while type(state) is Waiting:
-            state = self.advance(flow, await self.wait(state))
+            def done(end: Waiting | Ended | Exception) -> None:
+                result.append(end)
+                finished.set()
+
+            self._wait(_Follow(flow, done, False), state)
+            await finished.wait()
+            state = result[0]
+        if isinstance(state, Exception):
+            raise state
         assert type(state) is Ended
         return state.retry
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep the tier's periodic work (health checks, operators' reactions) going
-        until cancelled, for requests performed one by one (`perform`): serve mode.
-        The garbage collector runs at `SERVE_GC_THRESHOLDS` meanwhile."""
-        thresholds = gc.get_threshold()
-        gc.set_threshold(*SERVE_GC_THRESHOLDS)
+    def _carry(self, follow: _Follow, step: tuple[Result, float] | None) -> None:
+        """Run `follow`'s flow on from `step` until it waits (the agenda has the
+        wait) or ends (its `done` is told)."""
         try:
-            async with trio.open_nursery() as outer:
-                self._outer = outer
-                self._start = trio.current_time()
-                outer.start_soon(self._alarms.run)
-                outer.start_soon(self._health_checks, self.tier.params.health_check_s)
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            gc.set_threshold(*thresholds)
+            state = self.advance(follow.flow, step)
+        except Exception as exc:  # a bug in one flow: its owner answers for it
+            follow.done(exc)
+            return
+        if type(state) is Waiting:
+            self._wait(follow, state)
+        else:
+            follow.done(state)
 
-    def _notice(self) -> None:
-        """Act on what the model reported: wake flows on crashed nodes, and schedule
-        the actions it decided on (operators reacting to a failure)."""
-        tier = self.tier
-        while tier.crashed:
-            node = tier.crashed.pop()
-            for scope in self._waiting.get(node.number, ()):
-                scope.cancel()
-        if tier.agenda:
-            # One task per batch, in order: "detach, restart, attach" at one instant
-            # must not be reordered by the scheduler.
-            assert self._outer is not None  # set before any flow runs
-            batch: list[OperatorEvent | FaultEvent] = [*tier.agenda]
-            tier.agenda.clear()
-            self._outer.start_soon(self._scheduled, batch)
+    def _wait(self, follow: _Follow, waiting: Waiting) -> None:
+        """`follow` waits on `waiting`'s effect: the agenda has it, due when the
+        core's rule says, or when a device answers."""
+        effect, finish = waiting.effect, waiting.finish
+        if follow.client and type(effect) is Think:
+            follow.done(waiting)  # the client's turn: its next message resumes it
+            return
+        agenda = self.agenda
+        assert agenda is not None, "the driver's run() or serve() must be going on"
+        follow.effect = effect
+        if finish is not None:
+            agenda.expect(follow, effect, finish)
+            self._poke(min(finish, effect.deadline))
+            return
+        device = self._device
+        if device is not None:
+            call = follow.call = DeviceCall(self, follow)
+            device.start(effect, call)
+            if call.done:  # refused at once: no wait at all
+                follow.call = None
+                self._carry(follow, (device.ended(effect, call), trio.current_time()))
+                return
+            call.seq = agenda.expect(follow, effect, math.inf)
+            self._poke(effect.deadline)
+            return
+        # Another device: its call awaited in a task, under the step's deadline.
+        seq = agenda.expect(follow, effect, math.inf)
+        self._poke(effect.deadline)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._performed, follow, effect, seq)
 
-    async def _health_checks(self, period: float) -> None:
-        # Check k at k * period from the start, as the agenda schedules them (a sum
-        # of sleeps would drift).
-        k = 1
-        while True:
-            await trio.sleep_until(self._start + k * period)
-            self.tier.health_check(trio.current_time())
-            k += 1
+    async def _performed(self, follow: _Follow, effect: Effect, seq: int) -> None:
+        with trio.CancelScope(deadline=effect.deadline) as follow.task:
+            result = await self.services.perform(effect)
+            follow.task = None
+            self.answer(follow, seq, result)
 
-    async def _scheduled(self, events: list[OperatorEvent | FaultEvent]) -> None:
-        # One task, in the scenario's order: equal times keep their order.
-        for event in sorted(events, key=lambda e: e.at):
-            await self._at(event)
+    def answer(self, follow: _Follow, seq: int, result: Result) -> None:
+        """A device answered `follow`'s wait number `seq` now, with `result`."""
+        agenda, effect = self.agenda, follow.effect
+        if agenda is None or effect is None:
+            return  # the run is over
+        agenda.answer(seq, follow, effect.node.number, trio.current_time(), result)
+        self._poke(trio.current_time())
 
-    async def _at(self, event: OperatorEvent | FaultEvent) -> None:
-        await trio.sleep_until(event.at)
-        self.apply(event)
+    def _woken(self, follow: object, result: Result, now: float) -> None:
+        """The agenda woke `follow` at `now` with `result`: carry its flow on."""
+        assert isinstance(follow, _Follow)
+        call = follow.call
+        if call is not None:
+            follow.call = None
+            device = self._device
+            assert device is not None
+            assert follow.effect is not None
+            if result is Result.DONE:  # the lane answered
+                result = device.ended(follow.effect, call)
+            elif not call.done:  # its deadline or its node's crash came first
+                device.forget(call)
+        if follow.task is not None:  # an awaited device: it is too late now
+            follow.task.cancel()
+            follow.task = None
+        self._carry(follow, (result, now))
+
+    def _poke(self, at: float) -> None:
+        """Something is due at `at`: wake the conductor then, if it sleeps past it."""
+        sleep = self._sleep
+        if sleep is not None and at < sleep.deadline:
+            sleep.deadline = at
+
+    def _settle(self) -> None:
+        """Take in what the model reported outside the conductor's steps (a crash
+        at a request's arrival, an injected fault): the waits on a crashed node
+        wake now, in the order they began; the actions it decided on join the
+        schedule."""
+        agenda = self.agenda
+        if agenda is None:
+            return
+        if self._jump is None:
+            agenda.now = max(agenda.now, trio.current_time())
+        agenda.settle()
+        self._poke(agenda.now)
+
+    # -- faults and operator actions from outside (serve mode's admin endpoint) -------
 
     def heal(self) -> None:
         """Undo every fault still in effect now (`RelayTier.heal`), and act on it."""
         self.tier.heal(trio.current_time())
-        self._notice()
+        self._settle()
 
     def apply(self, event: OperatorEvent | FaultEvent) -> None:
         """Carry out an operator action or a fault now, and act on its consequences
         (wake flows on a crashed node, schedule operators' reactions)."""
         self.tier.handle(event, trio.current_time())
-        self._notice()
+        self._settle()
 
 
 def run(
@@ -588,10 +528,13 @@ def run(
     events: Iterable[Event] = (),
     *,
     progress: Progress | None = None,
+    sleep: bool = False,
 ) -> RunEnd:
     """Run a whole replay on the trio engine under a virtual clock: the same steps
-    as the fast engine (`relay.core.agenda`), deterministic by construction."""
+    as the fast engine (`relay.core.agenda`), deterministic by construction. The
+    conductor moves the clock itself, step by step; with `sleep` it sleeps until
+    each step instead, on a clock that jumps when every task waits, as serve mode
+    does on the real clock (the same steps: a test holds the three together)."""
     driver = TrioDriver(tier, progress=progress)
-    # The conductor moves the clock itself, step by step: no autojump needed.
-    clock = trio.testing.MockClock(autojump_threshold=math.inf)
+    clock = trio.testing.MockClock(autojump_threshold=0 if sleep else math.inf)
     return trio.run(driver.run, arrivals, events, clock=clock)

@@ -54,6 +54,7 @@ counted (`cut`): those requests still end and record their outcome, undelivered.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
@@ -158,6 +159,8 @@ class Outbox:
         self._queue: list[tuple[bytes, bool]] = []  # (encoded frame, is a reply)
         self._queued = 0  # bytes in the queue
         self._sending = False
+        self._kicked = False  # a task is on its way to send (`kick`)
+        self._quiet: trio.Event | None = None  # set when a sender is done
         self._room: trio.Event | None = None  # set when the queue empties into a write
         self.sent_at = -math.inf  # when the last write ended: the connection was active
         self.writing_since: float | None = None  # when the write under way began
@@ -171,10 +174,15 @@ class Outbox:
             self._settled.set()
 
     async def settled(self) -> None:
-        """Return once every request accepted on this connection has been answered."""
+        """Return once every request accepted on this connection has been answered
+        and every reply queued has been written (or could not be)."""
         if self.owed:
             self._settled = trio.Event()
             await self._settled.wait()
+        await self.flush()  # what nobody is sending yet
+        while self._sending:  # a sender at work: until it is done
+            self._quiet = trio.Event()
+            await self._quiet.wait()
 
     def put(self, frame: Frame, *, reply: bool = True) -> None:
         """Queue `frame` for the next `flush`."""
@@ -189,6 +197,13 @@ class Outbox:
             self._room = trio.Event()
             await self._room.wait()
 
+    def kick(self, nursery: trio.Nursery) -> None:
+        """Have what is queued sent, by a task in `nursery` unless a sender is at
+        work or one is on its way already (it takes this along)."""
+        if not self._sending and not self._kicked:
+            self._kicked = True
+            nursery.start_soon(self.flush)
+
     async def send(self, frame: Frame, *, reply: bool = True) -> None:
         """Queue `frame` and flush."""
         self.put(frame, reply=reply)
@@ -198,6 +213,7 @@ class Outbox:
         """Unless a sender is at work, send what is queued and whatever queues
         meanwhile. Replies are counted delivered once written, undelivered if the
         client has gone (or the send was cancelled) before."""
+        self._kicked = False
         if self._sending or not self._queue:
             return  # the sender takes it along
         self._sending = True
@@ -223,6 +239,8 @@ class Outbox:
             self._stats.undelivered += sum(r for _, r in unsent)
             if self._room is not None:
                 self._room.set()
+            if self._quiet is not None:
+                self._quiet.set()
 
     async def last(self, frame: Frame) -> None:
         """Send a final error frame within a second of real time (a client that does
@@ -388,26 +406,30 @@ class RelayServer:
         async with trio.open_nursery() as top:
             self._top = top.cancel_scope
             await top.start(self.driver.serve)
-            # Requests run in their own nursery, which a stop never cancels: each
-            # ends by its own deadlines and records its outcome, even once its
-            # connection is gone (nothing accepted is lost).
-            async with trio.open_nursery() as work, trio.open_nursery() as conns:
-                self._work, self._nursery = work, conns
-                for listener, at in listeners:
-                    conns.start_soon(self._accept, listener, at)
-                conns.start_soon(self._watch)
-                task_status.started(self.port)
-                await self._stop.wait()
-                for listener, _ in listeners:
-                    await listener.aclose()
-                with trio.move_on_after(self.drain):
-                    await self._idle.wait()
-                self.stats.cut = self._in_flight
-                # Answered clients hang up; the others get a frame timeout to.
-                if self._conns:
-                    with trio.move_on_after(self._frame_timeout):
-                        await self._no_conns.wait()
-                conns.cancel_scope.cancel()
+            # Requests are carried on by the driver's conductor, which a stop never
+            # cancels: each ends by its own deadlines and records its outcome, even
+            # once its connection is gone (nothing accepted is lost); their replies
+            # go out from tasks in `work`.
+            async with trio.open_nursery() as work:
+                self._work = work
+                async with trio.open_nursery() as conns:
+                    self._nursery = conns
+                    for listener, at in listeners:
+                        conns.start_soon(self._accept, listener, at)
+                    conns.start_soon(self._watch)
+                    task_status.started(self.port)
+                    await self._stop.wait()
+                    for listener, _ in listeners:
+                        await listener.aclose()
+                    with trio.move_on_after(self.drain):
+                        await self._idle.wait()
+                    self.stats.cut = self._in_flight
+                    # Answered clients hang up; the others get a frame timeout to.
+                    if self._conns:
+                        with trio.move_on_after(self._frame_timeout):
+                            await self._no_conns.wait()
+                    conns.cancel_scope.cancel()
+                await self._idle.wait()  # what the drain cut short runs on to its end
             top.cancel_scope.cancel()
         self.stopped.set()
 
@@ -709,45 +731,47 @@ class RelayServer:
             outbox.put(self._failed(frame, exc))
             return
         if type(state) is Waiting and type(state.effect) is not Think:
-            # It must wait (a device, a queue): a task of its own carries it on.
+            # It must wait (a device, a queue): the driver's conductor carries it on
+            # and says when its message ends (`_ended`).
             assert self._work is not None
             outbox.owed += 1
             self._in_flight += 1
             if self._in_flight == 1:
                 self._idle = trio.Event()
-            self._work.start_soon(self._request, outbox, frame, req, flow, state, op)
+            ended = functools.partial(self._ended, outbox, frame, req, flow, op)
+            self.driver.follow(flow, state, ended)
             return
         # Its message ended at once: the operation's end, or its client's turn.
         outbox.put(self._reply(frame, req))
         self._between(op, flow, state)
 
-    async def _request(
+    def _ended(
         self,
         outbox: Outbox,
         frame: Frame,
         req: Request,
         flow: Flow,
-        state: Waiting,
         op: _Operation | None,
+        state: Waiting | Ended | Exception,
     ) -> None:
-        try:
-            driver = self.driver
+        """A message the conductor carried on has ended (the operation's end, or a
+        think before its next message, which is the client's to send; or a bug in
+        it): its reply goes out."""
+        if isinstance(state, Exception):
+            reply = self._failed(frame, state)
+        else:
             try:
-                # Its message's effects, until the message ends: the operation's end,
-                # or a think before its next message, which is the client's to send.
-                next_: Waiting | Ended = state
-                while type(next_) is Waiting and type(next_.effect) is not Think:
-                    next_ = driver.advance(flow, await driver.wait(next_))
                 reply = self._reply(frame, req)
-                self._between(op, flow, next_)
+                self._between(op, flow, state)
             except Exception as exc:
                 reply = self._failed(frame, exc)
-            await outbox.send(reply)
-        finally:
-            outbox.answered()
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
+        outbox.put(reply)
+        assert self._work is not None
+        outbox.kick(self._work)
+        outbox.answered()
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
 
     def _between(self, op: _Operation | None, flow: Flow, state: Waiting | Ended) -> None:
         """After a message of operation `op` (None: an operation of one message):

@@ -33,6 +33,13 @@ from relay.scenario.schema import Scenario, apply_override, parse_override
 @set_option
 @click.option("--examples", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--server",
+    is_flag=True,
+    help="Hunt over the real server and load client on the simulated network: each "
+    "world's requests go through RelayServer over TCP's model, with drawn toxics, a "
+    "held or partitioned link, a stop signal and hostile clients beside them.",
+)
 @json_option("Write the result.")
 @click.option(
     "--report",
@@ -53,11 +60,13 @@ def hunt(
     overrides: tuple[str, ...],
     examples: int,
     seed: int,
+    server: bool,
     json_path: Path | None,
     report_path: Path | None,
     trace_path: Path | None,
 ) -> None:
-    """Search schedules and interleavings for a crash, a hang or a broken invariant.
+    """Search schedules and interleavings for a crash, a hang or a broken invariant
+    (with --server: through the real server and client on a simulated network).
 
     Exit 0: none found and every race window reached; 5: none found but a window was
     never reached (inconclusive); 1 crash, 3 hang, 4 invariant violation.
@@ -71,6 +80,7 @@ def hunt(
     parts = ["relaysim", "hunt", str(config), "--design", scenario.design]
     for o in overrides:
         parts += ["--set", o]
+    parts += ["--server"] if server else []
     command = shlex.join([*parts, "--examples", str(examples), "--seed", str(seed)])
     # What the user set with --set is pinned: the worlds draw everything else of
     # theirs (`relay.testing.worlds.DRAWN`) and keep it.
@@ -78,7 +88,9 @@ def hunt(
     for text in overrides:
         path, value = parse_override(text)
         apply_override(pins, path, value, text)
-    result = run_hunt(scenario, scenario.design, examples=examples, seed=seed, pins=pins)
+    result = run_hunt(
+        scenario, scenario.design, examples=examples, seed=seed, pins=pins, server=server
+    )
     missed = result.missed()
     doc = result.result(config.stem, scenario.design, seed, command)
     doc["scenario_file"] = str(config)  # to draw it again: `relaysim report`
@@ -90,13 +102,15 @@ def hunt(
         write_pictures(doc, scenario, pins, report_path, trace_path)
     reached = ", ".join(f"{k} in {v}" for k, v in sorted(result.reached.items()))
     shrinking = f" (then {result.shrink_runs} runs shrinking the failure)" * bool(result.failure)
+    over = " over the server" if server else ""
     click.echo(
-        f"{result.examples} worlds searched on {scenario.design}{shrinking}; windows: {reached}"
+        f"{result.examples} worlds searched{over} on {scenario.design}{shrinking}; "
+        f"windows: {reached}"
     )
     if result.failure is not None:
         f = result.failure
         click.echo(f"FOUND {f.kind}: {f.mechanism} ({f.detail})")
-        click.echo(f"shrunk world: {result.case}")
+        click.echo(f"shrunk world: {result.world or result.case}")
         click.echo(f"replay with: {command}")
         sys.exit({"crash": EXIT_CRASH, "hang": EXIT_HANG}.get(f.kind, EXIT_INVARIANT))
     if missed:

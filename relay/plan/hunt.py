@@ -12,22 +12,26 @@ or on neither.
 The property tests (tests/test_race_properties.py) and `relaysim hunt` share this
 module: on `fixed` no world crashes, hangs, loses a request or breaks an invariant;
 on `legacy` hypothesis finds one and shrinks it.
+
+With `server`, each world is served by the real server to the real load client
+over the simulated network, with toxics, link controls, a stop and hostile clients
+drawn beside it (`relay.plan.hunt_server`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings, target
+from hypothesis import HealthCheck, Phase, given, settings, target
 from hypothesis import seed as hypothesis_seed
 
 from relay.core import checkers
 from relay.core.tier import RelayTier
 from relay.scenario.schema import Scenario
-from relay.testing.worlds import DRAIN_S, Case, cases, run_case
+from relay.testing.worlds import DRAIN_S, Case, ServerWorld, cases, run_case, server_worlds
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,15 @@ def windows(tier: RelayTier) -> dict[str, int]:
 
 # Everything a search depends on is set here, so a profile loaded elsewhere (the
 # test suite's) cannot change what `relaysim hunt --seed N` finds.
+# No explain phase: it traces every line run while shrinking (20 times slower) to
+# say which lines the failure covered, which the hunt's verdict already says.
+PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 SEARCH = settings(
     deadline=None,
     database=None,
     derandomize=False,
     suppress_health_check=[HealthCheck.too_slow],
+    phases=PHASES,
 )
 
 
@@ -85,6 +93,9 @@ class HuntResult:
     failure: Verdict | None = None
     case: Case | None = None
     shrink_runs: int = 0  # worlds run after the first failure, to shrink it
+    # Over the server: the shrunk world whole (its `case` then has the arrivals as
+    # the server saw them, for the timeline).
+    world: ServerWorld | None = None
 
     def missed(self) -> list[str]:
         """The race windows no world reached."""
@@ -111,6 +122,7 @@ class HuntResult:
             "windows_reached": dict(self.reached),
             "failure": None if self.failure is None else asdict(self.failure),
             "case": None if self.case is None else asdict(self.case),
+            "server_world": None if self.world is None else asdict(self.world),
         }
 
 
@@ -125,25 +137,22 @@ def hunt(
     examples: int,
     seed: int,
     pins: dict[str, Any] | None = None,
+    server: bool = False,
 ) -> HuntResult:
     """Search `examples` worlds around `base` on `design`, with `pins` (keys the user
-    fixed) over what each world draws; deterministic for `seed`."""
+    fixed) over what each world draws; deterministic for `seed`. `server`: each
+    world over the real server and client (`relay.plan.hunt_server`)."""
     result = HuntResult(0, Counter())
     monitor = base.monitor.enabled
+    if server:
+        return _hunt_server(base, design, examples, seed, pins, result)
 
     @hypothesis_seed(seed)
     @settings(SEARCH, max_examples=examples)
     @given(cases(monitor=monitor))
     def search(case: Case) -> None:
         tier = run_case(case, design, base, pins=pins)
-        reached = windows(tier)
-        if result.failure is None:  # searching (not shrinking): count the world
-            result.examples += 1
-            for name, count in reached.items():
-                result.reached[name] += count > 0
-        else:
-            result.shrink_runs += 1
-        target(float(sum(min(c, 3) for c in reached.values())), label="race windows reached")
+        _count(result, windows(tier))
         verdict = judge(tier, case)
         if verdict is not None:
             # Hypothesis shrinks, then runs the smallest failing world last.
@@ -151,5 +160,47 @@ def hunt(
             raise _Found(verdict.detail)
 
     with contextlib.suppress(_Found):  # the failure is in `result`
+        search()
+    return result
+
+
+def _count(result: HuntResult, reached: dict[str, int]) -> None:
+    """Count a world searched (not one run while shrinking), and steer toward the
+    race windows."""
+    if result.failure is None:
+        result.examples += 1
+        for name, count in reached.items():
+            result.reached[name] += count > 0
+    else:
+        result.shrink_runs += 1
+    target(float(sum(min(c, 3) for c in reached.values())), label="race windows reached")
+
+
+def _hunt_server(
+    base: Scenario,
+    design: str,
+    examples: int,
+    seed: int,
+    pins: dict[str, Any] | None,
+    result: HuntResult,
+) -> HuntResult:
+    from relay.plan.hunt_server import judge_server, run_server_world
+    from relay.serve.rogues import ROGUES
+
+    @hypothesis_seed(seed)
+    @settings(SEARCH, max_examples=examples)
+    @given(server_worlds(monitor=base.monitor.enabled, rogues=tuple(ROGUES)))
+    def search(world: ServerWorld) -> None:
+        run = run_server_world(world, design, base, pins)
+        _count(result, windows(run.server.tier))
+        verdict = judge_server(run, world)
+        if verdict is not None:
+            # The picture draws the model on the arrivals as the server saw them.
+            seen = sorted(run.admitted) or world.case.arrivals
+            result.failure, result.world = verdict, world
+            result.case = replace(world.case, arrivals=seen)
+            raise _Found(verdict.detail)
+
+    with contextlib.suppress(_Found):
         search()
     return result

@@ -38,7 +38,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -246,9 +246,12 @@ async def run(
     drain: float = 30.0,
     progress: Callable[[LoadRun, float], None] | None = None,
     network: Network = REAL,
+    arrivals: Sequence[tuple[float, int]] | None = None,
 ) -> tuple[summary.Summary, LoadRun]:
     """Run the load against `host`:`port` on `network`; the summary document and the
-    live record."""
+    live record. `arrivals`: the first attempts' (seconds from the start, CS), in
+    time order, instead of the scenario's day or a rate (a hunt's drawn world); the
+    counter users retry and send their operations' next messages as the day's do."""
     wall0 = time.perf_counter()
     state = LoadRun()
     links: list[_Link] = []
@@ -260,13 +263,17 @@ async def run(
             for link in links:
                 nursery.start_soon(_receive, link, links, state)
             first = await _ask(links, state, target)
-            speed, messages = _agree(state, scenario, first, rate, speed)
+            speed, messages = _agree(state, scenario, first, rate, speed, arrivals is not None)
             start = state.origin = trio.current_time()
             if progress is not None:
                 nursery.start_soon(_report, progress, state, start)
             sender = _Sender(state, links, target, nursery)
-            await sender.send(iter(schedule(scenario, duration=duration, rate=rate, speed=speed)),
-                              messages, drain)  # fmt: skip
+            plan = iter(
+                arrivals
+                if arrivals is not None
+                else schedule(scenario, duration=duration, rate=rate, speed=speed)
+            )
+            await sender.send(plan, messages, drain)
             if not state.stopped_by_server:
                 # An open model runs for its duration, whether or not anything was due.
                 await trio.sleep_until(start + duration)
@@ -294,6 +301,7 @@ def _agree(
     first: dict[str, Any] | None,
     rate: float | None,
     speed: float | None,
+    given: bool = False,
 ) -> tuple[float | None, int]:
     """Set the load to the server's clock and the scenario's counters: the speed the
     schedule runs at, and the messages of an operation. LoadError for a --speed that
@@ -308,8 +316,8 @@ def _agree(
             f"start it with `serve --speed {speed:g}`, or leave --speed out"
         )
     if rate is None:
-        speed = served  # the scenario's day, at the server's pace
-        state.base = opening(scenario)
+        speed = served  # the scenario's day (or the arrivals given), at the server's pace
+        state.base = 0.0 if given else opening(scenario)
     state.scale = served
     # Replaying the day, the counter users retry as the scenario's do, and send their
     # operations' messages after their own steps (the server holds the connection

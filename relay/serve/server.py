@@ -362,7 +362,10 @@ class RelayServer:
         self._nursery: trio.Nursery | None = None  # connections' and the watcher's
         self._work: trio.Nursery | None = None  # requests'
         self.stopped = trio.Event()  # set once stopped and drained
+        self.stopped_at: float | None = None  # when
         self.port = 0  # the dispatcher's, once listening
+        # (instant, CS) of each request admitted, when someone keeps them (a hunt)
+        self.admitted: list[tuple[float, int]] | None = None
         self.node_ports: dict[str, int] = {}  # each relay node's own port, by name
 
     @property
@@ -431,6 +434,7 @@ class RelayServer:
                     conns.cancel_scope.cancel()
                 await self._idle.wait()  # what the drain cut short runs on to its end
             top.cancel_scope.cancel()
+        self.stopped_at = trio.current_time()
         self.stopped.set()
 
     def stop(self) -> None:
@@ -713,6 +717,8 @@ class RelayServer:
                 self.stats.rejected[code.name] += 1
                 outbox.put(error_frame(code, message, frame.id), reply=False)
                 return
+        if self.admitted is not None:
+            self.admitted.append((now, frame.muni))
         try:
             if op is not None:  # the client's next message: the operation goes on
                 assert op.flow is not None

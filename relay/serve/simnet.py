@@ -16,15 +16,15 @@ import functools
 import hashlib
 import json
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from relay.core import summary
 from relay.core.ledger import Ledger
-from relay.core.tier import LogSink
+from relay.core.tier import LogSink, RelayTier
 from relay.engines.trio import TrioDriver
 from relay.net.sim import SimNetwork
 from relay.net.toxics import Toxic
@@ -45,17 +45,38 @@ ADMIN_TOKEN = "simulated-network"  # nobody else is on this network
 @dataclass
 class SimRun:
     """What one run over the simulated network left: the server (its tier and
-    ledger, its stats), the load's summary and live record, and the network."""
+    ledger, its stats), the load's summary and live record, the network, and when
+    a stop came and how long the server took to drain (None: no stop was asked)."""
 
     server: RelayServer
     doc: summary.Summary
     record: load.LoadRun
     network: SimNetwork
     ports: dict[str, int]  # dispatcher, each relay, metrics, admin
+    stopped_at: float | None = None
+    drained_in: float | None = None
+    admitted: list[tuple[float, int]] = field(default_factory=list)  # (at, CS), server side
 
 
-#: Called once the server listens, before the load starts: toxics and link controls.
-Setup = Callable[[SimNetwork, dict[str, int]], None]
+#: What a run does to the network and the server at an instant: put on or take off
+#: a toxic, hold, partition or repair a link, stop the server. `at` in seconds.
+Action = Callable[["Situation"], None]
+
+#: A client of its own beside the load (a hostile one): run until it is done.
+Client = Callable[["Situation"], Awaitable[None]]
+
+
+@dataclass
+class Situation:
+    """What actions and clients see: the network, the ports by name, the server."""
+
+    net: SimNetwork
+    ports: dict[str, int]
+    server: RelayServer
+
+    def address(self, name: str) -> tuple[str, int]:
+        """The server's address `name` (dispatcher, relay1, ..., metrics, admin)."""
+        return SERVER_HOST, self.ports[name]
 
 
 def seed_scheduler(seed: int) -> None:
@@ -74,34 +95,59 @@ def run(
     *,
     duration: float,
     rate: float | None = None,
+    arrivals: Sequence[tuple[float, int]] | None = None,
     connections: int = 50,
     drain: float = 60.0,
     toxics: Sequence[tuple[str, Toxic]] = (),
-    setup: Setup | None = None,
+    actions: Sequence[tuple[float, Action]] = (),
+    clients: Sequence[Client] = (),
+    tier: RelayTier | None = None,
     log: LogSink | None = None,
 ) -> SimRun:
-    """Serve `scenario` and run `relaysim load` against it for `duration` virtual
-    seconds (the scenario's day from its opening, or a Poisson `rate`), on a
-    simulated network seeded from the scenario's seed. `toxics`: (port name, toxic)
-    put on before the load starts (names: dispatcher, relay1, ..., metrics, admin);
-    `setup` may do more (link controls, timed changes)."""
+    """Serve `scenario` (or the prebuilt `tier`) and run `relaysim load` against it
+    for `duration` virtual seconds (the scenario's day from its opening, a Poisson
+    `rate`, or the first attempts `arrivals`), on a simulated network seeded from
+    the scenario's seed. `toxics`: (port name, toxic) put on before the load starts
+    (names: dispatcher, relay1, ..., metrics, admin); `actions`: (instant, action)
+    done at their instants; `clients`: hostile clients beside the load."""
     seed_scheduler(scenario.seed)
-    clock = VirtualClock()
     return trio.run(
-        functools.partial(_run, scenario, duration, rate, connections, drain, toxics, setup, log),
-        clock=clock,
+        functools.partial(
+            _run,
+            scenario,
+            tier,
+            log,
+            toxics,
+            actions,
+            clients,
+            functools.partial(
+                load.run,
+                scenario,
+                SERVER_HOST,
+                duration=duration,
+                rate=rate,
+                arrivals=arrivals,
+                connections=connections,
+                drain=drain,
+            ),
+        ),
+        clock=VirtualClock(),
     )
 
 
 @asynccontextmanager
 async def serving(
-    scenario: Scenario, net: SimNetwork, log: LogSink | None = None
+    scenario: Scenario,
+    net: SimNetwork,
+    log: LogSink | None = None,
+    tier: RelayTier | None = None,
 ) -> AsyncIterator[tuple[RelayServer, dict[str, int]]]:
-    """`relaysim serve`'s server, `/metrics` and admin endpoint for `scenario` on
-    host 127.0.0.1 of `net`, for the block; their ports by name (dispatcher,
-    relay1..., metrics, admin). Stopped and drained on leaving."""
+    """`relaysim serve`'s server, `/metrics` and admin endpoint for `scenario` (or
+    the prebuilt `tier`) on host 127.0.0.1 of `net`, for the block; their ports by
+    name (dispatcher, relay1..., metrics, admin). Stopped and drained on leaving."""
     host = net.host(SERVER_HOST)
-    tier = build(scenario, log, Ledger(latency_bounds=BUCKETS)).tier
+    if tier is None:
+        tier = build(scenario, log, Ledger(latency_bounds=BUCKETS)).tier
     driver = TrioDriver(tier)
     about = {"scenario": scenario.name, "seed": scenario.seed, "speed": 1.0}
     server = RelayServer(tier, driver, limits(scenario), about, network=host)
@@ -121,31 +167,40 @@ async def serving(
 
 async def _run(
     scenario: Scenario,
-    duration: float,
-    rate: float | None,
-    connections: int,
-    drain: float,
-    toxics: Sequence[tuple[str, Toxic]],
-    setup: Setup | None,
+    tier: RelayTier | None,
     log: LogSink | None,
+    toxics: Sequence[tuple[str, Toxic]],
+    actions: Sequence[tuple[float, Action]],
+    clients: Sequence[Client],
+    loading: Callable[..., Awaitable[tuple[summary.Summary, load.LoadRun]]],
 ) -> SimRun:
     net = SimNetwork(scenario.seed)
-    async with serving(scenario, net, log) as (server, ports):
+    async with serving(scenario, net, log, tier) as (server, ports):
+        here = Situation(net, ports, server)
+        admitted: list[tuple[float, int]] = []
+        server.admitted = admitted
         for name, toxic in toxics:
-            net.add_toxic((SERVER_HOST, ports[name]), toxic)
-        if setup is not None:
-            setup(net, ports)
-        doc, record = await load.run(
-            scenario,
-            SERVER_HOST,
-            ports["dispatcher"],
-            duration=duration,
-            rate=rate,
-            connections=connections,
-            drain=drain,
-            network=net.host(CLIENT_HOST),
-        )
-    return SimRun(server, doc, record, net, ports)
+            net.add_toxic(here.address(name), toxic)
+        stop: list[float] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_act, here, sorted(actions, key=lambda a: a[0]), stop)
+            for client in clients:
+                nursery.start_soon(client, here)
+            doc, record = await loading(ports["dispatcher"], network=net.host(CLIENT_HOST))
+            nursery.cancel_scope.cancel()  # actions still to come, clients still on
+        if server.stopping and not stop:
+            stop.append(trio.current_time())
+    drained = server.stopped_at - stop[0] if stop and server.stopped_at is not None else None
+    return SimRun(server, doc, record, net, ports, stop[0] if stop else None, drained, admitted)
+
+
+async def _act(here: Situation, actions: list[tuple[float, Action]], stop: list[float]) -> None:
+    for at, action in actions:
+        await trio.sleep_until(at)
+        stopping = here.server.stopping
+        action(here)
+        if here.server.stopping and not stopping:
+            stop.append(trio.current_time())
 
 
 def digest(ledger: Ledger) -> str:

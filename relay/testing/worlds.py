@@ -5,14 +5,15 @@ one harness, `relay.testing.run_world`, on either engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypothesis import strategies as st
 
 from relay.core.tier import Flow, RelayTier
 from relay.engines.common import Engine
+from relay.net.toxics import DIRECTIONS
 from relay.scenario.schema import Scenario
 from relay.testing import merge, run_world
 
@@ -107,6 +108,17 @@ DRAWN = (
 )
 
 
+def world_document(
+    case: Case, design: str, base: Scenario | None = None, pins: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The scenario of race world `case` on `design`: `base`'s settings (its own
+    operators and faults left out), what the world drew, then `pins` over both."""
+    doc: dict[str, Any] = {"name": "hunt", "load": {"requests": len(case.arrivals)}}
+    if base is not None:
+        doc = base.model_dump(mode="json", exclude={"operators", "faults"})
+    return merge(merge(doc, {**case.overrides(), "design": design}), pins or {})
+
+
 def run_case(
     case: Case,
     design: str,
@@ -118,10 +130,7 @@ def run_case(
     """Run one race world on `engine`, on top of `base` (its other settings), with
     `pins` (nested keys the user fixed: `hunt --set`) laid over what it drew;
     `observe` records its flows (the fast engine: `relay.plan.timeline`)."""
-    doc: dict[str, Any] = {"name": "hunt", "load": {"requests": len(case.arrivals)}}
-    if base is not None:
-        doc = base.model_dump(mode="json", exclude={"operators", "faults"})
-    doc = merge(merge(doc, {**case.overrides(), "design": design}), pins or {})
+    doc = world_document(case, design, base, pins)
     return run_world(
         doc,
         case.arrivals,
@@ -129,6 +138,84 @@ def run_case(
         engine=engine,
         tweak=lambda p: replace(p, monitor=replace(p.monitor, phase_s=case.phase_s)),
         observe=observe,
+    )
+
+
+@dataclass(frozen=True)
+class ServerWorld:
+    """A race world (`Case`) served by the real server to the real load client over
+    the simulated network, with what the network and other clients do meanwhile:
+    toxics on the dispatcher's port (Toxiproxy's JSON), link controls between the
+    load's host and the server's (instant, hold or partition, seconds until the
+    repair), a stop signal's instant, and hostile clients by name
+    (`relay.serve.rogues`)."""
+
+    case: Case
+    toxics: list[dict[str, Any]] = field(default_factory=list)
+    controls: list[tuple[float, str, float]] = field(default_factory=list)
+    stop_at: float | None = None
+    rogues: list[str] = field(default_factory=list)
+
+    @property
+    def perturbed(self) -> bool:
+        """Whether the network or a stop may cost the load's requests their replies."""
+        return bool(self.toxics or self.controls) or self.stop_at is not None
+
+
+#: Each toxic kind's attributes as a hunt draws them: around what hurts a relay.
+TOXIC_DRAWS: dict[str, dict[str, st.SearchStrategy[int]]] = {
+    "latency": {"latency": st.integers(0, 50), "jitter": st.integers(0, 20)},
+    "bandwidth": {"rate": st.integers(1, 1000)},
+    "slicer": {
+        "average_size": st.integers(1, 64),
+        "size_variation": st.integers(0, 32),
+        "delay": st.integers(0, 2000),
+    },
+    "timeout": {"timeout": st.integers(0, 3000)},
+    "reset_peer": {"timeout": st.integers(0, 3000)},
+    "slow_close": {"delay": st.integers(0, 3000)},
+    "limit_data": {"bytes": st.integers(0, 4000)},
+}
+
+
+@st.composite
+def toxics(draw: st.DrawFn) -> dict[str, Any]:
+    """One toxic in Toxiproxy's JSON: a kind, a direction, a toxicity, attributes."""
+    kind = draw(st.sampled_from(sorted(TOXIC_DRAWS)))
+    attributes = {name: draw(values) for name, values in TOXIC_DRAWS[kind].items()}
+    return {
+        "type": kind,
+        "stream": draw(st.sampled_from(DIRECTIONS)),
+        "toxicity": draw(st.sampled_from([1.0, 0.5, 0.1])),
+        "attributes": attributes,
+    }
+
+
+@st.composite
+def server_worlds(
+    draw: st.DrawFn, focus: str = "both", monitor: bool = True, rogues: Sequence[str] = ()
+) -> ServerWorld:
+    """A race world (`cases`) with, sometimes, toxics, a held or partitioned link and
+    its repair, a stop at a drawn instant, and hostile clients from `rogues`."""
+    case = draw(cases(focus=focus, monitor=monitor))
+    first, last = case.arrivals[0][0], case.arrivals[-1][0]
+    window = st.floats(min_value=first, max_value=last + 1.0)
+    controls = draw(
+        st.lists(
+            st.tuples(window, st.sampled_from(["hold", "partition"]), st.floats(0.01, 5.0)),
+            max_size=1,
+        )
+    )
+    drawn_toxics = draw(st.lists(toxics(), max_size=2))
+    names = [f"{t['type']}_{t['stream']}_{i}" for i, t in enumerate(drawn_toxics)]
+    return ServerWorld(
+        case=case,
+        toxics=[{**t, "name": n} for t, n in zip(drawn_toxics, names, strict=True)],
+        controls=controls,
+        stop_at=draw(st.one_of(st.none(), window)),
+        rogues=draw(st.lists(st.sampled_from(list(rogues)), max_size=2, unique=True))
+        if rogues
+        else [],
     )
 
 

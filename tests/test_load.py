@@ -1,22 +1,25 @@
-"""`relaysim load` against a serving tier on loopback: open model, every request counted.
+"""`relaysim load` against a serving tier: open model, every request counted.
 
-Real sockets, so trio's real clock; runs last a second or two.
+The real server and client on the simulated network (`relay.net.sim`) under
+trio's virtual clock: nothing sleeps in real time. tests/test_load_trust.py and
+tests/test_serve_cli.py run the load over loopback's real sockets.
 """
 
 from __future__ import annotations
 
-import functools
-import time
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
+from hsm_adapter.lane import unwrap_group
 from relay.cli import main
 from relay.core.events import FaultEvent
 from relay.core.request import Outcome
 from relay.core.summary import Summary
 from relay.engines.trio import TrioDriver
+from relay.net.sim import SimNetwork
 from relay.scenario.build import new_tier
 from relay.scenario.schema import Scenario
 from relay.serve import load
@@ -25,23 +28,46 @@ from relay.serve.server import Limits, RelayServer
 from relay.testing import scenario
 from tests.test_serve import FAST
 
+SERVER, CLIENT = "127.0.0.1", "127.0.0.2"
+
 
 def small(**over: object) -> Scenario:
     return scenario(load={"requests": 600, "population": {"count": 50}}, **over)
 
 
+async def against(
+    server: RelayServer, s: Scenario, net: SimNetwork, **options: Any
+) -> tuple[Summary, load.LoadRun]:
+    """Serve with `server` on `net` and run `load.run` for `s` against it; stopped
+    after. The load's failure is raised as itself."""
+    try:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+            options.setdefault("connections", 8)
+            got = await load.run(s, SERVER, port, network=net.host(CLIENT), **options)
+            server.stop()
+    except BaseExceptionGroup as group:
+        raise unwrap_group(group) from None
+    return got
+
+
+def fast_server(net: SimNetwork, **over: Any) -> RelayServer:
+    """A fast tier serving 50 municipalities, on host SERVER of `net`."""
+    tier = new_tier(scenario(**{**FAST, **over}), cs_caps=[100] * 50)
+    return RelayServer(tier, TrioDriver(tier), network=net.host(SERVER))
+
+
 async def against_server(s: Scenario, **options: Any) -> tuple[Summary, RelayServer]:
     """Run `load.run` for `s` against a fast tier serving its 50 municipalities."""
-    tier = new_tier(scenario(**FAST), cs_caps=[100] * 50)
-    server = RelayServer(tier, TrioDriver(tier))
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(server.serve)
-        doc, _ = await load.run(s, "127.0.0.1", port, connections=8, **options)
-        server.stop()
+    net = SimNetwork(1)
+    server = fast_server(net)
+    doc, _ = await against(server, s, net, **options)
     return doc, server
 
 
-async def test_a_fixed_rate_is_sent_answered_and_counted_on_both_sides() -> None:
+async def test_a_fixed_rate_is_sent_answered_and_counted_on_both_sides(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """A Poisson rate for one second: every request gets its reply, the client's counts
     equal the server's, and latencies come from the histogram."""
     with trio.fail_after(20):
@@ -61,19 +87,17 @@ async def test_a_fixed_rate_is_sent_answered_and_counted_on_both_sides() -> None
     assert 0 < p50 <= p99 <= top
 
 
-async def test_a_speed_other_than_the_servers_is_refused() -> None:
+async def test_a_speed_other_than_the_servers_is_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """The load replays the day at the server's own speed: a --speed that disagrees
     (the README's old `--speed 840` against a real-time server, 840x overloaded) is
     refused in one line naming both."""
-    tier = new_tier(scenario(**FAST), cs_caps=[100] * 50)
-    server = RelayServer(tier, TrioDriver(tier))
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(server.serve)
-            with pytest.raises(load.LoadError) as exc:
-                await load.run(small(), "127.0.0.1", port, duration=1.0, speed=840.0)
-            server.stop()
-    assert tier.ledger.total.requests == 0  # nothing was sent
+    net = SimNetwork(1)
+    server = fast_server(net)
+    with trio.fail_after(20), pytest.raises(load.LoadError) as exc:
+        await against(server, small(), net, duration=1.0, speed=840.0)
+    assert server.tier.ledger.total.requests == 0  # nothing was sent
     assert str(exc.value) == (
         "--speed 840: the server runs the model at 1x real time; "
         "start it with `serve --speed 840`, or leave --speed out"
@@ -113,13 +137,15 @@ def test_bad_load_input_gets_one_line(
     assert expected in err
 
 
-async def test_ids_start_at_1_and_a_connection_error_is_nobodys() -> None:
+async def test_ids_start_at_1_and_a_connection_error_is_nobodys(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """The protocol reserves id 0 for "no particular request": the load numbers its
     requests from 1, so an error frame about a connection (a BUSY notice, id 0) is
     not booked as some request's error."""
     seen: list[int] = []
 
-    async def server(stream: trio.SocketStream) -> None:
+    async def server(stream: trio.abc.Stream) -> None:
         await stream.send_all(error_frame(ErrorCode.BUSY, "just saying").encode())
         decoder = Decoder()
         while data := await stream.receive_some(65536):
@@ -132,13 +158,14 @@ async def test_ids_start_at_1_and_a_connection_error_is_nobodys() -> None:
                 reply = Frame(Type.REPLY, frame.id, frame.key, frame.muni, Status.COMPLETED)
                 await stream.send_all(reply.encode())
 
+    net = SimNetwork(1)
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            [listener] = await nursery.start(
-                functools.partial(trio.serve_tcp, host="127.0.0.1"), server, 0
+            listener, port = await net.host(SERVER).listen(SERVER, 0)
+            nursery.start_soon(trio.serve_listeners, server, [listener])
+            doc, record = await load.run(
+                small(), SERVER, port, duration=0.5, rate=100.0, network=net.host(CLIENT)
             )
-            port = listener.socket.getsockname()[1]
-            doc, record = await load.run(small(), "127.0.0.1", port, duration=0.5, rate=100.0)
             nursery.cancel_scope.cancel()
     assert min(seen) == 1
     assert sorted(seen) == list(range(1, doc["requests"] + 1))
@@ -149,23 +176,24 @@ async def test_ids_start_at_1_and_a_connection_error_is_nobodys() -> None:
     assert client["error_frames"] == {}
 
 
-async def test_the_summary_has_the_servers_reasons_design_and_outages() -> None:
+async def test_the_summary_has_the_servers_reasons_design_and_outages(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """What the client cannot see, the server tells it: each overflow's reason (in
     the reply), and at the end its design and the crashes during the load (INFO);
     the two sides then agree on overflows by reason."""
+    net = SimNetwork(1)
     tier = new_tier(scenario(**{**FAST, "design": "legacy"}), cs_caps=[1] * 50)
-    server = RelayServer(tier, TrioDriver(tier))
+    server = RelayServer(tier, TrioDriver(tier), network=net.host(SERVER))
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(server.serve)
 
             async def crash_midway() -> None:
-                await trio.sleep(0.5)
+                await trio.sleep(0.5)  # virtual: half-way through the load
                 server.driver.apply(FaultEvent(trio.current_time(), "crash", 1))
 
             nursery.start_soon(crash_midway)
-            doc, _ = await load.run(small(), "127.0.0.1", port, duration=1.0, rate=400.0)
-            server.stop()
+            doc, _ = await against(server, small(), net, duration=1.0, rate=400.0)
     assert doc["overflows"] > 0
     assert doc["refusals"] == tier.ledger.refusals
     assert doc["relay_overflows"] == doc["overflows"]  # cs_limit: counted at the relays
@@ -177,15 +205,13 @@ async def test_the_summary_has_the_servers_reasons_design_and_outages() -> None:
     assert client["server_figures"] is True
 
 
-async def test_a_load_that_falls_behind_says_so() -> None:
+async def test_a_load_that_falls_behind_says_so(autojump_clock: trio.testing.MockClock) -> None:
     """A client stalled now and then (here its progress line takes 30 ms to draw)
     sends requests late: they are counted, with the worst delay, and past 1% of
     sends the load warns that it did not send what was asked."""
 
     def slow_progress(state: load.LoadRun, elapsed: float) -> None:
-        until = time.perf_counter() + 0.03  # CPU work standing in for a slow terminal
-        while time.perf_counter() < until:
-            pass
+        autojump_clock.jump(0.03)  # 30 ms pass while the terminal draws, the load stalled
 
     with trio.fail_after(20):
         doc, _ = await against_server(small(), duration=1.2, rate=400.0, progress=slow_progress)
@@ -199,7 +225,9 @@ async def test_a_load_that_falls_behind_says_so() -> None:
     assert load.behind({**doc, "client": {**client, "late_sends": 0}}) is None
 
 
-async def test_a_load_summary_reads_as_a_load_in_the_report() -> None:
+async def test_a_load_summary_reads_as_a_load_in_the_report(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """`report` on a load's summary does not claim the model's checks passed (they
     ran in the server), marks the server's figures as the server's, and draws the
     traffic over the scenario's own hours."""
@@ -214,19 +242,18 @@ async def test_a_load_summary_reads_as_a_load_in_the_report() -> None:
     assert page.count("<img") >= 2  # traffic and latency per 5 minutes
 
 
-async def test_connections_closed_for_idleness_are_replaced() -> None:
+async def test_connections_closed_for_idleness_are_replaced(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """A sparse load against a server with a short idle timeout: connections are told
     IDLE and closed between requests; the load opens fresh ones and every request
     still gets its answer."""
+    net = SimNetwork(1)
     tier = new_tier(scenario(**FAST), cs_caps=[100] * 50)
-    server = RelayServer(tier, TrioDriver(tier), Limits(idle_timeout=0.15, frame_timeout=0.1))
+    limits = Limits(idle_timeout=0.15, frame_timeout=0.1)
+    server = RelayServer(tier, TrioDriver(tier), limits, network=net.host(SERVER))
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(server.serve)
-            doc, record = await load.run(
-                small(), "127.0.0.1", port, duration=1.5, rate=20.0, connections=4
-            )
-            server.stop()
+        doc, record = await against(server, small(), net, duration=1.5, rate=20.0, connections=4)
     assert record.notices.get("IDLE", 0) >= 2
     assert server.stats.closed["IDLE"] >= 2
     assert doc["lost"] == 0

@@ -88,9 +88,12 @@ def hunt(
     for text in overrides:
         path, value = parse_override(text)
         apply_override(pins, path, value, text)
-    result = run_hunt(
-        scenario, scenario.design, examples=examples, seed=seed, pins=pins, server=server
-    )
+    if server:
+        from relay.plan.hunt_server import hunt_over_server
+
+        result = hunt_over_server(scenario, scenario.design, examples, seed, pins)
+    else:
+        result = run_hunt(scenario, scenario.design, examples=examples, seed=seed, pins=pins)
     missed = result.missed()
     doc = result.result(config.stem, scenario.design, seed, command)
     doc["scenario_file"] = str(config)  # to draw it again: `relaysim report`

@@ -13,16 +13,15 @@ The property tests (tests/test_race_properties.py) and `relaysim hunt` share thi
 module: on `fixed` no world crashes, hangs, loses a request or breaks an invariant;
 on `legacy` hypothesis finds one and shrinks it.
 
-With `server`, each world is served by the real server to the real load client
-over the simulated network, with toxics, link controls, a stop and hostile clients
-drawn beside it (`relay.plan.hunt_server`).
+`relay.plan.hunt_server` searches the same worlds served by the real server to
+the real load client over the simulated network (`relaysim hunt --server`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings, target
@@ -31,7 +30,7 @@ from hypothesis import seed as hypothesis_seed
 from relay.core import checkers
 from relay.core.tier import RelayTier
 from relay.scenario.schema import Scenario
-from relay.testing.worlds import DRAIN_S, Case, ServerWorld, cases, run_case, server_worlds
+from relay.testing.worlds import DRAIN_S, Case, ServerWorld, cases, run_case
 
 
 @dataclass(frozen=True)
@@ -43,14 +42,22 @@ class Verdict:
     detail: str
 
 
-def judge(tier: RelayTier, case: Case) -> Verdict | None:
-    """The properties: no crash, no hang, every request in time, invariants hold."""
+def judge_model(tier: RelayTier) -> Verdict | None:
+    """The model's own properties: no crash, no hang, the invariant checkers pass."""
     for node in tier.nodes:
         for o in node.outages:
             return Verdict(o.kind, o.mechanism, f"{node.name} at {o.start:.6f} s")
     violations = checkers.check_run(tier.ledger, tier.nodes)
     if violations:
         return Verdict("invariant", violations[0].checker, str(violations[0]))
+    return None
+
+
+def judge(tier: RelayTier, case: Case) -> Verdict | None:
+    """The properties: no crash, no hang, every request in time, invariants hold."""
+    verdict = judge_model(tier)
+    if verdict is not None:
+        return verdict
     last_arrival = case.arrivals[-1][0]
     if tier.ledger.last_outcome_at > last_arrival + case.timeout_s + DRAIN_S:
         return Verdict("invariant", "liveness", "a request ended after its bound")
@@ -126,8 +133,8 @@ class HuntResult:
         }
 
 
-class _Found(Exception):
-    pass
+class Found(Exception):
+    """A world failed: the search stops (its failure is in the `HuntResult`)."""
 
 
 def hunt(
@@ -137,34 +144,30 @@ def hunt(
     examples: int,
     seed: int,
     pins: dict[str, Any] | None = None,
-    server: bool = False,
 ) -> HuntResult:
     """Search `examples` worlds around `base` on `design`, with `pins` (keys the user
-    fixed) over what each world draws; deterministic for `seed`. `server`: each
-    world over the real server and client (`relay.plan.hunt_server`)."""
+    fixed) over what each world draws; deterministic for `seed`."""
     result = HuntResult(0, Counter())
     monitor = base.monitor.enabled
-    if server:
-        return _hunt_server(base, design, examples, seed, pins, result)
 
     @hypothesis_seed(seed)
     @settings(SEARCH, max_examples=examples)
     @given(cases(monitor=monitor))
     def search(case: Case) -> None:
         tier = run_case(case, design, base, pins=pins)
-        _count(result, windows(tier))
+        count_world(result, windows(tier))
         verdict = judge(tier, case)
         if verdict is not None:
             # Hypothesis shrinks, then runs the smallest failing world last.
             result.failure, result.case = verdict, case
-            raise _Found(verdict.detail)
+            raise Found(verdict.detail)
 
-    with contextlib.suppress(_Found):  # the failure is in `result`
+    with contextlib.suppress(Found):  # the failure is in `result`
         search()
     return result
 
 
-def _count(result: HuntResult, reached: dict[str, int]) -> None:
+def count_world(result: HuntResult, reached: dict[str, int]) -> None:
     """Count a world searched (not one run while shrinking), and steer toward the
     race windows."""
     if result.failure is None:
@@ -174,33 +177,3 @@ def _count(result: HuntResult, reached: dict[str, int]) -> None:
     else:
         result.shrink_runs += 1
     target(float(sum(min(c, 3) for c in reached.values())), label="race windows reached")
-
-
-def _hunt_server(
-    base: Scenario,
-    design: str,
-    examples: int,
-    seed: int,
-    pins: dict[str, Any] | None,
-    result: HuntResult,
-) -> HuntResult:
-    from relay.plan.hunt_server import judge_server, run_server_world
-    from relay.serve.rogues import ROGUES
-
-    @hypothesis_seed(seed)
-    @settings(SEARCH, max_examples=examples)
-    @given(server_worlds(monitor=base.monitor.enabled, rogues=tuple(ROGUES)))
-    def search(world: ServerWorld) -> None:
-        run = run_server_world(world, design, base, pins)
-        _count(result, windows(run.server.tier))
-        verdict = judge_server(run, world)
-        if verdict is not None:
-            # The picture draws the model on the arrivals as the server saw them.
-            seen = sorted(run.admitted) or world.case.arrivals
-            result.failure, result.world = verdict, world
-            result.case = replace(world.case, arrivals=seen)
-            raise _Found(verdict.detail)
-
-    with contextlib.suppress(_Found):
-        search()
-    return result

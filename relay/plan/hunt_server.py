@@ -22,24 +22,35 @@ clients (`relay.serve.rogues`). `judge` holds the run to:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
 import trio
+from hypothesis import given, settings
+from hypothesis import seed as hypothesis_seed
 
-from relay.core import checkers
 from relay.core.request import Outcome
 from relay.core.rng import Streams
 from relay.core.tier import RelayTier
 from relay.net.toxics import Toxic, toxic_from
-from relay.plan.hunt import Verdict
+from relay.plan.hunt import (
+    SEARCH,
+    Found,
+    HuntResult,
+    Verdict,
+    count_world,
+    judge_model,
+    windows,
+)
 from relay.scenario.build import tier_params
 from relay.scenario.schema import Scenario
 from relay.serve import simnet
 from relay.serve.rogues import ROGUES
 from relay.serve.simnet import CLIENT_HOST, SERVER_HOST, Situation
-from relay.testing.worlds import ServerWorld, world_document
+from relay.testing.worlds import ServerWorld, server_worlds, world_document
 
 COMPLETED, OVERFLOW, TIMEOUT, ERROR = (
     Outcome.COMPLETED,
@@ -112,12 +123,9 @@ def judge_server(run: simnet.SimRun, world: ServerWorld) -> Verdict | None:
     """What went wrong in a world over the server, if anything (the module doc)."""
     server = run.server
     tier = server.tier
-    for node in tier.nodes:
-        for o in node.outages:
-            return Verdict(o.kind, o.mechanism, f"{node.name} at {o.start:.6f} s")
-    violations = checkers.check_run(tier.ledger, tier.nodes)
-    if violations:
-        return Verdict("invariant", violations[0].checker, str(violations[0]))
+    verdict = judge_model(tier)
+    if verdict is not None:
+        return verdict
     broken = run.record.violations
     if broken:
         return Verdict("invariant", "protocol", f"the client read {dict(broken)}")
@@ -141,3 +149,34 @@ def judge_server(run: simnet.SimRun, world: ServerWorld) -> Verdict | None:
         if run.drained_in > limit:
             return Verdict("invariant", "drain", f"stopped after {run.drained_in:.3f} s")
     return None
+
+
+def hunt_over_server(
+    base: Scenario,
+    design: str,
+    examples: int,
+    seed: int,
+    pins: dict[str, Any] | None,
+) -> HuntResult:
+    """`relay.plan.hunt.hunt`'s search over the real server and client: each world
+    served on the simulated network (`run_server_world`) and judged
+    (`judge_server`); deterministic for `seed`."""
+    result = HuntResult(0, Counter())
+
+    @hypothesis_seed(seed)
+    @settings(SEARCH, max_examples=examples)
+    @given(server_worlds(monitor=base.monitor.enabled, rogues=tuple(ROGUES)))
+    def search(world: ServerWorld) -> None:
+        run = run_server_world(world, design, base, pins)
+        count_world(result, windows(run.server.tier))
+        verdict = judge_server(run, world)
+        if verdict is not None:
+            # The picture draws the model on the arrivals as the server saw them.
+            seen = sorted(run.admitted) or world.case.arrivals
+            result.failure, result.world = verdict, world
+            result.case = replace(world.case, arrivals=seen)
+            raise Found(verdict.detail)
+
+    with contextlib.suppress(Found):
+        search()
+    return result

@@ -373,7 +373,7 @@ async def test_relaysim_fault_injects_into_a_running_server() -> None:
     assert samples["relaysim_node_up{node=relay1}"] == 1  # fixed: restarted at once
     assert bad[0] == 2
     assert bad[2].strip().splitlines() == [
-        "relaysim: fault inject: kind: expected one of hsm_stall, crash, timer_race, "
+        "relaysim: fault inject: kind: expected one of crash, hsm_stall, timer_race, "
         "slow_backend, detach, attach, got 'meteor'"
     ]
     assert all(r.status == Status.COMPLETED for r in replies)

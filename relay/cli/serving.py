@@ -288,7 +288,8 @@ def fault(
 ) -> None:
     """Inject a fault into a running `relaysim serve`, clear them, or show the tier.
 
-    KIND: hsm_stall, crash, timer_race, slow_backend, detach, attach. Prints the
+    KIND: crash, hsm_stall, timer_race, slow_backend, detach, attach (the live kinds
+    of relay.core.faults, which say what each does). Prints the
     tier's state after the change: each relay, and the faults still in effect.
     """
     import http.client

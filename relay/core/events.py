@@ -9,22 +9,17 @@ tier, operators reacting to a failure) hands the core these same objects, and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-Action = Literal[
-    "detach", "attach", "add", "restart", "stop_monitor", "start_monitor", "restart_backend"
-]
-FaultKind = Literal["crash", "hsm_stall", "timer_race", "slow_backend"]
+#: An operator's action and a fault's kind: names from the one registry of them,
+#: `relay.core.faults.KINDS` (what each does, what it acts on, whether it holds).
+Action = str
+FaultKind = str
 
 
 @dataclass(frozen=True, slots=True)
 class OperatorEvent:
-    """An operator's action at `at` on relay `node` (none for restart_backend).
-
-    detach / attach: take it out of / back into the distributor; add: a new relay
-    joins; restart: restart its relay application; stop_monitor / start_monitor:
-    its hardware-monitoring agent; restart_backend: the backend.
-    """
+    """An operator's action at `at` on relay `node` (none for one on the backend):
+    a name from `relay.core.faults.ACTIONS`."""
 
     at: float
     action: Action
@@ -33,13 +28,8 @@ class OperatorEvent:
 
 @dataclass(frozen=True, slots=True)
 class FaultEvent:
-    """A fault injected at `at`.
-
-    crash: relay `node`'s application terminates abnormally; hsm_stall: its HSM lane
-    stops answering (what cause 1 does); timer_race: a timeout notification is left
-    pending on it, as a dropped timer reset leaves one (cause 2's first half);
-    slow_backend: the backend runs `factor` times slower (no node; 1 restores it).
-    """
+    """A fault injected at `at` on relay `node` (none for one on the backend, which
+    runs `factor` times slower): a name from `relay.core.faults.FAULTS`."""
 
     at: float
     kind: FaultKind

@@ -26,6 +26,7 @@ from relay.core.backend import Backend
 from relay.core.design import Design
 from relay.core.dispatcher import Dispatcher, Refused
 from relay.core.events import Action, FaultEvent, OperatorEvent
+from relay.core.faults import KINDS, name_of
 from relay.core.hsm import HsmQueue
 from relay.core.ledger import Ledger
 from relay.core.monitor import Monitor
@@ -152,7 +153,7 @@ class RelayTier:
         self.ledger = ledger or Ledger()
         self.backend = self._make_backend()
         self.dispatcher = Dispatcher(
-            [self._make_node(n) for n in range(1, params.relays.count + 1)],
+            [self.make_node(n) for n in range(1, params.relays.count + 1)],
             cs_caps,
             params.policy,
             terminal_caps,
@@ -192,7 +193,8 @@ class RelayTier:
             capacity=int(memory // b.request_mb) if b.request_mb else None,
         )
 
-    def _make_node(self, number: int) -> Node:
+    def make_node(self, number: int) -> Node:
+        """Relay `number` as this tier builds one (an operator's `add` too)."""
         p, r, m = self.params, self.params.relays, self.params.monitor
         rng = self._streams.stream(f"relay{number}")
         phase = rng.uniform(0.0, m.period_s)  # drawn either way: the stream stays as it was
@@ -381,7 +383,7 @@ class RelayTier:
         if node.probe_hits_reply(now) and not self.design.probe_safe_interrupts:
             # Cause 1: a monitor probe took the core while it processed this reply;
             # the reply is lost and the lane never answers again.
-            self._hang(node, now, "core_contention")
+            self.hang(node, now, "core_contention")
             return True
         return False
 
@@ -432,43 +434,13 @@ class RelayTier:
 
     def handle(self, event: OperatorEvent | FaultEvent, now: float) -> None:
         """Carry out an operator action or a fault at `now`: scheduled by a scenario,
-        injected live (`relay.serve.admin`), or decided by the model itself."""
-        d = self.dispatcher
-        if isinstance(event, FaultEvent) and event.kind == "slow_backend":
-            self.backend.slowdown = event.factor
-            self.log.info("fault.slow_backend", t=now, factor=event.factor)
-            return
-        if isinstance(event, OperatorEvent) and event.action == "restart_backend":
-            self.backend.restart(now)
-            self.log.info("operator.restart_backend", t=now)
-            return
-        assert event.node is not None  # the builder and the admin checked every node action
-        node = d.nodes[event.node - 1] if event.node <= len(d.nodes) else None
-        if isinstance(event, FaultEvent):
-            assert node is not None  # ... and that the node exists
-            if event.kind == "crash":
-                self.crash(node, now, "injected_crash")
-            elif event.kind == "timer_race":
-                # What a dropped reset leaves behind (cause 2's first half): the
-                # node's next request meets a pending timeout notification.
-                node.timer.pending += 1
-                self.log.info("fault.timer_race", t=now, node=node.name)
-            else:
-                self._hang(node, now, "injected_stall")
-            return
-        if event.action == "add":
-            d.add(self._make_node(event.node))
-        else:
-            assert node is not None
-            if event.action == "restart":
-                self.restart(node, now)
-            elif event.action == "detach":
-                d.detach(node)
-            elif event.action == "attach":
-                d.attach(node)
-            else:
-                node.monitor.enabled = event.action == "start_monitor"
-        self.log.info(f"operator.{event.action}", t=now, node=f"relay{event.node}")
+        injected live (`relay.serve.admin`), or decided by the model itself. What
+        each kind does is its entry in `relay.core.faults.KINDS`."""
+        kind = KINDS[name_of(event)]
+        nodes = self.dispatcher.nodes
+        at = event.node
+        node = nodes[at - 1] if kind.on_node and at is not None and at <= len(nodes) else None
+        kind.apply(self, node, event, now)
 
     def heal(self, now: float) -> None:
         """Undo every fault still in effect at `now` (`relaysim fault clear`): the
@@ -522,7 +494,7 @@ class RelayTier:
         else:
             self._call_operators(node, now)
 
-    def _hang(self, node: Node, now: float, mechanism: str) -> None:
+    def hang(self, node: Node, now: float, mechanism: str) -> None:
         """The node's HSM lane stops answering at `now`; the node still accepts work."""
         if node.hsm.stuck or not node.up:
             return

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -33,6 +33,7 @@ from pydantic_core import ErrorDetails
 from loadgen.profile import slots
 from relay.core.design import Design, DesignName, preset
 from relay.core.events import order
+from relay.core.faults import ACTIONS, FAULTS, KINDS
 from relay.scenario.distributions import Distribution
 from relay.scenario.expect import check_all as check_expectations
 
@@ -373,20 +374,23 @@ class LoadConfig(_Model):
         return self
 
 
-class OperatorEvent(_Model):
-    """An operator's action at an instant on one relay node.
+# The names of operators' actions and faults: the registry's (relay.core.faults),
+# as literals pydantic checks and lists in its errors.
+if TYPE_CHECKING:
+    ActionName = str
+    FaultName = str
+else:
+    ActionName = Literal[ACTIONS]
+    FaultName = Literal[FAULTS]
 
-    detach / attach: take it out of / back into the distributor; add: a new relay
-    joins; restart: restart its relay application (the by-hand recovery of January);
-    stop_monitor / start_monitor: stop or resume the node's hardware-monitoring agent
-    (the interim fix of March 2016 stopped it); restart_backend: restart the backend
-    (no node; the recovery of 22 February 2016).
-    """
+
+class OperatorEvent(_Model):
+    """An operator's action at an instant on one relay node (none for one on the
+    backend): detach, attach, add, restart, stop_monitor, start_monitor,
+    restart_backend; `relay.core.faults.KINDS` says what each does."""
 
     at: Instant
-    action: Literal[
-        "detach", "attach", "add", "restart", "stop_monitor", "start_monitor", "restart_backend"
-    ]
+    action: ActionName
     node: int | None = Field(
         default=None,
         ge=1,
@@ -395,13 +399,12 @@ class OperatorEvent(_Model):
 
 
 class FaultEvent(_Model):
-    """A named fault injected at an instant (`relay.core.events.FaultEvent` says what
-    each does): `crash`, `hsm_stall` and `timer_race` on relay `node`;
-    `slow_backend` (no node) makes the backend `factor` times slower, 1 restoring it.
-    """
+    """A named fault injected at an instant: `crash`, `hsm_stall` and `timer_race`
+    on relay `node`; `slow_backend` (no node) makes the backend `factor` times
+    slower, 1 restoring it; `relay.core.faults.KINDS` says what each does."""
 
     at: Instant
-    kind: Literal["crash", "hsm_stall", "timer_race", "slow_backend"]
+    kind: FaultName
     node: int | None = Field(default=None, ge=1, description="relay number, 1-based")
     factor: float = Field(
         default=1.0,
@@ -592,7 +595,7 @@ class Scenario(_Model):
         for ev in self.scheduled():
             what = ev.action if isinstance(ev, OperatorEvent) else ev.kind
             kind = "operators" if isinstance(ev, OperatorEvent) else "faults"
-            if what in ("restart_backend", "slow_backend"):
+            if not KINDS[what].on_node:
                 if ev.node is not None:
                     raise ValueError(f"{kind}: {what} at {ev.at:.0f} s takes no node")
                 continue

@@ -4,11 +4,10 @@
     DELETE /faults                                       clear every fault
     GET    /faults                                       the tier's state
 
-Kinds: `hsm_stall` (the node's HSM lane stops answering: cause 1), `crash` (the
-node's application terminates: what cause 2 does), `timer_race` (leave a timeout
-notification pending on the node, as a dropped reset does: its next request meets
-it before allocating), `slow_backend` (`factor` times slower), `detach` and
-`attach` (the distributor). Each goes through the model exactly as a scheduled
+Kinds: those of `relay.core.faults.KINDS` marked live (`hsm_stall`, `crash`,
+`timer_race`, `slow_backend`, `detach`, `attach`), whose entries say what each
+does, what it acts on (a node, or the backend with a `factor`) and when it still
+holds. Each goes through the model exactly as a scheduled
 fault or operator action would, so the designs react as they do in replays: on
 `fixed` a stalled lane is reset at its call deadline and the deep health check
 detaches and re-attaches the node; on `legacy` operators come after their delay.
@@ -28,19 +27,29 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import trio
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from relay.core.events import FaultEvent, OperatorEvent
+from relay.core.faults import KINDS as REGISTRY
+from relay.core.faults import LIVE
 from relay.engines.trio import TrioDriver
 from relay.net import REAL, Network
 from relay.scenario.schema import describe_error
 from relay.serve.httpd import JSON, Answer, Request, error, serve_http
 from relay.serve.ports import HOST, listen
 
-KINDS = ("hsm_stall", "crash", "timer_race", "slow_backend", "detach", "attach")
+KINDS = LIVE  # what the endpoint takes: the registry's live kinds
+ON_NODE = tuple(k for k in LIVE if REGISTRY[k].on_node)
+ON_BACKEND = tuple(k for k in LIVE if not REGISTRY[k].on_node)
+if TYPE_CHECKING:
+    NodeKind = str
+    BackendKind = str
+else:
+    NodeKind = Literal[ON_NODE]
+    BackendKind = Literal[ON_BACKEND]
 MAX_BODY = 4096  # a fault is a few dozen bytes
 MAX_FACTOR = 1000.0  # a backend this much slower already times every request out
 
@@ -52,14 +61,14 @@ class _Fault(BaseModel):
 class NodeFault(_Fault):
     """A fault on one relay node."""
 
-    kind: Literal["hsm_stall", "crash", "timer_race", "detach", "attach"]
+    kind: NodeKind
     node: int = Field(ge=1)
 
 
 class BackendFault(_Fault):
     """The backend, `factor` times slower."""
 
-    kind: Literal["slow_backend"]
+    kind: BackendKind
     factor: float = Field(gt=0, le=MAX_FACTOR, allow_inf_nan=False)
 
 
@@ -139,15 +148,15 @@ class Admin:
             "at_s": round((now - self._started) / self._scale, 3),
         }
         key: tuple[str, int]
+        kind = fault.kind
         if isinstance(fault, BackendFault):
-            self.driver.apply(FaultEvent(now, "slow_backend", factor=fault.factor))
-            key, entry["factor"] = (fault.kind, 0), fault.factor
+            self.driver.apply(FaultEvent(now, kind, factor=fault.factor))
+            key, entry["factor"] = (kind, 0), fault.factor
         else:
             count = len(self.tier.nodes)
             if fault.node > count:
                 raise AdminError(400, f"node: expected a relay number 1..{count}, got {fault.node}")
-            kind = fault.kind
-            if kind == "detach" or kind == "attach":
+            if REGISTRY[kind].operator:
                 self.driver.apply(OperatorEvent(now, kind, fault.node))
             else:
                 self.driver.apply(FaultEvent(now, kind, fault.node))
@@ -167,20 +176,9 @@ class Admin:
         """Whether an injected fault still holds: the model says, not the log of
         posts (a crash on `fixed` is restarted at once; a stall reset; an attach is
         an action, never a standing fault)."""
-        kind = fault["kind"]
-        if kind == "slow_backend":
-            return bool(self.tier.backend.slowdown == fault["factor"] != 1.0)
-        index = fault["node"] - 1
-        node = self.tier.nodes[index]
-        if kind == "hsm_stall":
-            return bool(node.hsm.stuck)
-        if kind == "crash":
-            return not node.up
-        if kind == "timer_race":
-            return int(node.timer.pending) > 0
-        if kind == "detach":
-            return not self.tier.dispatcher.attached[index]
-        return False
+        kind = REGISTRY[fault["kind"]]
+        node = self.tier.nodes[fault["node"] - 1] if kind.on_node else None
+        return kind.in_effect(self.tier, node, fault.get("factor", 1.0))
 
     @property
     def faults(self) -> list[dict[str, Any]]:

@@ -1,6 +1,8 @@
-"""The one registry of faults and operator actions (`relay.core.faults.KINDS`): the
-scenario schema, the admin endpoint and `RelayTier.handle` read it, and each
-entry's handler and "still in effect" test agree with each other."""
+"""The vocabularies, each spelled once: the registry of faults and operator actions
+(`relay.core.faults.KINDS`), which the scenario schema, the admin endpoint and
+`RelayTier.handle` read, each entry's handler agreeing with its "still in effect"
+test; and the effect kinds (`relay.core.tier.Wait` and its classes), which carry
+the message they are for."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 
 from relay.core.events import FaultEvent, OperatorEvent
 from relay.core.faults import ACTIONS, FAULTS, KINDS, LIVE
+from relay.core.tier import Result
 from relay.scenario import schema
 from relay.serve import admin
 from tests.conftest import tier_for
@@ -54,3 +57,25 @@ def test_each_live_kind_holds_once_handled_and_not_before(name: str) -> None:
     assert kind.in_effect(tier, node, factor)
     tier.heal(2.0)
     assert not kind.in_effect(tier, node, factor)
+
+
+def test_each_effect_names_its_message_and_a_clients_think_the_next() -> None:
+    """Every effect a flow yields carries the message it is for; in serve mode a
+    think the client ends names, once resumed, the operation's next message: no
+    side channel says which request a flow is on."""
+    tier = tier_for()
+    first, flow = tier.admit(0, 0, 1.0, messages=2)
+    effect = next(flow)
+    seen = []
+    while not effect.client():
+        seen.append((type(effect).__name__, effect.request))
+        effect = flow.send((Result.DONE, 1.5))
+    think = effect
+    assert seen == [("CallHsm", first), ("CallBackend", first)]
+    assert think.request is first
+    effect = flow.send((Result.DONE, 60.0))  # the client's next message came
+    second = think.request
+    assert second is not None
+    assert second is not first
+    assert (second.arrived, effect.request) == (60.0, second)
+    assert not hasattr(tier.ledger, "last_opened")

@@ -95,7 +95,6 @@ class Ledger:
         self.refusals: dict[str, int] = {}
         self.violations: list[str] = []
         self.last_outcome_at = 0.0
-        self.last_opened: Request | None = None  # the newest request (serve mode reads it)
         # Chip-writing operations (by key) and the registrations the backend applied.
         self.chip_operations: set[int] = set()
         self.registrations: dict[int, int] = {}  # key -> times applied
@@ -108,7 +107,6 @@ class Ledger:
         rid = self._next_id
         self._next_id = rid + 1
         req = self._open[rid] = Request(rid, cs, attempt, now, key=rid if key < 0 else key)
-        self.last_opened = req
         if chip:
             req.chip = True
             self.chip_operations.add(req.key)

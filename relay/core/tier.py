@@ -7,8 +7,8 @@ time it ended at. Every decision is taken here; drivers only wait (`relay.engine
 under trio, a discrete-event loop for fast replays), so all of them run the same
 model.
 
-    flow = tier.arrive(cs, attempt=0, now=t)
-    effect = next(flow)
+    req, flow = tier.arrive(cs, attempt=0, now=t)
+    effect = next(flow)                             # effect.request is the message
     while True:
         ... wait for effect, or its deadline ...
         effect = flow.send((Result.DONE, now))      # StopIteration.value: a Retry or None
@@ -64,18 +64,60 @@ class Result(enum.Enum):
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x
 class Wait:
-    """An effect: what a flow waits for on `node`, until `deadline` at the latest."""
+    """An effect: what a flow waits for on `node`, until `deadline` at the latest,
+    for message `request`.
+
+    Each kind is one class, which says all a driver asks of it (the effect kinds'
+    registry): when its simulated service finishes (`finish`), whether nothing will
+    answer it (`silent`), whether a real device performs it (`device`), and
+    whether, in serve mode, its client ends it (`client`: the operation's next
+    message). Methods, not class attributes: compiled, each is a native call."""
 
     node: Node
     deadline: float
+    request: Request | None = None
+
+    def device(self) -> bool:
+        """Whether a real device (the HSM) performs it when there is one."""
+        return False
+
+    def client(self) -> bool:
+        """Whether, in serve mode, its client ends it."""
+        return False
+
+    def finish(self, tier: RelayTier, now: float) -> float:
+        """When the simulated service behind it, started at `now`, finishes
+        (math.inf: never)."""
+        return math.inf
+
+    def silent(self) -> bool:
+        """Whether nothing will ever answer it."""
+        return False
 
 
 class CallHsm(Wait):
     """Wait for the node's HSM to process this request, until `deadline` at the latest."""
 
+    def device(self) -> bool:
+        """The HSM: a real one signs, where there is one."""
+        return True
+
+    def finish(self, tier: RelayTier, now: float) -> float:
+        """The node's HSM lane, first come, first served."""
+        return self.node.hsm.submit(now)
+
+    def silent(self) -> bool:
+        """A lane that has stopped answering answers nothing (a real device is not
+        asked)."""
+        return bool(self.node.hsm.stuck)
+
 
 class CallBackend(Wait):
     """Wait for the backend's answer to this request, until `deadline` at the latest."""
+
+    def finish(self, tier: RelayTier, now: float) -> float:
+        """The backend's answer."""
+        return tier.backend.submit(now)
 
 
 class LostReply(Wait):
@@ -85,11 +127,24 @@ class LostReply(Wait):
     if the node crashes or restarts).
     """
 
+    def silent(self) -> bool:
+        """Lost already."""
+        return True
+
 
 class Think(Wait):
     """The counter works between two messages of one operation (the resident, the
     card) until `deadline`, its connection held open. A driver resumes the flow at
-    the deadline with Result.DONE (or earlier, if the node crashes)."""
+    the deadline with Result.DONE (or earlier, if the node crashes). In serve mode
+    its client ends it: once resumed, `request` is the operation's next message."""
+
+    def client(self) -> bool:
+        """In serve mode the client's next message ends it."""
+        return True
+
+    def finish(self, tier: RelayTier, now: float) -> float:
+        """The end of the think: its deadline."""
+        return self.deadline
 
 
 #: What a flow yields: one base class, not a union, so that compiled code reads an
@@ -219,23 +274,13 @@ class RelayTier:
     def submit(self, effect: Effect, now: float) -> float:
         """When the simulated service behind `effect`, started at `now`, finishes:
         the node's HSM lane (first come, first served), the backend, the end of a
-        think; never (math.inf) for a lost reply."""
-        # isinstance, not type(): compiled, it narrows `effect` to one native
-        # class, whose attributes are then read directly, not looked up.
-        if isinstance(effect, CallHsm):
-            return effect.node.hsm.submit(now)
-        if isinstance(effect, CallBackend):
-            return self.backend.submit(now)
-        if isinstance(effect, Think):
-            return effect.deadline
-        return math.inf
+        think; never (math.inf) for a lost reply (`Wait.finish`)."""
+        return effect.finish(self, now)
 
     def silent(self, effect: Effect) -> bool:
         """Whether nothing will ever answer `effect`: a reply already lost, or a call
-        into an HSM lane that has stopped answering (a real device is not asked)."""
-        return isinstance(effect, LostReply) or (
-            isinstance(effect, CallHsm) and effect.node.hsm.stuck
-        )
+        into an HSM lane that has stopped answering (`Wait.silent`)."""
+        return effect.silent()
 
     @property
     def longest_message_s(self) -> float:
@@ -252,14 +297,17 @@ class RelayTier:
 
     # -- the relay step ---------------------------------------------------------
 
-    def arrive(self, cs: int, attempt: int, now: float) -> Flow:
-        """A counter operation from CS `cs` reaches the distributor at `now`; its flow."""
-        return self._relay(self._message(cs, attempt, now), now, None, self._messages)
+    def arrive(self, cs: int, attempt: int, now: float) -> tuple[Request, Flow]:
+        """A counter operation from CS `cs` reaches the distributor at `now`: its first
+        message and its flow."""
+        req = self._message(cs, attempt, now)
+        return req, self._relay(req, now, None, self._messages)
 
-    def again(self, retry: Retry) -> Flow:
-        """The counter user's next try (`Retry`) reaches the distributor; its flow."""
+    def again(self, retry: Retry) -> tuple[Request, Flow]:
+        """The counter user's next try (`Retry`) reaches the distributor: its first
+        message and its flow."""
         req = self.ledger.open(retry.cs, retry.attempt, retry.at, retry.key, retry.chip)
-        return self._relay(req, retry.at, None, retry.messages)
+        return req, self._relay(req, retry.at, None, retry.messages)
 
     def _message(self, cs: int, attempt: int, now: float) -> Request:
         """Open a new upstream message of an operation of CS `cs` in the ledger."""
@@ -273,8 +321,8 @@ class RelayTier:
         """An operation of `messages` messages as a client of serve mode sends them,
         and its first message, whose `outcome` is set when it ends (serve mode
         answers the client with it). Between two messages the flow waits on a
-        `Think` whose end is the client's next message (`Result.DONE`; the driver
-        finds it in `ledger.last_opened`) or its absence (`Result.ABANDONED`). With
+        `Think` whose end is the client's next message (`Result.DONE`; once resumed,
+        the think's `request` is that message) or its absence (`Result.ABANDONED`). With
         `at`, the request came in on that node's own port: the distributor's choice
         is bypassed."""
         req = self.ledger.open(cs, attempt, now)
@@ -301,6 +349,8 @@ class RelayTier:
         # a whole-day replay.
         hsm_call, backend_call, think = CallHsm(node, 0.0), CallBackend(node, 0.0), Think(node, 0.0)
         while True:
+            # Each effect carries the message it is for.
+            hsm_call.request = backend_call.request = think.request = req
             ledger.at_node(req, node.number)
             if not node.up or node.epoch != epoch:
                 # The application is down, or died while the connection sat open:
@@ -329,7 +379,7 @@ class RelayTier:
                 outcome = self._died(req, now)
                 break
             if result is _DONE and self._reply_lost(node, lane, now):
-                result, now = yield LostReply(node, hsm_deadline)
+                result, now = yield LostReply(node, hsm_deadline, req)
                 if node.epoch != epoch:
                     outcome = self._died(req, now)
                     break
@@ -371,7 +421,7 @@ class RelayTier:
             result, now = yield think
             if result is _ABANDONED:
                 break  # the client's next message never came
-            req = self._message(req.cs, req.attempt, now)
+            req = think.request = self._message(req.cs, req.attempt, now)
         # The operation is over: its connection closes.
         dispatcher.release(node, req.cs)
         return self._retry(req, outcome, now, left)

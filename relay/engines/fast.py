@@ -14,6 +14,7 @@ from typing import cast
 
 from relay.core.agenda import ACTION, ARRIVAL, END, RETRY, WAKE, Agenda
 from relay.core.events import Event
+from relay.core.request import Request
 from relay.core.tier import Flow, RelayTier, Retry
 from relay.engines.common import PROGRESS_EVERY, Progress, RunEnd
 
@@ -24,11 +25,11 @@ def run(
     events: Iterable[Event] = (),
     *,
     progress: Progress | None = None,
-    observe: Callable[[Flow], Flow] | None = None,
+    observe: Callable[[Request, Flow], Flow] | None = None,
 ) -> RunEnd:
     """Run a whole replay on the discrete-event loop; deterministic by construction.
-    `observe` wraps each new flow (a timeline's recorder: it sees every effect and
-    resumption, and changes none)."""
+    `observe` wraps each new flow, given its first message (a timeline's recorder: it
+    sees every effect and resumption, and changes none)."""
     agenda = Agenda(tier, arrivals, events)
     # The per-request path of a whole-day replay. Methods are called on their
     # objects, never through bound-method locals: compiled, `agenda.next()` is a
@@ -46,16 +47,16 @@ def run(
             flow = cast(Flow, agenda.waiter)
             sent = True
         elif kind == ARRIVAL:
-            flow = tier.arrive(agenda.cs, 0, now)
+            req, flow = tier.arrive(agenda.cs, 0, now)
             if observe is not None:
-                flow = observe(flow)
+                flow = observe(req, flow)
             sent = False
             if progress is not None and agenda.arrivals % PROGRESS_EVERY == 0:
                 progress(now, tier)
         elif kind == RETRY:
-            flow = tier.again(cast(Retry, agenda.retry))
+            req, flow = tier.again(cast(Retry, agenda.retry))
             if observe is not None:
-                flow = observe(flow)
+                flow = observe(req, flow)
             sent = False
         elif kind == ACTION:
             event = agenda.event

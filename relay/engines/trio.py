@@ -42,7 +42,7 @@ from hsm_adapter.errors import HsmError
 from hsm_adapter.lane import Pkcs11Hsm
 from relay.core.agenda import ACTION, ARRIVAL, CHECK, END, RETRY, WAKE, Agenda, due_now, wake
 from relay.core.events import Event, FaultEvent, OperatorEvent
-from relay.core.tier import CallHsm, Effect, Flow, RelayTier, Result, Retry, Think
+from relay.core.tier import Effect, Flow, RelayTier, Result, Retry
 from relay.engines.common import PROGRESS_EVERY, Progress, RunEnd
 
 REAL_CLOCK_RESOLUTION = 0.001  # trio waits in epoll, whose timeout is whole milliseconds
@@ -130,7 +130,7 @@ class DeviceServices:
         """None for an HSM step on the device (`perform` it); else as simulated.
         A step nothing will answer (`RelayTier.silent`: a stalled lane, cause 1 or
         an injected stall) never reaches the device: its deadline ends the wait."""
-        if type(effect) is not CallHsm or self._tier.silent(effect):
+        if not effect.device() or effect.silent():
             return self._simulated.finish(effect, now)
         return None
 
@@ -336,12 +336,14 @@ class TrioDriver:
             if kind == WAKE:
                 self._woken(agenda.waiter, agenda.result, now)
             elif kind == ARRIVAL:
-                self._carry(_Follow(tier.arrive(agenda.cs, 0, now), self._ended, False), None)
+                _, flow = tier.arrive(agenda.cs, 0, now)
+                self._carry(_Follow(flow, self._ended, False), None)
                 if progress and agenda.arrivals % PROGRESS_EVERY == 0:
                     progress(now, tier)
             elif kind == RETRY:
                 assert agenda.retry is not None
-                self._carry(_Follow(tier.again(agenda.retry), self._ended, False), None)
+                _, flow = tier.again(agenda.retry)
+                self._carry(_Follow(flow, self._ended, False), None)
             elif kind == ACTION:
                 assert agenda.event is not None
                 tier.handle(agenda.event, now)
@@ -430,7 +432,7 @@ class TrioDriver:
         """`follow` waits on `waiting`'s effect: the agenda has it, due when the
         core's rule says, or when a device answers."""
         effect, finish = waiting.effect, waiting.finish
-        if follow.client and type(effect) is Think:
+        if follow.client and effect.client():
             follow.done(waiting)  # the client's turn: its next message resumes it
             return
         agenda = self.agenda

@@ -122,9 +122,8 @@ class Recorder:
         self.tier = tier
         self.steps: list[Step] = []
 
-    def __call__(self, flow: Flow) -> Flow:
-        req = self.tier.ledger.last_opened  # the flow's first message, just opened
-        assert req is not None
+    def __call__(self, req: Request, flow: Flow) -> Flow:
+        """`flow`, whose first message is `req`, seen."""
         return self._traced(flow, req)
 
     def _traced(self, flow: Flow, req: Request) -> Generator[Effect, tuple[Result, float], Any]:
@@ -151,7 +150,7 @@ def record(
     """Run `case` on `design` (on top of `base`, with `pins`) and record its timeline."""
     recorders: list[Recorder] = []
 
-    def observe(tier: RelayTier) -> Callable[[Flow], Flow]:
+    def observe(tier: RelayTier) -> Callable[[Request, Flow], Flow]:
         recorders.append(Recorder(tier))
         return recorders[-1]
 

@@ -68,7 +68,7 @@ from relay.core import summary
 from relay.core.ledger import OUTCOMES
 from relay.core.node import Node
 from relay.core.request import Request
-from relay.core.tier import Flow, RelayTier, Result, Think
+from relay.core.tier import Effect, Flow, RelayTier, Result
 from relay.engines.trio import (
     Ended,
     TrioDriver,
@@ -255,7 +255,7 @@ class _Operation:
     how many messages it has left (the next one included), and, between two of
     them, its flow parked for the client's next message until `expires`."""
 
-    __slots__ = ("conn", "expires", "flow", "key", "left", "muni")
+    __slots__ = ("conn", "expires", "flow", "key", "left", "muni", "think")
 
     def __init__(self, key: bytes, conn: Connection, muni: int, left: int) -> None:
         self.key = key
@@ -263,6 +263,7 @@ class _Operation:
         self.muni = muni
         self.left = left
         self.flow: Flow | None = None  # None while one of its messages runs
+        self.think: Effect | None = None  # what its flow waits on between messages
         self.expires = math.inf
 
     def contradiction(self, conn: Connection, frame: Frame) -> tuple[ErrorCode, str] | None:
@@ -722,9 +723,10 @@ class RelayServer:
         try:
             if op is not None:  # the client's next message: the operation goes on
                 assert op.flow is not None
+                assert op.think is not None
                 flow, op.flow, op.expires = op.flow, None, math.inf
                 state = self.driver.advance(flow, (Result.DONE, now))
-                req = self.tier.ledger.last_opened
+                req = op.think.request  # the think's end opened the next message
                 assert req is not None
             else:
                 messages = max(frame.left, 1)
@@ -736,7 +738,7 @@ class RelayServer:
         except Exception as exc:
             outbox.put(self._failed(frame, exc))
             return
-        if type(state) is Waiting and type(state.effect) is not Think:
+        if type(state) is Waiting and not state.effect.client():
             # It must wait (a device, a queue): the driver's conductor carries it on
             # and says when its message ends (`_ended`).
             assert self._work is not None
@@ -787,10 +789,11 @@ class RelayServer:
         it at once."""
         if op is None:
             return
-        if type(state) is Ended:
+        if type(state) is not Waiting:
             self._end(op)
             return
         op.flow, op.left = flow, op.left - 1
+        op.think = state.effect
         if self.stopping or op.conn.gone or op.conn.closing is not None:
             self._end(op, abandoned=True)
             return

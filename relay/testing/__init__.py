@@ -10,6 +10,7 @@ from typing import Any
 
 from relay.core.events import Event
 from relay.core.params import TierParams
+from relay.core.request import Request
 from relay.core.rng import Streams
 from relay.core.tier import Flow, RelayTier
 from relay.engines import fast, trio
@@ -36,7 +37,7 @@ def drive(
     tier: RelayTier,
     arrivals: Iterable[tuple[float, int]],
     events: Iterable[Event] | None = None,
-    observe: Callable[[Flow], Flow] | None = None,
+    observe: Callable[[Request, Flow], Flow] | None = None,
 ) -> RunEnd:
     """Run `tier` to its end on `engine` (the tier's own scheduled events if none
     given); `observe` (the fast engine only) wraps each flow, as a timeline records."""
@@ -54,7 +55,7 @@ def run_world(
     cs_caps: Sequence[int],
     engine: Engine,
     tweak: Callable[[TierParams], TierParams] | None = None,
-    observe: Callable[[RelayTier], Callable[[Flow], Flow]] | None = None,
+    observe: Callable[[RelayTier], Callable[[Request, Flow], Flow]] | None = None,
 ) -> RelayTier:
     """The one harness for drawn worlds: scenario `doc` validated, its parameters
     adjusted by `tweak`, a tier with `cs_caps`, `arrivals` run on `engine`

@@ -11,6 +11,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from relay.core.request import Request
 from relay.core.tier import Flow, RelayTier
 from relay.engines.common import Engine
 from relay.net.toxics import DIRECTIONS
@@ -125,7 +126,7 @@ def run_case(
     base: Scenario | None = None,
     engine: Engine = "trio",
     pins: dict[str, Any] | None = None,
-    observe: Callable[[RelayTier], Callable[[Flow], Flow]] | None = None,
+    observe: Callable[[RelayTier], Callable[[Request, Flow], Flow]] | None = None,
 ) -> RelayTier:
     """Run one race world on `engine`, on top of `base` (its other settings), with
     `pins` (nested keys the user fixed: `hunt --set`) laid over what it drew;

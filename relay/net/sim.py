@@ -188,11 +188,14 @@ class SimStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is receiving on this stream")
         self._receiving = True
         try:
-            await trio.lowlevel.checkpoint()
+            # A checkpoint, as trio's streams are, but one schedule point a call, not
+            # two: a read that must wait yields while it waits (as a socket's does).
+            await trio.lowlevel.checkpoint_if_cancelled()
             if self._closed:
                 raise trio.ClosedResourceError("this end is closed")
             link, inp, net = self._link, self._in, self._link.net
             limit = max_bytes if max_bytes is not None else 65536
+            waited = False
             while True:
                 now = trio.current_time()
                 if now >= link.reset:
@@ -200,13 +203,22 @@ class SimStream(trio.abc.HalfCloseableStream):
                 chunks = inp.chunks
                 held = net.control(inp.src, inp.dst) == "hold"
                 first = chunks[0][0] if chunks and not held else math.inf
+                got: bytes | None = None
                 if first <= now and first <= link.closed:
-                    return self._take(limit, min(now, link.closed))
-                if now >= link.closed or (not chunks and now >= inp.fin_at):
-                    return b""
+                    got = self._take(limit, min(now, link.closed))
+                elif now >= link.closed or (not chunks and now >= inp.fin_at):
+                    got = b""
+                if got is not None:
+                    if not waited:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    return got
                 wake = min(link.reset, link.closed, first, inp.fin_at if not chunks else math.inf)
-                with trio.move_on_at(wake):
-                    await inp.readers.park()
+                waited = True
+                if wake == math.inf:
+                    await inp.readers.park()  # no cancel scope when nothing is timed
+                else:
+                    with trio.move_on_at(wake):
+                        await inp.readers.park()
         finally:
             self._receiving = False
 

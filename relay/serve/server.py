@@ -4,9 +4,10 @@ The dispatcher's port takes protocol frames (`relay.serve.protocol`) from any nu
 CS connections and places each request on the node the distributor chooses; each
 relay node also has its own port, whose requests go to that node directly (as a CS
 connection the distributor has already placed there, or an SRE testing one node).
-Each request frame becomes one request of the core (`RelayTier`), performed by
-the trio driver's `perform` under the real clock with real or
-simulated services, and is answered with one reply frame carrying its outcome:
+Each request frame becomes one request of the core (`RelayTier`), carried out by
+the trio driver (`advance`, then its conductor: `follow`) under the real clock
+with real or simulated services, and is answered with one reply frame carrying
+its outcome:
 the same model, designs and checkers as the replays. Retrying is the client's
 business here (the counter user presses "resend"); the reply says what happened.
 

@@ -258,3 +258,31 @@ async def test_connections_closed_for_idleness_are_replaced(
     assert server.stats.closed["IDLE"] >= 2
     assert doc["lost"] == 0
     assert doc["completed"] == doc["requests"] > 10
+
+
+async def test_a_refused_load_says_what_the_server_said(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The load's address already holds the server's per-peer limit in working
+    connections: the load is refused, and says so in the server's own words, with
+    the reason, not that nothing answered."""
+    net = SimNetwork(1)
+    tier = new_tier(scenario(**FAST), cs_caps=[100] * 50)
+    server = RelayServer(tier, TrioDriver(tier), Limits(per_peer=2), network=net.host(SERVER))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+            tier.backend.slowdown = 1000.0  # a request runs to its 5 s step timer
+            for i in range(2):  # working connections: a request running on each
+                held = await net.host(CLIENT).connect(SERVER, port)
+                await held.send_all(Frame(Type.REQUEST, i + 1, muni=i).encode())
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(load.LoadError) as exc:
+                await load.run(
+                    small(), SERVER, port, duration=1.0, connections=1, network=net.host(CLIENT)
+                )
+            server.stop()
+    assert str(exc.value) == (
+        f"{SERVER}:{port} refused the connection: BUSY: limit of 2 connections from "
+        f"{CLIENT} reached"
+    )

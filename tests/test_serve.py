@@ -124,25 +124,34 @@ async def test_hostile_bytes_get_an_error_frame_and_a_close(junk: bytes, code: E
     assert server.stats.rejected[code.name] == 1
 
 
-async def test_connections_beyond_the_limit_are_refused_busy(
+async def test_connections_beyond_the_limit_take_the_idle_ones_room(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """With room for 3 connections, the 4th and 5th get BUSY; the 3 are served (on
-    trio's virtual clock: loopback bytes are readable once sent, so the clock jumps
-    only while both ends wait)."""
+    """With room for 3 connections, all idle, the 4th and 5th are admitted: the two
+    idle longest are told IDLE and closed to make room; the newcomers and the one
+    left are served (on trio's virtual clock: loopback bytes are readable once sent,
+    so the clock jumps only while both ends wait)."""
     async with running(Limits(max_connections=3, reserved=0)) as (server, port):
         with trio.fail_after(10):
-            kept = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]
-            while server.stats.open < 3:  # noqa: ASYNC110 - accept runs in its own task
-                await trio.sleep(0.01)  # virtual: costs no real time
-            refused = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
-            errors = [await frames_until_close(s) for s in refused]
-            for s in kept:
+            kept = []
+            for _ in range(3):
+                kept.append(await trio.open_tcp_stream("127.0.0.1", port))
+                while server.stats.open < len(kept):  # noqa: ASYNC110 - accept's own task
+                    await trio.sleep(0.01)  # virtual: costs no real time
+            newcomers = []
+            for _ in range(2):
+                newcomers.append(await trio.open_tcp_stream("127.0.0.1", port))
+                while sum(server.stats.evicted.values()) < len(newcomers):  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            told = [await frames_until_close(s) for s in kept[:2]]
+            for s in [kept[2], *newcomers]:
                 await s.send_all(request(1).encode())
                 [reply] = Decoder().feed(await s.receive_some(65536))
                 assert reply.status == Status.COMPLETED
                 await s.aclose()
-    assert [[e.status for e in errs] for errs in errors] == [[ErrorCode.BUSY]] * 2
+    assert [[e.status for e in notices] for notices in told] == [[ErrorCode.IDLE]] * 2
+    assert server.stats.evicted == {"max_connections": 2}
+    assert server.stats.refused_connections == {}
 
 
 async def test_a_client_gone_mid_request_loses_nothing(

@@ -7,6 +7,7 @@ time; tests/test_serve.py covers the same server over real sockets.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -131,13 +132,25 @@ async def test_an_idle_connection_is_told_and_closed(
     assert server.stats.closed["IDLE"] == 2
 
 
+async def busy(server: RelayServer, peer: str, n: int) -> list[trio.abc.Stream]:
+    """`n` connections from `peer`, one after the other, each with a 10 s request
+    running (not idle) as the next connects (one refused takes no request)."""
+    streams = []
+    for i in range(n):
+        stream = connect(server, peer)
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(request(i + 1, muni=i % 4))  # within the CS caps
+        await trio.testing.wait_all_tasks_blocked()
+        streams.append(stream)
+    return streams
+
+
 async def test_one_peer_cannot_lock_the_others_out(autojump_clock: trio.testing.MockClock) -> None:
-    """1,024 idle connections from one address (the limit of all connections) get
-    only its per-peer share; every other one is refused BUSY, and another address
+    """1,024 connections from one address, each with a request running: it gets
+    only its per-peer share, every other one is refused BUSY, and another address
     is still served."""
     async with serving() as server:
-        hog = [connect(server, "127.0.0.1") for _ in range(1024)]
-        await trio.testing.wait_all_tasks_blocked()
+        hog = await busy(server, "127.0.0.1", 1024)
         other = connect(server, "127.0.0.2")
         await other.send_all(request(7))
         [reply] = Decoder().feed(await other.receive_some(65536))
@@ -150,16 +163,59 @@ async def test_one_peer_cannot_lock_the_others_out(autojump_clock: trio.testing.
     assert open_ == 256 + 1
 
 
+async def test_an_idle_connection_makes_room_for_a_new_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """At its per-peer limit of 4, a peer's new connection is admitted by closing
+    its connection idle longest: one that never sent anything first, then the one
+    quiet longest; a connection with a request running is never closed for it.
+    Each closing is an IDLE notice, counted by limit in /metrics."""
+    async with serving(Limits(per_peer=4)) as server:
+        working = await busy(server, "127.0.0.1", 1)
+        spoke = [connect(server, "127.0.0.1") for _ in range(2)]
+        for stream in spoke:
+            await stream.send_all(request(9))
+        await trio.sleep(11.0)  # their requests are answered: idle, having spoken
+        silent = connect(server, "127.0.0.1")
+        await trio.testing.wait_all_tasks_blocked()
+        first = connect(server, "127.0.0.1")  # the 5th: the silent one gives way
+        await trio.testing.wait_all_tasks_blocked()
+        silent_got = await until_close(silent)
+        second = connect(server, "127.0.0.1")  # then the one quiet longest
+        await trio.testing.wait_all_tasks_blocked()
+        evicted = dict(server.stats.evicted)
+        held = server._peers["127.0.0.1"]
+        for stream in (*working, *spoke, first, second):
+            await stream.aclose()
+    [(_, notice)] = silent_got
+    assert (notice.id, notice.status) == (0, ErrorCode.IDLE)
+    assert b"make room" in notice.body
+    assert evicted == {"per_peer": 2}
+    assert held == 4
+    assert server.stats.refused_connections == {}
+    assert held_metric(server, "relaysim_connections_evicted_total", "per_peer") == 2
+
+
+def held_metric(server: RelayServer, name: str, label: str) -> float:
+    """A sample of the server's /metrics."""
+    from relay.serve.metrics import registry_for
+
+    for family in registry_for(server).collect():
+        for sample in family.samples:
+            if sample.name == name and label in sample.labels.values():
+                return sample.value
+    raise AssertionError(f"{name}{{{label}}} not in /metrics")
+
+
 async def test_the_last_slots_are_kept_for_light_peers(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """With 8 slots, 4 per address and 2 reserved: a heavy address stops at its 4,
-    a second heavy one at the reserve, and a newcomer still gets the last two."""
+    """With 8 slots, 4 per address and 2 reserved, every connection working: a
+    heavy address stops at its 4, a second heavy one at the reserve, and a
+    newcomer still gets the last two."""
     async with serving(Limits(max_connections=8, per_peer=4, reserved=2)) as server:
         for peer, count in (("127.0.0.2", 6), ("127.0.0.3", 4), ("127.0.0.4", 3)):
-            for _ in range(count):
-                connect(server, peer)
-            await trio.testing.wait_all_tasks_blocked()
+            await busy(server, peer, count)
         refused = dict(server.stats.refused_connections)
         held = dict(server._peers)
     assert held == {"127.0.0.2": 4, "127.0.0.3": 2, "127.0.0.4": 2}

@@ -57,3 +57,21 @@ class TrioNetwork:
 
 #: The real network, the default everywhere.
 REAL: Network = TrioNetwork()
+
+LINGER_BYTES = 4 * 1024 * 1024
+
+
+async def linger(stream: trio.abc.Stream, seconds: float, most: int = LINGER_BYTES) -> None:
+    """Before closing `stream`: half-close it, then read and drop what the peer
+    still sends (up to `most` bytes, for up to `seconds`). Closing a TCP socket with
+    bytes unread resets the connection, and the peer would read the reset, not the
+    last thing said to it."""
+    try:
+        if isinstance(stream, trio.abc.HalfCloseableStream):  # TCP's, the simulated
+            await stream.send_eof()
+        left = most
+        with trio.move_on_after(seconds):
+            while left > 0 and (data := await stream.receive_some(65536)):
+                left -= len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        return

@@ -21,6 +21,11 @@ import h11
 import trio
 
 from relay.core.tier import LogSink
+from relay.net import linger
+
+#: After answering, what the client still sends is read and dropped for up to this
+#: long (`relay.net.linger`), so that it reads the answer and not a reset.
+LINGER_S = 1.0
 
 JSON = "application/json"
 
@@ -56,11 +61,6 @@ def error(status: int, message: str) -> Answer:
 #: The request line and headers together may take this many bytes; past it the
 #: answer is 431 (h11's hint), whatever the client goes on sending.
 MAX_HEAD = 8192
-#: After answering, what the client still sends is read and dropped, up to this much
-#: for up to LINGER_S: closing a socket with unread bytes resets the connection,
-#: and the client would see the reset, not the answer.
-LINGER_BYTES = 4 * 1024 * 1024
-LINGER_S = 1.0
 
 
 async def serve_http(
@@ -89,7 +89,7 @@ async def serve_http(
                 return  # the client went before it sent a request
             with trio.move_on_after(request_timeout):
                 await _send(conn, stream, answer, head)
-                await _linger(stream)
+                await linger(stream, LINGER_S)
 
     await trio.serve_listeners(one, [listener])
 
@@ -162,20 +162,6 @@ async def _send(conn: h11.Connection, stream: trio.abc.Stream, answer: Answer, h
 
 
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
-
-
-async def _linger(stream: trio.abc.Stream) -> None:
-    """Half-close, then read and drop what the client still sends (bounded), so the
-    close is no reset and the client reads its answer."""
-    try:
-        if isinstance(stream, trio.abc.HalfCloseableStream):  # TCP's, the simulated
-            await stream.send_eof()
-        left = LINGER_BYTES
-        with trio.move_on_after(LINGER_S):
-            while left > 0 and (data := await stream.receive_some(65536)):
-                left -= len(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        return
 
 
 async def _answer(handler: Handler, head: h11.Request, body: bytes, log: LogSink | None) -> Answer:

@@ -31,6 +31,7 @@ stops (`stopped_by_server`): later requests of the schedule are never sent.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -106,6 +107,7 @@ class LoadRun:
     last_id: int = 0  # the highest request id sent: ids up to it that are not pending
     # were answered already
     stopped_by_server: bool = False  # every connection got SHUTTING_DOWN
+    refusal: str | None = None  # the server's words refusing a connection (BUSY), if any
     late: int = 0  # sent more than LATE_S after their schedule
     latest: float = 0.0  # the worst lateness, seconds
     # INFO answers, in order (for one that is not the server's, what is wrong with it)
@@ -507,23 +509,29 @@ def _figures(info: dict[str, Any] | None) -> tuple[float, float, float] | None:
 
 
 async def _ask(links: list[_Link], state: LoadRun, target: Target) -> dict[str, Any] | None:
-    """The server's INFO answer (who it is, its own figures), on an open connection;
-    None if none is open. LoadError if what answers is no relaysim server."""
-    link = next((each for each in links if each.open and each.closing is None), None)
-    if link is None:
-        return None
+    """The server's INFO answer (who it is, its own figures), on an open connection
+    (the next one, if the server closes the one asked); None if none is open.
+    LoadError if what answers is no relaysim server, or if the server refused every
+    connection (its own words, with the reason)."""
     asked = len(state.infos)
-    state.info_came = trio.Event()
-    try:
-        await link.stream.send_all(Frame(Type.INFO, 0).encode())
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        return None
-    with trio.move_on_after(INFO_TIMEOUT_S):
-        while len(state.infos) == asked and link.open:
-            await state.info_came.wait()
-            state.info_came = trio.Event()
+    for link in links:
+        if not link.open or link.closing is not None:
+            continue
+        state.info_came = trio.Event()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            # Refused (closed under it): what the server said on it is read below.
+            await link.stream.send_all(Frame(Type.INFO, 0).encode())
+        with trio.move_on_after(INFO_TIMEOUT_S):
+            while len(state.infos) == asked and link.open:
+                await state.info_came.wait()
+                state.info_came = trio.Event()
+        if len(state.infos) > asked or link.open:
+            break  # answered, or a connection that stays silent: no other will do better
     if len(state.infos) == asked:
         if asked == 0:
+            refused = state.refusal
+            if refused is not None:
+                raise LoadError(f"{target} refused the connection: {refused}")
             raise LoadError(f"{target} did not answer as a relaysim serve dispatcher")
         return None
     answer = state.infos[asked]
@@ -590,6 +598,9 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun) -> None:
                     code = _code_name(frame.status)
                     if frame.id == 0:  # about the connection, not a request
                         state.notices[code] += 1
+                        if frame.status in (ErrorCode.BUSY, ErrorCode.SHUTTING_DOWN):
+                            text = frame.body.decode("utf-8", "replace")
+                            state.refusal = f"{code}: {text}"
                         if frame.status in (ErrorCode.SHUTTING_DOWN, ErrorCode.IDLE):
                             link.closing = ErrorCode(frame.status)
                         else:
@@ -639,6 +650,7 @@ async def _receive(link: _Link, links: list[_Link], state: LoadRun) -> None:
                 return
     finally:
         link.open = False
+        state.info_came.set()  # one asking on it stops waiting
         if not any(each.open for each in links):
             state.all_answered.set()  # nothing more can arrive
         with trio.CancelScope(shield=True):

@@ -145,6 +145,14 @@ class TierCollector(Collector):
         for limit in ("max_connections", "per_peer", "reserved", "stopping"):
             refused.add_metric([limit], stats.refused_connections[limit])
         yield refused
+        evicted = CounterMetricFamily(
+            "relaysim_connections_evicted",
+            "Idle connections closed to admit a new one at a connection limit, by limit",
+            labels=["limit"],
+        )
+        for limit in ("max_connections", "per_peer", "reserved"):
+            evicted.add_metric([limit], stats.evicted[limit])
+        yield evicted
         closed = CounterMetricFamily(
             "relaysim_connections_closed",
             "Connections the server closed, by why",

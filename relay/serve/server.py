@@ -75,7 +75,7 @@ from relay.engines.trio import (
     TrioDriver,
     Waiting,
 )
-from relay.net import REAL, Network
+from relay.net import REAL, Network, linger
 from relay.serve.ports import PortError, check_range, listen
 from relay.serve.protocol import (
     MAX_FRAME,
@@ -93,6 +93,7 @@ from relay.serve.protocol import (
 #: the server stops reading from it: a client that pipelines without reading is
 #: held by TCP's backpressure, not by the server's memory.
 OUTBOX_HIGH_WATER = 256 * 1024
+REFUSAL_LINGER_S = 0.25  # real seconds a refused connection lingers (`linger`)
 
 _SHUTTING_DOWN = ErrorCode.SHUTTING_DOWN
 _IDLE = ErrorCode.IDLE
@@ -131,6 +132,8 @@ class ServerStats:
     undelivered: int = 0  # replies whose client had gone
     rejected: Counter[str] = field(default_factory=Counter)  # by ErrorCode name
     refused_connections: Counter[str] = field(default_factory=Counter)  # by limit
+    # idle connections closed to admit a new one at a limit (`_make_room`), by limit
+    evicted: Counter[str] = field(default_factory=Counter)
     closed: Counter[str] = field(default_factory=Counter)  # closed by the server, by why
     cut: int = 0  # requests still running when the drain ended: replies undelivered
     abandoned: int = 0  # operations whose next message never came (or came too late)
@@ -303,6 +306,7 @@ class Connection:
         "outbox",
         "paused_at",
         "peer",
+        "spoke",
         "stream",
     )
 
@@ -311,6 +315,7 @@ class Connection:
         self.outbox = outbox
         self.peer = peer
         self.active_at = now  # when bytes last arrived (the outbox knows when they left)
+        self.spoke = False  # it has sent something
         self.frame_started: float | None = None  # when the partial frame began
         self.closing: ErrorCode | None = None  # SHUTTING_DOWN or IDLE once told
         self.closing_at = 0.0
@@ -512,17 +517,51 @@ class RelayServer:
             )
         return None
 
+    def _make_room(self, peer: str, limit: str) -> bool:
+        """At `limit`, close the connection idle longest that holds the room the new
+        one from `peer` needs (one of `peer`'s for the per-peer limit, of the heavy
+        peers' for the reserve, any for the total): one that never sent anything
+        first, then the one whose bytes moved least recently. Idle: no reply owed,
+        no operation held between messages, not closing already. Whether one was."""
+        lim = self.limits
+        if limit == "per_peer":
+            pool = [c for c in self._conns if c.peer == peer]
+        elif limit == "reserved":
+            pool = [c for c in self._conns if self._peers[c.peer] >= lim.reserved]
+        else:
+            pool = list(self._conns)
+        idle = [
+            c
+            for c in pool
+            if not c.outbox.owed
+            and not c.ops
+            and c.closing is None
+            and c.outbox.writing_since is None
+        ]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: (c.spoke, max(c.active_at, c.outbox.sent_at)))
+        self.stats.evicted[limit] += 1
+        message = f"closed to make room for a new connection ({limit} limit): reconnect"
+        self._close(victim, _IDLE, message, count=False)
+        return True
+
     async def _connection(self, stream: trio.abc.Stream, peer: str, at: Node | None) -> None:
         stats = self.stats
         stats.connections += 1
         outbox = Outbox(stream, stats, self.limits.scale, self._writing)
         refusal = self._refusal(peer)
+        if refusal is not None and not self.stopping and self._make_room(peer, refusal[0]):
+            refusal = None  # an idle connection gives way to the new one
         if refusal is not None or self.stopping:
             limit, message = refusal or ("stopping", "server stopping")
             stats.refused_connections[limit] += 1
             code = ErrorCode.BUSY if refusal else _SHUTTING_DOWN
             stats.rejected[code.name] += 1
             await outbox.last(error_frame(code, message))
+            # A moment for the client to read why, not a reset (bounded: a flood of
+            # refused connections costs a quarter of a second each at most).
+            await linger(stream, REFUSAL_LINGER_S * self.limits.scale)
             with trio.CancelScope(shield=True):
                 await stream.aclose()
             return
@@ -560,6 +599,7 @@ class RelayServer:
             if not data:
                 return  # the client closed; its requests still end in the ledger
             now = conn.active_at = trio.current_time()
+            conn.spoke = True
             bad: ProtocolError | None = None
             try:
                 frames = decoder.feed(data)
@@ -688,9 +728,12 @@ class RelayServer:
         assert self._nursery is not None
         self._nursery.start_soon(conn.outbox.flush)
 
-    def _close(self, conn: Connection, code: ErrorCode | None = None, message: str = "") -> None:
-        """Close `conn` now (its reader ends), after a last error frame `code`."""
-        if code is not None:
+    def _close(
+        self, conn: Connection, code: ErrorCode | None = None, message: str = "", count: bool = True
+    ) -> None:
+        """Close `conn` now (its reader ends), after a last error frame `code`
+        (counted as a closing for `code` unless `count` is false: the caller counts)."""
+        if code is not None and count:
             self.stats.closed[code.name] += 1
             self.stats.rejected[code.name] += 1
         conn.closing, conn.closing_at = code or conn.closing, trio.current_time()

@@ -20,6 +20,7 @@ from relay.core.request import Outcome
 from relay.core.summary import Summary
 from relay.engines.trio import TrioDriver
 from relay.net.sim import SimNetwork
+from relay.net.toxics import toxic_from
 from relay.scenario.build import new_tier
 from relay.scenario.schema import Scenario
 from relay.serve import load
@@ -286,3 +287,34 @@ async def test_a_refused_load_says_what_the_server_said(
         f"{SERVER}:{port} refused the connection: BUSY: limit of 2 connections from "
         f"{CLIENT} reached"
     )
+
+
+async def test_the_transports_round_trip_is_measured_and_said_when_it_distorts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A network with 5 ms each way: the load measures the round trip (10 ms real,
+    the same in the scenario at 1x) and, the model's own p50 being 3 ms, warns that
+    latencies are the network's, naming the speed at which they would not be; on a
+    network that delays nothing it measures 0 and says nothing."""
+    net = SimNetwork(1)
+    server = fast_server(net)
+    delay = {"type": "latency", "attributes": {"latency": 5}}
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        for stream in ("upstream", "downstream"):
+            net.add_toxic((SERVER, port), toxic_from({**delay, "stream": stream}))
+        doc, _ = await load.run(
+            small(), SERVER, port, duration=1.0, rate=50.0, network=net.host(CLIENT)
+        )
+        server.stop()
+    client = doc["client"]
+    assert client is not None
+    assert (client["round_trip_ms"], client["round_trip_scenario_ms"]) == (10.0, 10.0)
+    warning = load.unfaithful(doc)
+    assert warning is not None
+    assert warning.startswith("the transport's round trip (10.000 ms real, 10.0 ms of the ")
+    assert "at 0.015x or slower it would be under 5%" in warning
+    quiet, _ = await against_server(small(), duration=1.0, rate=50.0)
+    assert quiet["client"] is not None
+    assert quiet["client"]["round_trip_ms"] == 0.0
+    assert load.unfaithful(quiet) is None

@@ -232,9 +232,9 @@ def load(
     held = judge(doc, held_to)
     if json_path is not None:
         write_json(json_path, doc)
-    warning = loading.behind(doc)
-    if warning is not None:
-        click.echo(f"relaysim: warning: {warning}", err=True)
+    for warning in (loading.behind(doc), loading.unfaithful(doc)):
+        if warning is not None:
+            click.echo(f"relaysim: warning: {warning}", err=True)
     if record.error_codes:
         codes = ", ".join(f"{code} {n:,}" for code, n in sorted(record.error_codes.items()))
         click.echo(f"relaysim: error frames from the server: {codes}", err=True)

@@ -173,6 +173,11 @@ class ClientFigures(TypedDict):
     # sent or answered already, bytes that are no frame, an INFO that is no object.
     protocol_violations: dict[str, int]
     speed: float  # the server's: scenario seconds per real second
+    # The transport's round trip (the quickest INFO exchange), in real milliseconds
+    # and in the scenario's at the server's speed: time the model never sees, yet
+    # every latency the client measures carries (None: never measured).
+    round_trip_ms: float | None
+    round_trip_scenario_ms: float | None
 
 
 class Latency(TypedDict):

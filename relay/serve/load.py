@@ -68,6 +68,8 @@ from relay.serve.protocol import (
 )
 
 LATE_S = 0.010  # a send this late after its schedule counts as late
+PINGS = 3  # INFO exchanges at the start: the quickest is the transport's round trip
+FAITHFUL_SHARE = 0.05  # past this share of the p50, the round trip distorts it: say so
 LATE_SHARE = 0.01  # past this share of late sends, the load fell behind: say so
 INFO_TIMEOUT_S = 5.0
 REASONS = frozenset({"terminal_limit", "cs_limit", "node_limit", "no_node"})
@@ -108,6 +110,7 @@ class LoadRun:
     # were answered already
     stopped_by_server: bool = False  # every connection got SHUTTING_DOWN
     refusal: str | None = None  # the server's words refusing a connection (BUSY), if any
+    round_trips: list[float] = field(default_factory=list)  # INFO exchanges, real seconds
     late: int = 0  # sent more than LATE_S after their schedule
     latest: float = 0.0  # the worst lateness, seconds
     # INFO answers, in order (for one that is not the server's, what is wrong with it)
@@ -265,6 +268,8 @@ async def run(
             for link in links:
                 nursery.start_soon(_receive, link, links, state)
             first = await _ask(links, state, target)
+            for _ in range(PINGS - 1):  # the quickest of a few is the transport's own
+                await _ask(links, state, target)
             speed, messages = _agree(state, scenario, first, rate, speed, arrivals is not None)
             start = state.origin = trio.current_time()
             if progress is not None:
@@ -447,6 +452,7 @@ def _document(
         doc["crashes"] = int(after[0] - before[0])
         doc["hangs"] = int(after[1] - before[1])
         doc["outage_minutes"] = round(after[2] - before[2], 3)
+    quickest = min(state.round_trips) if state.round_trips else None
     doc["client"] = {
         "error_frames": dict(sorted(state.error_codes.items())),
         "notices": dict(sorted(state.notices.items())),
@@ -457,6 +463,10 @@ def _document(
         "server_figures": before is not None and after is not None,
         "protocol_violations": dict(sorted(state.violations.items())),
         "speed": state.scale,
+        "round_trip_ms": None if quickest is None else round(quickest * 1000, 3),
+        "round_trip_scenario_ms": (
+            None if quickest is None else round(quickest * state.scale * 1000, 3)
+        ),
     }
     h = state.histogram
     if h.get_total_count():
@@ -489,6 +499,34 @@ def behind(doc: summary.Summary) -> str | None:
     )
 
 
+def unfaithful(doc: summary.Summary) -> str | None:
+    """A warning when the transport's round trip, in the scenario's time at the
+    server's speed, is more than FAITHFUL_SHARE of the p50: then the latencies (and
+    what the counters do about them) are the network's as much as the model's; it
+    names the highest speed at which it would not be."""
+    client, latency = doc["client"], doc.get("latency_ms")
+    if client is None or latency is None:
+        return None
+    real, scenario_ms, p50 = (
+        client["round_trip_ms"],
+        client["round_trip_scenario_ms"],
+        latency["p50"],
+    )
+    if real is None or scenario_ms is None or not p50 or scenario_ms <= FAITHFUL_SHARE * p50:
+        return None
+    speed = client["speed"]
+    # At speed s the round trip is real * s of the scenario: under 5% of the model's
+    # own p50 (the p50 less the round trip it carried).
+    model_p50 = max(p50 - scenario_ms, 0.0)
+    best = FAITHFUL_SHARE * model_p50 / real if real else math.inf
+    return (
+        f"the transport's round trip ({real:.3f} ms real, {scenario_ms:,.1f} ms of the "
+        f"scenario at {speed:g}x) is {100 * scenario_ms / p50:.0f}% of the p50 "
+        f"({p50:,.1f} ms): latencies are the network's as much as the model's; at "
+        f"{best:.3g}x or slower it would be under {100 * FAITHFUL_SHARE:g}%"
+    )
+
+
 def _speed(info: dict[str, Any] | None) -> float:
     """The server's speed from its INFO answer (1: real time, or not said)."""
     try:
@@ -518,6 +556,7 @@ async def _ask(links: list[_Link], state: LoadRun, target: Target) -> dict[str, 
         if not link.open or link.closing is not None:
             continue
         state.info_came = trio.Event()
+        sent = trio.current_time()
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             # Refused (closed under it): what the server said on it is read below.
             await link.stream.send_all(Frame(Type.INFO, 0).encode())
@@ -525,8 +564,11 @@ async def _ask(links: list[_Link], state: LoadRun, target: Target) -> dict[str, 
             while len(state.infos) == asked and link.open:
                 await state.info_came.wait()
                 state.info_came = trio.Event()
-        if len(state.infos) > asked or link.open:
-            break  # answered, or a connection that stays silent: no other will do better
+        if len(state.infos) > asked:
+            state.round_trips.append(trio.current_time() - sent)
+            break
+        if link.open:
+            break  # a connection that stays silent: no other will do better
     if len(state.infos) == asked:
         if asked == 0:
             refused = state.refusal

@@ -22,7 +22,9 @@ waiting for its reply in a loop:
 
 Last line JSON: bench, echo_rps, relay_rps, ratio (relay / echo; target 0.4),
 p50_ms, p99_ms (relay), raw_sign_ops_s, raw_sign_range, relay_hsm_rps, hsm_ratio
-(relay_hsm / raw sign; target 0.6), hsm_p50_ms, hsm_p99_ms.
+(relay_hsm / raw sign; target 0.6), hsm_p50_ms, hsm_p99_ms, `recorded` (the last
+bench-net line's ratios in docs/performance.md) and `regressed`: the ratios more
+than 10% below them, said on stderr too; the script then exits 1.
 
     python bench/net.py [--seconds 10] [--connections 50]
 """
@@ -216,6 +218,21 @@ def main() -> None:
     print(f"raw sign: {before:,.0f} before, {after:,.0f} after ops/s", file=sys.stderr)
     p50, p99 = ms(lat, 50, 99)
     hsm_p50, hsm_p99 = ms(hsm_lat, 50, 99)
+    figures = {"ratio": round(relay / echo, 3), "hsm_ratio": round(hsm / raw, 3)}
+    recorded = last_recorded()
+    # Ratios, not rates: both sides of each are measured in this run.
+    fell = {
+        name: round(value / recorded[name], 3)
+        for name, value in figures.items()
+        if name in recorded and value < (1 - REGRESSION) * recorded[name]
+    }
+    for name, share in fell.items():
+        print(
+            f"REGRESSION: {name} {figures[name]} is {100 * (1 - share):.0f}% below the last "
+            f"figure in docs/performance.md ({recorded[name]}); more than "
+            f"{100 * REGRESSION:.0f}% is a regression",
+            file=sys.stderr,
+        )
     print(
         json.dumps(
             {
@@ -233,9 +250,28 @@ def main() -> None:
                 "hsm_ratio": round(hsm / raw, 3),
                 "hsm_p50_ms": hsm_p50,
                 "hsm_p99_ms": hsm_p99,
+                "recorded": recorded,
+                "regressed": sorted(fell),
             }
         )
     )
+    if fell:
+        sys.exit(1)
+
+
+REGRESSION = 0.10  # a ratio this much below the last recorded one is a regression
+
+
+def last_recorded() -> dict[str, float]:
+    """`ratio` and `hsm_ratio` of the last `bench-net` line in docs/performance.md
+    (empty if there is none)."""
+    found: dict[str, float] = {}
+    text = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line.startswith('{"bench": "net"'):
+            doc = json.loads(line)
+            found = {k: float(doc[k]) for k in ("ratio", "hsm_ratio") if k in doc}
+    return found
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ CORE   := $(addprefix relay/core/,request.py ledger.py dispatcher.py node.py hsm
 BUILT  := $(VENV)/.compiled-stamp
 
 .PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm bench-net \
-	bench-sweep bench-validate bench-serve-memory bench-day-tcp bench-day-simnet bench-hunt-server setup compile pure softhsm chromium hsm-token clean
+	bench-sweep bench-validate bench-serve-memory bench-day-tcp bench-day-simnet bench-hunt-server bench-speed setup compile pure softhsm chromium hsm-token clean
 
 setup: $(BUILT)
 
@@ -109,6 +109,10 @@ bench-day-simnet: $(BUILT)
 # replay hunt's as the baseline.
 bench-hunt-server: $(BUILT)
 	$(BIN)/python bench/hunt_server.py
+
+# serve --speed X against the replay, speed by speed (an hour of the smoke day; ~5 min).
+bench-speed: $(BUILT)
+	$(BIN)/python bench/speed.py
 
 # A 16-point sweep (relays x CS caps on 29 March) on 2 local workers and on 1.
 bench-sweep: $(BUILT)

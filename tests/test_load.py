@@ -310,10 +310,21 @@ async def test_the_transports_round_trip_is_measured_and_said_when_it_distorts(
     client = doc["client"]
     assert client is not None
     assert (client["round_trip_ms"], client["round_trip_scenario_ms"]) == (10.0, 10.0)
+    assert client["clock_resolution_ms"] == 0.0  # a virtual clock: no tick
     warning = load.unfaithful(doc)
     assert warning is not None
-    assert warning.startswith("the transport's round trip (10.000 ms real, 10.0 ms of the ")
+    assert warning.startswith("real time adds 10.000 ms to each latency (round trip 10.000 ms,")
     assert "at 0.015x or slower it would be under 5%" in warning
+    # On the real clock its millisecond counts too: 0.3 ms + 1 ms at 200x is 260 ms.
+    real_clock = client.copy()
+    real_clock["round_trip_ms"], real_clock["clock_resolution_ms"] = 0.3, 1.0
+    real_clock["speed"] = 200.0
+    lat = doc["latency_ms"].copy()
+    lat["p50"] = 1415.0
+    said = load.unfaithful({**doc, "client": real_clock, "latency_ms": lat})
+    assert said is not None
+    assert "260.0 ms of the scenario at 200x: 18% of the p50" in said
+    assert "at 44.4x or slower" in said
     quiet, _ = await against_server(small(), duration=1.0, rate=50.0)
     assert quiet["client"] is not None
     assert quiet["client"]["round_trip_ms"] == 0.0

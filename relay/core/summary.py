@@ -178,6 +178,8 @@ class ClientFigures(TypedDict):
     # every latency the client measures carries (None: never measured).
     round_trip_ms: float | None
     round_trip_scenario_ms: float | None
+    # How finely the server's clock wakes a wait (real ms, from INFO; 0: virtual).
+    clock_resolution_ms: float | None
 
 
 class Latency(TypedDict):

@@ -467,6 +467,7 @@ def _document(
         "round_trip_scenario_ms": (
             None if quickest is None else round(quickest * state.scale * 1000, 3)
         ),
+        "clock_resolution_ms": _resolution(first),
     }
     h = state.histogram
     if h.get_total_count():
@@ -500,31 +501,39 @@ def behind(doc: summary.Summary) -> str | None:
 
 
 def unfaithful(doc: summary.Summary) -> str | None:
-    """A warning when the transport's round trip, in the scenario's time at the
-    server's speed, is more than FAITHFUL_SHARE of the p50: then the latencies (and
-    what the counters do about them) are the network's as much as the model's; it
-    names the highest speed at which it would not be."""
+    """A warning when what real time adds to every latency (the transport's round
+    trip and the server's clock resolution, real ms times the server's speed) is
+    more than FAITHFUL_SHARE of the p50: then the latencies (and what the counters
+    do about them) are the machine's as much as the model's; it names the highest
+    speed at which they would not be."""
     client, latency = doc["client"], doc.get("latency_ms")
     if client is None or latency is None:
         return None
-    real, scenario_ms, p50 = (
-        client["round_trip_ms"],
-        client["round_trip_scenario_ms"],
-        latency["p50"],
-    )
-    if real is None or scenario_ms is None or not p50 or scenario_ms <= FAITHFUL_SHARE * p50:
+    trip, p50 = client["round_trip_ms"], latency["p50"]
+    if trip is None or not p50:
         return None
+    tick = client.get("clock_resolution_ms") or 0.0
     speed = client["speed"]
-    # At speed s the round trip is real * s of the scenario: under 5% of the model's
-    # own p50 (the p50 less the round trip it carried).
-    model_p50 = max(p50 - scenario_ms, 0.0)
+    real = trip + tick  # real ms each latency carries
+    added = real * speed  # ... in the scenario's ms
+    if added <= FAITHFUL_SHARE * p50:
+        return None
+    # At speed s it adds real * s: under 5% of the model's own p50 (less what it added).
+    model_p50 = max(p50 - added, 0.0)
     best = FAITHFUL_SHARE * model_p50 / real if real else math.inf
     return (
-        f"the transport's round trip ({real:.3f} ms real, {scenario_ms:,.1f} ms of the "
-        f"scenario at {speed:g}x) is {100 * scenario_ms / p50:.0f}% of the p50 "
-        f"({p50:,.1f} ms): latencies are the network's as much as the model's; at "
-        f"{best:.3g}x or slower it would be under {100 * FAITHFUL_SHARE:g}%"
+        f"real time adds {real:.3f} ms to each latency (round trip {trip:.3f} ms, clock "
+        f"tick {tick:g} ms), {added:,.1f} ms of the scenario at {speed:g}x: "
+        f"{100 * added / p50:.0f}% of the p50 ({p50:,.1f} ms); latencies are the "
+        f"machine's as much as the model's; at {best:.3g}x or slower it would be under "
+        f"{100 * FAITHFUL_SHARE:g}%"
     )
+
+
+def _resolution(info: dict[str, Any] | None) -> float | None:
+    """The server's clock resolution from its INFO answer, real ms (None: not said)."""
+    value = (info or {}).get("clock_resolution_ms")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _speed(info: dict[str, Any] | None) -> float:
@@ -711,7 +720,7 @@ def _info(body: bytes) -> dict[str, Any] | str:
         return f"answer is a JSON {type(info).__name__}, not an object"
     if info.get("protocol") != VERSION:
         return f"answer says protocol {info.get('protocol')!r}, not {VERSION}"
-    for name in ("speed", "crashes", "hangs", "outage_minutes"):  # where it gives them
+    for name in ("speed", "crashes", "hangs", "outage_minutes", "clock_resolution_ms"):
         value = info.get(name, 1)
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         speed = name == "speed"

@@ -901,6 +901,8 @@ class RelayServer:
         return {
             "protocol": VERSION,
             "speed": self.limits.scale,
+            # How finely its clock wakes a wait, in real ms (0: a virtual clock).
+            "clock_resolution_ms": self.driver.resolution / self.limits.scale * 1000,
             **self.about,
             "design": tier.design.name,
             "switches": tier.design.switches(),

@@ -1,7 +1,9 @@
-"""Serve mode on loopback: requests answered with their outcomes, hostile input refused.
+"""Serve mode: requests answered with their outcomes, hostile input refused.
 
-These run on trio's real clock, because they use real sockets; the model's service
-times are a few milliseconds and every wait is bounded by `fail_after`.
+The real server on the simulated network (`relay.net.sim`: TCP's order, half-close
+and resets in memory) under trio's virtual clock: nothing sleeps or polls in real
+time, and a test waits for the server by `wait_all_tasks_blocked`, not by looking
+again. tests/test_serve_cli.py runs serve as a process on loopback's real sockets.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from relay.core import checkers
 from relay.core.tier import RelayTier
 from relay.engines.trio import TrioDriver
+from relay.net.sim import SimHost, SimNetwork, SimStream
 from relay.serve.protocol import Decoder, ErrorCode, Frame, Status, Type
 from relay.serve.server import Limits, RelayServer
 from tests.conftest import tier_for
@@ -33,22 +36,33 @@ FAST = {
 }
 
 
+SERVER, CLIENT = "127.0.0.1", "127.0.0.2"
+
+
 @asynccontextmanager
 async def running(limits: Limits | None = None) -> AsyncIterator[tuple[RelayServer, int]]:
-    """A server on a free loopback port for the block; stopped and drained after it."""
+    """A server on a free port of a simulated network for the block; stopped and
+    drained after it."""
     tier: RelayTier = tier_for(**FAST)
-    server = RelayServer(tier, TrioDriver(tier), limits)
+    server = RelayServer(tier, TrioDriver(tier), limits, network=SimNetwork(1).host(SERVER))
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.serve)
         yield server, port
         server.stop()
 
 
+async def dial(server: RelayServer, port: int) -> SimStream:
+    """A client connection from another host to `port` of the server's network."""
+    here = server.network
+    assert isinstance(here, SimHost)
+    return await here.net.connect(CLIENT, (SERVER, port))
+
+
 def request(rid: int, muni: int = 0) -> Frame:
     return Frame(Type.REQUEST, rid, os.urandom(16), muni, 0, b"card operation")
 
 
-async def frames(stream: trio.SocketStream, n: int) -> list[Frame]:
+async def frames(stream: trio.abc.Stream, n: int) -> list[Frame]:
     """The next `n` frames the server sends on `stream`."""
     decoder, got = Decoder(), list[Frame]()
     while len(got) < n:
@@ -56,7 +70,7 @@ async def frames(stream: trio.SocketStream, n: int) -> list[Frame]:
     return got
 
 
-async def frames_until_close(stream: trio.SocketStream) -> list[Frame]:
+async def frames_until_close(stream: trio.abc.Stream) -> list[Frame]:
     """Every frame the server sends until it closes the connection (then ours too)."""
     decoder, out = Decoder(), []
     async with stream:
@@ -65,14 +79,16 @@ async def frames_until_close(stream: trio.SocketStream) -> list[Frame]:
     return out
 
 
-async def test_every_request_gets_one_reply_with_its_outcome() -> None:
+async def test_every_request_gets_one_reply_with_its_outcome(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """200 pipelined requests over 4 connections each get exactly one reply, with
     their ids; the model's ledger balances and its checkers pass."""
     async with running() as (server, port):
         replies: dict[int, Frame] = {}
 
         async def client(c: int) -> None:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            stream = await dial(server, port)
             ids = range(c * 50, c * 50 + 50)
             await stream.send_all(b"".join(request(i, muni=c).encode() for i in ids))
             decoder, got = Decoder(), 0
@@ -105,14 +121,16 @@ async def test_every_request_gets_one_reply_with_its_outcome() -> None:
         (b"\x00\x00\x00\x24\x09" + b"\x00" * 35, ErrorCode.UNSUPPORTED_VERSION),
     ],
 )
-async def test_hostile_bytes_get_an_error_frame_and_a_close(junk: bytes, code: ErrorCode) -> None:
+async def test_hostile_bytes_get_an_error_frame_and_a_close(
+    junk: bytes, code: ErrorCode, autojump_clock: trio.testing.MockClock
+) -> None:
     """Garbage, oversized prefixes, malformed frames, unknown versions and types each
     get one error frame naming the problem, then the server closes; a well-behaved
     client on another connection is served all the while."""
     async with running() as (server, port):
         with trio.fail_after(10):
-            good = await trio.open_tcp_stream("127.0.0.1", port)
-            bad = await trio.open_tcp_stream("127.0.0.1", port)
+            good = await dial(server, port)
+            bad = await dial(server, port)
             await bad.send_all(junk)
             [error] = await frames_until_close(bad)
             await good.send_all(request(1).encode())
@@ -129,20 +147,17 @@ async def test_connections_beyond_the_limit_take_the_idle_ones_room(
 ) -> None:
     """With room for 3 connections, all idle, the 4th and 5th are admitted: the two
     idle longest are told IDLE and closed to make room; the newcomers and the one
-    left are served (on trio's virtual clock: loopback bytes are readable once sent,
-    so the clock jumps only while both ends wait)."""
+    left are served."""
     async with running(Limits(max_connections=3, reserved=0)) as (server, port):
         with trio.fail_after(10):
             kept = []
             for _ in range(3):
-                kept.append(await trio.open_tcp_stream("127.0.0.1", port))
-                while server.stats.open < len(kept):  # noqa: ASYNC110 - accept's own task
-                    await trio.sleep(0.01)  # virtual: costs no real time
+                kept.append(await dial(server, port))
+                await trio.testing.wait_all_tasks_blocked()  # accepted, in its own task
             newcomers = []
             for _ in range(2):
-                newcomers.append(await trio.open_tcp_stream("127.0.0.1", port))
-                while sum(server.stats.evicted.values()) < len(newcomers):  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                newcomers.append(await dial(server, port))
+                await trio.testing.wait_all_tasks_blocked()  # an idle one made room
             told = [await frames_until_close(s) for s in kept[:2]]
             for s in [kept[2], *newcomers]:
                 await s.send_all(request(1).encode())
@@ -158,26 +173,26 @@ async def test_a_client_gone_mid_request_loses_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A client that sends requests and hangs up at once: the requests still end
-    with their outcomes in the ledger; the replies are counted as undelivered (on
-    trio's virtual clock)."""
+    with their outcomes in the ledger; the replies are counted as undelivered."""
     async with running() as (server, port):
         with trio.fail_after(10):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            stream = await dial(server, port)
             await stream.send_all(b"".join(request(i).encode() for i in range(5)))
             await stream.aclose()
-            while server.tier.ledger.closed < 5:  # noqa: ASYNC110 - the model runs on
-                await trio.sleep(0.01)  # virtual: costs no real time
+            await trio.sleep(6.0)  # virtual: longer than any request lives (its 5 s timer)
     ledger = server.tier.ledger
     assert (ledger.total.requests, ledger.closed) == (5, 5)
     assert server.stats.replies + server.stats.undelivered == 5
 
 
-async def test_a_client_that_half_closes_still_gets_every_reply() -> None:
+async def test_a_client_that_half_closes_still_gets_every_reply(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """A client that sends its requests and shuts its sending side gets all replies
     before the server closes the connection."""
     async with running() as (server, port):
         with trio.fail_after(10):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            stream = await dial(server, port)
             await stream.send_all(b"".join(request(i).encode() for i in range(20)))
             await stream.send_eof()
             got = await frames_until_close(stream)
@@ -185,12 +200,14 @@ async def test_a_client_that_half_closes_still_gets_every_reply() -> None:
     assert server.stats.undelivered == 0
 
 
-async def test_an_unknown_municipality_is_refused_per_request() -> None:
+async def test_an_unknown_municipality_is_refused_per_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """A request from a CS the tier does not serve gets an error frame with its id; the
     same connection goes on to be served."""
     async with running() as (server, port):
         with trio.fail_after(10):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            stream = await dial(server, port)
             await stream.send_all(request(1, muni=10_000).encode() + request(2).encode())
             got = await frames(stream, 2)
             await stream.aclose()
@@ -201,7 +218,7 @@ async def test_an_unknown_municipality_is_refused_per_request() -> None:
 
 
 async def test_a_failing_request_does_not_take_the_server_down(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
 ) -> None:
     """If the model fails on one request (a bug), that client gets an INTERNAL error
     frame for it and everyone, that client included, goes on being served."""
@@ -224,7 +241,7 @@ async def test_a_failing_request_does_not_take_the_server_down(
 
         monkeypatch.setattr(server, "tier", FlakyTier(server.tier))
         with trio.fail_after(10):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            stream = await dial(server, port)
             await stream.send_all(request(1, muni=3).encode() + request(2, muni=1).encode())
             got = await frames(stream, 2)
             await stream.aclose()
@@ -251,29 +268,29 @@ def test_any_byte_stream_leaves_the_server_serving(junk: bytes) -> None:
 
     async def exchange() -> None:
         with trio.fail_after(10):
-            async with running() as (_, port):
-                bad = await trio.open_tcp_stream("127.0.0.1", port)
+            async with running() as (server, port):
+                bad = await dial(server, port)
                 await bad.send_all(junk)
                 await bad.send_eof()
                 answers = await frames_until_close(bad)  # decodes: so all well-formed
                 assert all(f.type in (Type.REPLY, Type.ERROR) for f in answers)
-                good = await trio.open_tcp_stream("127.0.0.1", port)
+                good = await dial(server, port)
                 await good.send_all(request(99).encode())
                 [reply] = Decoder().feed(await good.receive_some(65536))
                 await good.aclose()
                 assert (reply.id, reply.status) == (99, Status.COMPLETED)
 
-    trio.run(exchange)
+    trio.run(exchange, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-async def test_each_relay_node_has_its_own_port() -> None:
+async def test_each_relay_node_has_its_own_port(autojump_clock: trio.testing.MockClock) -> None:
     """A request on a node's own port is served by that node, bypassing the
     distributor's choice (even while the distributor has it detached)."""
     async with running() as (server, port):
         node2 = server.node_ports["relay2"]
         server.tier.dispatcher.detach(server.tier.nodes[1])
         with trio.fail_after(10):
-            direct = await trio.open_tcp_stream("127.0.0.1", node2)
+            direct = await dial(server, node2)
             await direct.send_all(b"".join(request(i).encode() for i in range(3)))
             got = await frames(direct, 3)
             await direct.aclose()

@@ -29,7 +29,7 @@ Hostile input never reaches the model and never stalls other clients (`Limits`):
 - a request from a municipality the tier does not serve gets an error frame with
   its id (`UNKNOWN_MUNICIPALITY`); the connection stays open;
 - a key belongs to one operation of several messages from its first message to its
-  end (`_Operation`): another message with that key while one of the operation's
+  end (`Operation`): another message with that key while one of the operation's
   messages runs gets `KEY_IN_USE`, and a next message that contradicts the
   operation (another connection, municipality or count of messages left) gets
   `WRONG_CONTINUATION`, each with its id; the operation is untouched, so one key can
@@ -59,8 +59,7 @@ import functools
 import json
 import math
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -69,13 +68,14 @@ from relay.core import summary
 from relay.core.ledger import OUTCOMES
 from relay.core.node import Node
 from relay.core.request import Request
-from relay.core.tier import Effect, Flow, RelayTier, Result
+from relay.core.tier import Flow, RelayTier, Result
 from relay.engines.trio import (
     Ended,
     TrioDriver,
     Waiting,
 )
 from relay.net import REAL, Network, linger
+from relay.serve.connection import Connection, Operation, Outbox, ServerStats
 from relay.serve.ports import PortError, check_range, listen
 from relay.serve.protocol import (
     MAX_FRAME,
@@ -89,10 +89,6 @@ from relay.serve.protocol import (
     error_frame,
 )
 
-#: Bytes of replies a connection may leave unread behind the write under way before
-#: the server stops reading from it: a client that pipelines without reading is
-#: held by TCP's backpressure, not by the server's memory.
-OUTBOX_HIGH_WATER = 256 * 1024
 REFUSAL_LINGER_S = 0.25  # real seconds a refused connection lingers (`linger`)
 
 _SHUTTING_DOWN = ErrorCode.SHUTTING_DOWN
@@ -119,209 +115,6 @@ class Limits:
     # The times above are real seconds; the model's clock runs `scale` of its seconds
     # per real second (`serve --speed`, `relay.serve.clock`).
     scale: float = 1.0
-
-
-@dataclass
-class ServerStats:
-    """What the server has seen: connections, frames, and rejected input by code."""
-
-    connections: int = 0
-    open: int = 0
-    requests: int = 0
-    replies: int = 0
-    undelivered: int = 0  # replies whose client had gone
-    rejected: Counter[str] = field(default_factory=Counter)  # by ErrorCode name
-    refused_connections: Counter[str] = field(default_factory=Counter)  # by limit
-    # idle connections closed to admit a new one at a limit (`_make_room`), by limit
-    evicted: Counter[str] = field(default_factory=Counter)
-    closed: Counter[str] = field(default_factory=Counter)  # closed by the server, by why
-    cut: int = 0  # requests still running when the drain ended: replies undelivered
-    abandoned: int = 0  # operations whose next message never came (or came too late)
-    aborted: int = 0  # requests cancelled by `abort`: no outcome
-
-
-class Outbox:
-    """The replies going out on one connection.
-
-    No lock: the task that finds nobody sending becomes the sender and takes along
-    whatever other requests queued while it was sending, so replies that finish
-    together leave in one write and a reply costs no lock round trip. A client that
-    stops reading holds only its own connection's sender.
-    """
-
-    def __init__(
-        self,
-        stream: trio.abc.Stream,
-        stats: ServerStats,
-        grace: float = 1.0,
-        writing: Callable[[float], None] = lambda since: None,
-    ) -> None:
-        self._stream = stream
-        self._stats = stats
-        self._grace = grace  # trio seconds a final frame may take to go out
-        self._writing = writing  # told when a write begins (the watcher times it)
-        self._queue: list[tuple[bytes, bool]] = []  # (encoded frame, is a reply)
-        self._queued = 0  # bytes in the queue
-        self._sending = False
-        self._kicked = False  # a task is on its way to send (`kick`)
-        self._quiet: trio.Event | None = None  # set when a sender is done
-        self._room: trio.Event | None = None  # set when the queue empties into a write
-        self.sent_at = -math.inf  # when the last write ended: the connection was active
-        self.writing_since: float | None = None  # when the write under way began
-        self.owed = 0  # requests accepted on this connection and not yet answered
-        self._settled: trio.Event | None = None
-
-    def answered(self) -> None:
-        """One request owed a reply has had it (or its attempt)."""
-        self.owed -= 1
-        if self.owed == 0 and self._settled is not None:
-            self._settled.set()
-
-    async def settled(self) -> None:
-        """Return once every request accepted on this connection has been answered
-        and every reply queued has been written (or could not be)."""
-        if self.owed:
-            self._settled = trio.Event()
-            await self._settled.wait()
-        await self.flush()  # what nobody is sending yet
-        while self._sending:  # a sender at work: until it is done
-            self._quiet = trio.Event()
-            await self._quiet.wait()
-
-    def put(self, frame: Frame, *, reply: bool = True) -> None:
-        """Queue `frame` for the next `flush`."""
-        data = frame.encode()
-        self._queue.append((data, reply))
-        self._queued += len(data)
-
-    async def room(self) -> None:
-        """Return once the replies waiting behind the write under way are below
-        OUTBOX_HIGH_WATER bytes: the reader admits no more until then."""
-        while self._sending and self._queued > OUTBOX_HIGH_WATER:
-            self._room = trio.Event()
-            await self._room.wait()
-
-    def kick(self, nursery: trio.Nursery) -> None:
-        """Have what is queued sent, by a task in `nursery` unless a sender is at
-        work or one is on its way already (it takes this along)."""
-        if not self._sending and not self._kicked:
-            self._kicked = True
-            nursery.start_soon(self.flush)
-
-    async def send(self, frame: Frame, *, reply: bool = True) -> None:
-        """Queue `frame` and flush."""
-        self.put(frame, reply=reply)
-        await self.flush()
-
-    async def flush(self) -> None:
-        """Unless a sender is at work, send what is queued and whatever queues
-        meanwhile. Replies are counted delivered once written, undelivered if the
-        client has gone (or the send was cancelled) before."""
-        self._kicked = False
-        if self._sending or not self._queue:
-            return  # the sender takes it along
-        self._sending = True
-        batch: list[tuple[bytes, bool]] = []
-        try:
-            while self._queue:
-                batch, self._queue, self._queued = self._queue, [], 0
-                if self._room is not None:
-                    self._room.set()
-                data = batch[0][0] if len(batch) == 1 else b"".join(d for d, _ in batch)
-                self.writing_since = since = trio.current_time()
-                self._writing(since)
-                await self._stream.send_all(data)
-                self.sent_at = trio.current_time()
-                self._stats.replies += sum(r for _, r in batch)
-                batch = []
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self._sending = False
-            self.writing_since = None
-            unsent, self._queue, self._queued = batch + self._queue, [], 0
-            self._stats.undelivered += sum(r for _, r in unsent)
-            if self._room is not None:
-                self._room.set()
-            if self._quiet is not None:
-                self._quiet.set()
-
-    async def last(self, frame: Frame) -> None:
-        """Send a final error frame within a second of real time (a client that does
-        not read cannot hold us); the caller closes the connection."""
-        with trio.move_on_after(self._grace):
-            await self.send(frame, reply=False)
-
-
-class _Operation:
-    """A counter operation of several messages, from its first message to its end,
-    under its key: whose it is (the connection, so the port, and the municipality),
-    how many messages it has left (the next one included), and, between two of
-    them, its flow parked for the client's next message until `expires`."""
-
-    __slots__ = ("conn", "expires", "flow", "key", "left", "muni", "think")
-
-    def __init__(self, key: bytes, conn: Connection, muni: int, left: int) -> None:
-        self.key = key
-        self.conn = conn
-        self.muni = muni
-        self.left = left
-        self.flow: Flow | None = None  # None while one of its messages runs
-        self.think: Effect | None = None  # what its flow waits on between messages
-        self.expires = math.inf
-
-    def contradiction(self, conn: Connection, frame: Frame) -> tuple[ErrorCode, str] | None:
-        """Why `frame`, with this operation's key, cannot be its next message, if so."""
-        if self.flow is None:
-            return ErrorCode.KEY_IN_USE, (
-                "key in use: its operation's message is still running; "
-                "send the next message after its reply"
-            )
-        if conn is not self.conn:
-            return ErrorCode.WRONG_CONTINUATION, (
-                "the operation continues on the connection it began on"
-            )
-        if frame.muni != self.muni:
-            return ErrorCode.WRONG_CONTINUATION, (
-                f"the operation is municipality {self.muni}'s, not {frame.muni}'s"
-            )
-        if max(frame.left, 1) != self.left:
-            return ErrorCode.WRONG_CONTINUATION, (
-                f"the operation has {self.left} messages left, this one included; "
-                f"flags says {frame.left}"
-            )
-        return None
-
-
-class Connection:
-    """One client connection's state, as the reader and the watcher share it."""
-
-    __slots__ = (
-        "active_at",
-        "closing",
-        "closing_at",
-        "frame_started",
-        "gone",
-        "ops",
-        "outbox",
-        "paused_at",
-        "peer",
-        "spoke",
-        "stream",
-    )
-
-    def __init__(self, stream: trio.abc.Stream, outbox: Outbox, peer: str, now: float) -> None:
-        self.stream = stream
-        self.outbox = outbox
-        self.peer = peer
-        self.active_at = now  # when bytes last arrived (the outbox knows when they left)
-        self.spoke = False  # it has sent something
-        self.frame_started: float | None = None  # when the partial frame began
-        self.closing: ErrorCode | None = None  # SHUTTING_DOWN or IDLE once told
-        self.closing_at = 0.0
-        self.paused_at: float | None = None  # since when the reader is not reading
-        self.ops: set[bytes] = set()  # keys of the operations begun here and not ended
-        self.gone = False  # the connection has closed
 
 
 class RelayServer:
@@ -364,7 +157,7 @@ class RelayServer:
         # iterates in memory order, and a run must repeat from its seed).
         self._conns: dict[Connection, None] = {}
         self._peers: Counter[str] = Counter()
-        self._ops: dict[bytes, _Operation] = {}  # operations of several messages, by key
+        self._ops: dict[bytes, Operation] = {}  # operations of several messages, by key
         self._no_conns = trio.Event()
         self._nursery: trio.Nursery | None = None  # connections' and the watcher's
         self._work: trio.Nursery | None = None  # requests'
@@ -776,7 +569,7 @@ class RelayServer:
                 messages = max(frame.left, 1)
                 req, flow = self.tier.admit(frame.muni, 0, now, at, messages)
                 if messages > 1:  # the key is the operation's until it ends
-                    op = self._ops[key] = _Operation(key, conn, frame.muni, messages)
+                    op = self._ops[key] = Operation(key, conn, frame.muni, messages)
                     conn.ops.add(key)
                 state = self.driver.advance(flow)
         except Exception as exc:
@@ -803,7 +596,7 @@ class RelayServer:
         frame: Frame,
         req: Request,
         flow: Flow,
-        op: _Operation | None,
+        op: Operation | None,
         state: Waiting | Ended | Exception,
     ) -> None:
         """A message the conductor carried on has ended (the operation's end, or a
@@ -825,7 +618,7 @@ class RelayServer:
         if self._in_flight == 0:
             self._idle.set()
 
-    def _between(self, op: _Operation | None, flow: Flow, state: Waiting | Ended) -> None:
+    def _between(self, op: Operation | None, flow: Flow, state: Waiting | Ended) -> None:
         """After a message of operation `op` (None: an operation of one message):
         one with messages to come waits for the client's next (same key, same
         client), holding its CS connection, for at most the idle timeout; a stopping
@@ -851,7 +644,7 @@ class RelayServer:
         for op in parked:
             self._end(op, abandoned=True)
 
-    def _end(self, op: _Operation, abandoned: bool = False) -> None:
+    def _end(self, op: Operation, abandoned: bool = False) -> None:
         """Forget operation `op` (its key is free again); `abandoned`: end its flow,
         parked for a next message that will not come (its CS connection closes)."""
         del self._ops[op.key]

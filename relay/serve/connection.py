@@ -1,0 +1,227 @@
+"""One client connection of serve mode, as the server keeps it: its outbox of
+replies, its state for the watcher, the counter operations held on it between
+messages, and the counts the server keeps of all of them (`ServerStats`).
+
+`relay.serve.server.RelayServer` reads and writes these; nothing here does I/O
+but the outbox's writes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from relay.core.tier import Effect, Flow
+from relay.serve.protocol import ErrorCode, Frame
+
+#: Bytes of replies a connection may leave unread behind the write under way before
+#: the server stops reading from it: a client that pipelines without reading is
+#: held by TCP's backpressure, not by the server's memory.
+OUTBOX_HIGH_WATER = 256 * 1024
+
+
+@dataclass
+class ServerStats:
+    """What the server has seen: connections, frames, and rejected input by code."""
+
+    connections: int = 0
+    open: int = 0
+    requests: int = 0
+    replies: int = 0
+    undelivered: int = 0  # replies whose client had gone
+    rejected: Counter[str] = field(default_factory=Counter)  # by ErrorCode name
+    refused_connections: Counter[str] = field(default_factory=Counter)  # by limit
+    # idle connections closed to admit a new one at a limit (`_make_room`), by limit
+    evicted: Counter[str] = field(default_factory=Counter)
+    closed: Counter[str] = field(default_factory=Counter)  # closed by the server, by why
+    cut: int = 0  # requests still running when the drain ended: replies undelivered
+    abandoned: int = 0  # operations whose next message never came (or came too late)
+    aborted: int = 0  # requests cancelled by `abort`: no outcome
+
+
+class Outbox:
+    """The replies going out on one connection.
+
+    No lock: the task that finds nobody sending becomes the sender and takes along
+    whatever other requests queued while it was sending, so replies that finish
+    together leave in one write and a reply costs no lock round trip. A client that
+    stops reading holds only its own connection's sender.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        stats: ServerStats,
+        grace: float = 1.0,
+        writing: Callable[[float], None] = lambda since: None,
+    ) -> None:
+        self._stream = stream
+        self._stats = stats
+        self._grace = grace  # trio seconds a final frame may take to go out
+        self._writing = writing  # told when a write begins (the watcher times it)
+        self._queue: list[tuple[bytes, bool]] = []  # (encoded frame, is a reply)
+        self._queued = 0  # bytes in the queue
+        self._sending = False
+        self._kicked = False  # a task is on its way to send (`kick`)
+        self._quiet: trio.Event | None = None  # set when a sender is done
+        self._room: trio.Event | None = None  # set when the queue empties into a write
+        self.sent_at = -math.inf  # when the last write ended: the connection was active
+        self.writing_since: float | None = None  # when the write under way began
+        self.owed = 0  # requests accepted on this connection and not yet answered
+        self._settled: trio.Event | None = None
+
+    def answered(self) -> None:
+        """One request owed a reply has had it (or its attempt)."""
+        self.owed -= 1
+        if self.owed == 0 and self._settled is not None:
+            self._settled.set()
+
+    async def settled(self) -> None:
+        """Return once every request accepted on this connection has been answered
+        and every reply queued has been written (or could not be)."""
+        if self.owed:
+            self._settled = trio.Event()
+            await self._settled.wait()
+        await self.flush()  # what nobody is sending yet
+        while self._sending:  # a sender at work: until it is done
+            self._quiet = trio.Event()
+            await self._quiet.wait()
+
+    def put(self, frame: Frame, *, reply: bool = True) -> None:
+        """Queue `frame` for the next `flush`."""
+        data = frame.encode()
+        self._queue.append((data, reply))
+        self._queued += len(data)
+
+    async def room(self) -> None:
+        """Return once the replies waiting behind the write under way are below
+        OUTBOX_HIGH_WATER bytes: the reader admits no more until then."""
+        while self._sending and self._queued > OUTBOX_HIGH_WATER:
+            self._room = trio.Event()
+            await self._room.wait()
+
+    def kick(self, nursery: trio.Nursery) -> None:
+        """Have what is queued sent, by a task in `nursery` unless a sender is at
+        work or one is on its way already (it takes this along)."""
+        if not self._sending and not self._kicked:
+            self._kicked = True
+            nursery.start_soon(self.flush)
+
+    async def send(self, frame: Frame, *, reply: bool = True) -> None:
+        """Queue `frame` and flush."""
+        self.put(frame, reply=reply)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Unless a sender is at work, send what is queued and whatever queues
+        meanwhile. Replies are counted delivered once written, undelivered if the
+        client has gone (or the send was cancelled) before."""
+        self._kicked = False
+        if self._sending or not self._queue:
+            return  # the sender takes it along
+        self._sending = True
+        batch: list[tuple[bytes, bool]] = []
+        try:
+            while self._queue:
+                batch, self._queue, self._queued = self._queue, [], 0
+                if self._room is not None:
+                    self._room.set()
+                data = batch[0][0] if len(batch) == 1 else b"".join(d for d, _ in batch)
+                self.writing_since = since = trio.current_time()
+                self._writing(since)
+                await self._stream.send_all(data)
+                self.sent_at = trio.current_time()
+                self._stats.replies += sum(r for _, r in batch)
+                batch = []
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self._sending = False
+            self.writing_since = None
+            unsent, self._queue, self._queued = batch + self._queue, [], 0
+            self._stats.undelivered += sum(r for _, r in unsent)
+            if self._room is not None:
+                self._room.set()
+            if self._quiet is not None:
+                self._quiet.set()
+
+    async def last(self, frame: Frame) -> None:
+        """Send a final error frame within a second of real time (a client that does
+        not read cannot hold us); the caller closes the connection."""
+        with trio.move_on_after(self._grace):
+            await self.send(frame, reply=False)
+
+
+class Operation:
+    """A counter operation of several messages, from its first message to its end,
+    under its key: whose it is (the connection, so the port, and the municipality),
+    how many messages it has left (the next one included), and, between two of
+    them, its flow parked for the client's next message until `expires`."""
+
+    __slots__ = ("conn", "expires", "flow", "key", "left", "muni", "think")
+
+    def __init__(self, key: bytes, conn: Connection, muni: int, left: int) -> None:
+        self.key = key
+        self.conn = conn
+        self.muni = muni
+        self.left = left
+        self.flow: Flow | None = None  # None while one of its messages runs
+        self.think: Effect | None = None  # what its flow waits on between messages
+        self.expires = math.inf
+
+    def contradiction(self, conn: Connection, frame: Frame) -> tuple[ErrorCode, str] | None:
+        """Why `frame`, with this operation's key, cannot be its next message, if so."""
+        if self.flow is None:
+            return ErrorCode.KEY_IN_USE, (
+                "key in use: its operation's message is still running; "
+                "send the next message after its reply"
+            )
+        if conn is not self.conn:
+            return ErrorCode.WRONG_CONTINUATION, (
+                "the operation continues on the connection it began on"
+            )
+        if frame.muni != self.muni:
+            return ErrorCode.WRONG_CONTINUATION, (
+                f"the operation is municipality {self.muni}'s, not {frame.muni}'s"
+            )
+        if max(frame.left, 1) != self.left:
+            return ErrorCode.WRONG_CONTINUATION, (
+                f"the operation has {self.left} messages left, this one included; "
+                f"flags says {frame.left}"
+            )
+        return None
+
+
+class Connection:
+    """One client connection's state, as the reader and the watcher share it."""
+
+    __slots__ = (
+        "active_at",
+        "closing",
+        "closing_at",
+        "frame_started",
+        "gone",
+        "ops",
+        "outbox",
+        "paused_at",
+        "peer",
+        "spoke",
+        "stream",
+    )
+
+    def __init__(self, stream: trio.abc.Stream, outbox: Outbox, peer: str, now: float) -> None:
+        self.stream = stream
+        self.outbox = outbox
+        self.peer = peer
+        self.active_at = now  # when bytes last arrived (the outbox knows when they left)
+        self.spoke = False  # it has sent something
+        self.frame_started: float | None = None  # when the partial frame began
+        self.closing: ErrorCode | None = None  # SHUTTING_DOWN or IDLE once told
+        self.closing_at = 0.0
+        self.paused_at: float | None = None  # since when the reader is not reading
+        self.ops: set[bytes] = set()  # keys of the operations begun here and not ended
+        self.gone = False  # the connection has closed

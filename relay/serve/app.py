@@ -26,6 +26,7 @@ from relay.engines.trio import (
     SimulatedServices,
     TrioDriver,
 )
+from relay.net import REAL, Network
 from relay.scenario.build import build
 from relay.scenario.schema import Scenario
 from relay.serve.admin import Admin, serve_admin
@@ -126,21 +127,22 @@ async def _run(
         # The real clock's resolution, in the model's seconds.
         resolution = REAL_CLOCK_RESOLUTION * speed
         driver = TrioDriver(tier, services=services, resolution=resolution)
-        about = {"scenario": scenario.name, "seed": scenario.seed, "speed": speed}
-        server = RelayServer(tier, driver, limits(scenario, drain, speed), about)
         secret = secrets.token_urlsafe(24)
-        admin = Admin(driver, secret, scale=speed)
         # SIGHUP too: serve has no configuration to reload, and a server whose
         # terminal went away should drain, not die with its replies.
         with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async with trio.open_nursery() as nursery:
-                bound = await nursery.start(server.serve, port)
-                scrape = await nursery.start(
-                    functools.partial(serve_metrics, scale=speed),
-                    registry_for(server, lane),
-                    metrics_port,
+                server, admin, ports = await start(
+                    nursery,
+                    scenario,
+                    driver,
+                    secret,
+                    speed=speed,
+                    drain=drain,
+                    lane=lane,
+                    ports=(port, metrics_port, admin_port),
                 )
-                await nursery.start(functools.partial(serve_admin, scale=speed), admin, admin_port)
+                bound, scrape = ports["dispatcher"], ports["metrics"]
                 saved = token_path(admin.port)
                 write_token(saved, secret)
                 stack.callback(saved.unlink, missing_ok=True)
@@ -177,6 +179,40 @@ async def _run(
             outcomes={o.value: tier.ledger.total.count(o) for o in OUTCOMES},
         )
     return server
+
+
+async def start(
+    nursery: trio.Nursery,
+    scenario: Scenario,
+    driver: TrioDriver,
+    secret: str,
+    *,
+    speed: float = 1.0,
+    drain: float | None = None,
+    lane: Pkcs11Hsm | None = None,
+    ports: tuple[int, int, int] = (0, 0, 0),
+    network: Network = REAL,
+) -> tuple[RelayServer, Admin, dict[str, int]]:
+    """Serve `driver`'s tier for `scenario` in `nursery` on `network`: the server
+    (dispatcher and relay ports), `/metrics` and the admin endpoint (token
+    `secret`), on `ports` (dispatcher, metrics, admin; 0: any). The server, the
+    admin, and every port by name (dispatcher, relay1..., metrics, admin). The one
+    wiring of `relaysim serve` and of the simulated network's runs."""
+    about = {"scenario": scenario.name, "seed": scenario.seed, "speed": speed}
+    server = RelayServer(driver.tier, driver, limits(scenario, drain, speed), about, network)
+    admin = Admin(driver, secret, scale=speed)
+    dispatcher, metrics_port, admin_port = ports
+    bound = await nursery.start(server.serve, dispatcher)
+    scrape = await nursery.start(
+        functools.partial(serve_metrics, scale=speed, network=network),
+        registry_for(server, lane),
+        metrics_port,
+    )
+    await nursery.start(
+        functools.partial(serve_admin, scale=speed, network=network), admin, admin_port
+    )
+    named = {"dispatcher": bound, **server.node_ports, "metrics": scrape, "admin": admin.port}
+    return server, admin, named
 
 
 async def _signals(signals: AsyncIterator[int], server: RelayServer, log: LogSink) -> None:

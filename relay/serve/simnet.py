@@ -31,10 +31,9 @@ from relay.net.toxics import Toxic
 from relay.scenario.build import build
 from relay.scenario.schema import Scenario
 from relay.serve import load
-from relay.serve.admin import Admin, serve_admin
-from relay.serve.app import limits
+from relay.serve.app import start
 from relay.serve.clock import VirtualClock
-from relay.serve.metrics import BUCKETS, registry_for, serve_metrics
+from relay.serve.metrics import BUCKETS
 from relay.serve.server import RelayServer
 
 SERVER_HOST = "127.0.0.1"
@@ -145,20 +144,13 @@ async def serving(
     """`relaysim serve`'s server, `/metrics` and admin endpoint for `scenario` (or
     the prebuilt `tier`) on host 127.0.0.1 of `net`, for the block; their ports by
     name (dispatcher, relay1..., metrics, admin). Stopped and drained on leaving."""
-    host = net.host(SERVER_HOST)
     if tier is None:
         tier = build(scenario, log, Ledger(latency_bounds=BUCKETS)).tier
-    driver = TrioDriver(tier)
-    about = {"scenario": scenario.name, "seed": scenario.seed, "speed": 1.0}
-    server = RelayServer(tier, driver, limits(scenario), about, network=host)
-    admin = Admin(driver, ADMIN_TOKEN)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(server.serve, 0)
-        scrape = await nursery.start(
-            functools.partial(serve_metrics, network=host), registry_for(server), 0
+        driver = TrioDriver(tier)
+        server, _, ports = await start(
+            nursery, scenario, driver, ADMIN_TOKEN, network=net.host(SERVER_HOST)
         )
-        await nursery.start(functools.partial(serve_admin, network=host), admin, 0)
-        ports = {"dispatcher": port, **server.node_ports, "metrics": scrape, "admin": admin.port}
         yield server, ports
         server.stop()
         await server.stopped.wait()

@@ -1,9 +1,13 @@
 """The real HSM: a SoftHSM2 token behind one owning worker process, and its faults.
 
 These tests talk to a real token (Debian's softhsm2, which `make test` installs),
-each module in its own state folder. The lane's own tests run on trio's real clock:
-they wait for a real process, so a virtual clock would jump past its deadlines
-while the worker computes (trio issue 456). Nothing sleeps; deadlines are short.
+each module in its own state folder. Where a test times a deadline, it runs on
+trio's MockClock without autojump (`mock_clock`): virtual time stands still while
+the real worker computes, and moves only when the test moves it, once every task
+waits on the frozen worker (`frozen`). An autojumping clock would jump past the
+deadlines while the worker computes (trio issue 456); the real clock would make
+the windows depend on the machine's load. A wait for a real process that virtual
+time cannot bound is bounded in real time (`within_real`). Nothing sleeps.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import pytest
 import structlog
@@ -37,8 +43,51 @@ from relay.core.request import Outcome
 from relay.engines.trio import REAL_CLOCK_RESOLUTION, DeviceServices, TrioDriver
 from tests.conftest import tier_for
 
+T = TypeVar("T")
+
 PIN = "pin-7f3a9c51"  # distinctive, so a leak is found by searching for it
 WRONG_PIN = "wrong-9b2e1d"
+
+
+async def frozen(clock: trio.testing.MockClock, due: float, work: Callable[[], Awaitable[T]]) -> T:
+    """`work()` against a frozen worker: once every task waits, virtual time moves to
+    just before `due` seconds in (the work must still be waiting), then to `due`,
+    where the work must end. Returns what it returned."""
+    start = clock.current_time()
+    result: list[T] = []
+
+    async def run() -> None:
+        result.append(await work())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        clock.jump(start + due - 0.001 - clock.current_time())
+        await trio.testing.wait_all_tasks_blocked()
+        assert not result, f"ended before its {due:g} s"
+        clock.jump(start + due - clock.current_time())
+        await trio.testing.wait_all_tasks_blocked()
+        if not result:
+            nursery.cancel_scope.cancel()
+    assert result, f"still waiting at {due:g} s"
+    return result[0]
+
+
+async def within_real(seconds: float, wait: Callable[[], Awaitable[None]]) -> None:
+    """`wait()` for a real process, failing after `seconds` of real time (a clock that
+    stands still cannot bound it)."""
+    done = threading.Event()
+
+    async def guard() -> None:
+        if not await trio.to_thread.run_sync(done.wait, seconds):
+            raise trio.TooSlowError(f"no answer within {seconds:g} s of real time")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(guard)
+        try:
+            await wait()
+        finally:
+            done.set()
 
 
 @pytest.fixture(scope="module")
@@ -111,18 +160,17 @@ async def test_hundreds_of_tasks_share_one_token_without_a_crash(token: TokenCon
 
 
 @pytest.mark.usefixtures("pin")
-async def test_a_hung_worker_fails_within_the_deadline_and_the_lane_recovers(
-    token: TokenConfig,
+async def test_a_hung_worker_fails_at_the_deadline_and_the_lane_recovers(
+    token: TokenConfig, mock_clock: trio.testing.MockClock
 ) -> None:
     """When the worker stops answering (frozen with SIGSTOP, as the HSM froze in
-    2016), the call in it fails at its deadline with the calls queued behind it, and
-    the lane kills the worker and serves again from a new one."""
+    2016), the call in it fails at its deadline, not before, with the calls queued
+    behind it, and the lane kills the worker and serves again from a new one."""
     async with open_pkcs11(token, deadline=0.5) as hsm:
         assert await hsm.sign(b"before")
         pid = hsm.worker_pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
-        start = trio.current_time()
         outcomes: list[tuple[bytes, str]] = []
 
         async def call(data: bytes) -> None:
@@ -132,18 +180,19 @@ async def test_a_hung_worker_fails_within_the_deadline_and_the_lane_recovers(
             except HsmStuck:
                 outcomes.append((data, "stuck"))
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(call, b"into the frozen worker")
-            nursery.start_soon(call, b"queued behind it")
-        assert trio.current_time() - start < 0.5 + 0.5
+        async def both() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, b"into the frozen worker")
+                nursery.start_soon(call, b"queued behind it")
+
+        await frozen(mock_clock, 0.5, both)
         assert sorted(outcomes) == [
             (b"into the frozen worker", "stuck"),
             (b"queued behind it", "stuck"),
         ]
         with pytest.raises(HsmUnavailable, match="HSM lane stuck"):
             await hsm.sign(b"while the worker is replaced")
-        with trio.fail_after(30):
-            await hsm.wait_ready()
+        await within_real(30, hsm.wait_ready)
         assert await hsm.verify(b"again", await hsm.sign(b"again"))
         states = [state for _, state, _ in hsm.history]
         assert states == ["starting", "ready", "stuck", "restarting", "starting", "ready"]
@@ -368,21 +417,24 @@ async def run_on(
 
 
 @pytest.mark.usefixtures("pin")
-async def test_a_step_deadline_ends_its_wait_on_the_lane_on_time(token: TokenConfig) -> None:
+async def test_a_step_deadline_ends_its_wait_on_the_lane_on_time(
+    token: TokenConfig, mock_clock: trio.testing.MockClock
+) -> None:
     """A frozen worker and a step deadline shorter than the lane's: every request's
     HSM step ends at its deadline, not before, as an error (no device failure: the
     lane is still within its own deadline); the calls are forgotten, and the answers
     the worker sends once it resumes are dropped."""
     async with open_pkcs11(token, deadline=5.0) as lane:
-        services, _ = await run_on(lane, 3, hsm_deadline_ms=1000)
-        assert services.failures == 0
+        services, elapsed = await run_on(lane, 3, hsm_deadline_ms=1000)
+        assert (services.failures, elapsed) == (0, 0.0)  # real signing takes no virtual time
         pid = lane.worker_pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
         try:
             with structlog.testing.capture_logs():
-                services, elapsed = await run_on(lane, 5, hsm_deadline_ms=300)
-            assert 0.3 <= elapsed < 0.3 + 0.5
+                services, _ = await frozen(
+                    mock_clock, 0.3, lambda: run_on(lane, 5, hsm_deadline_ms=300)
+                )
             assert services.failures == 0
             assert lane.in_flight == 0
             assert lane.state is LaneState.READY
@@ -393,17 +445,20 @@ async def test_a_step_deadline_ends_its_wait_on_the_lane_on_time(token: TokenCon
 
 
 @pytest.mark.usefixtures("pin")
-async def test_a_crash_wakes_the_flows_waiting_on_the_lane(token: TokenConfig) -> None:
-    """Flows waiting on a frozen worker are woken by their node's crash, long before
-    their deadline, and their calls forgotten."""
+async def test_a_crash_wakes_the_flows_waiting_on_the_lane(
+    token: TokenConfig, mock_clock: trio.testing.MockClock
+) -> None:
+    """Flows waiting on a frozen worker are woken by their node's crash, 0.2 s in and
+    long before their 3 s deadline, and their calls forgotten."""
     async with open_pkcs11(token, deadline=5.0) as lane:
         pid = lane.worker_pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
         try:
             with structlog.testing.capture_logs():
-                services, elapsed = await run_on(lane, 5, hsm_deadline_ms=3000, crash_at=0.2)
-            assert 0.2 <= elapsed < 1.0
+                services, _ = await frozen(
+                    mock_clock, 0.2, lambda: run_on(lane, 5, hsm_deadline_ms=3000, crash_at=0.2)
+                )
             assert services.failures == 0
             assert lane.in_flight == 0
         finally:
@@ -413,29 +468,29 @@ async def test_a_crash_wakes_the_flows_waiting_on_the_lane(token: TokenConfig) -
 
 @pytest.mark.usefixtures("pin")
 async def test_a_stuck_or_restarting_lane_fails_the_steps_on_it_at_once(
-    token: TokenConfig,
+    token: TokenConfig, mock_clock: trio.testing.MockClock
 ) -> None:
     """The lane's own deadline passes first (a frozen worker): the calls in it fail as
-    stuck, each one a logged device failure; while the lane restarts, new steps are
-    refused at once; once it serves again, every request completes."""
+    stuck at that deadline, each one a logged device failure; while the lane
+    restarts, new steps are refused at once; once it serves again, every request
+    completes."""
     async with open_pkcs11(token, deadline=0.3) as lane:
         pid = lane.worker_pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
         with structlog.testing.capture_logs() as logs:
-            services, elapsed = await run_on(lane, 5, hsm_deadline_ms=3000)
-            assert 0.3 <= elapsed < 0.3 + 0.5
+            services, _ = await frozen(
+                mock_clock, 0.3, lambda: run_on(lane, 5, hsm_deadline_ms=3000)
+            )
             assert services.failures == 5
             assert lane.state is not LaneState.READY
             services, elapsed = await run_on(lane, 5, hsm_deadline_ms=3000)
-            assert elapsed < 0.5  # against a 3 s deadline
-            assert services.failures == 5
+            assert (services.failures, elapsed) == (5, 0.0)
         failed = [e["error"] for e in logs if e["event"] == "hsm.failed"]
         assert len(failed) == 10
         assert all(e.startswith("HSM lane stuck: sign passed") for e in failed[:5])
         assert all(re.match("HSM lane (stuck|restarting|starting): ", e) for e in failed[5:])
-        with trio.fail_after(30):
-            await lane.wait_ready()
+        await within_real(30, lane.wait_ready)
         services, _ = await run_on(lane, 5, hsm_deadline_ms=3000)
         assert services.failures == 0
         assert lane.in_flight == 0

@@ -219,11 +219,22 @@ def fault_state(state: Mapping[str, Any], console: Console) -> None:
     faults = state["faults"]
     if not faults:
         console.print("faults in effect: none")
+    else:
+        console.print("faults in effect (seconds after serve started):")
+        for f in faults:
+            what = f"relay{f['node']}" if "node" in f else f"factor {f['factor']:g}"
+            console.print(f"  {f['kind']:<13} {what:<12} since {f['at_s']:,.1f} s")
+    if "toxics" not in state:
+        return  # serve runs without --toxics
+    toxics = [(proxy, t) for proxy, chain in state["toxics"].items() for t in chain]
+    if not toxics:
+        console.print("toxics: none")
         return
-    console.print("faults in effect (seconds after serve started):")
-    for f in faults:
-        what = f"relay{f['node']}" if "node" in f else f"factor {f['factor']:g}"
-        console.print(f"  {f['kind']:<13} {what:<12} since {f['at_s']:,.1f} s")
+    console.print("toxics (Toxiproxy's; times in real ms):")
+    for proxy, t in toxics:
+        attrs = ", ".join(f"{k}={v:g}" for k, v in t["attributes"].items())
+        share = f", toxicity {t['toxicity']:g}" if t["toxicity"] < 1 else ""
+        console.print(f"  {proxy:<11} {t['name']:<22} {t['type']} {t['stream']}{share} ({attrs})")
 
 
 def days_table(days: list[dict[str, Any]]) -> Table:

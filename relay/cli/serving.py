@@ -77,6 +77,13 @@ def _address(option: str, text: str) -> tuple[str, int]:
     help="Run the model X times faster than real time (service, think and check times); "
     "`load` learns it from the server. Simulated HSM only.",
 )
+@click.option(
+    "--toxics",
+    is_flag=True,
+    help="Pass every connection to the dispatcher and relay ports through toxics "
+    "(Toxiproxy's, put on with `relaysim fault toxic` or the admin endpoint's /proxies). "
+    "Costs a copy per message.",
+)
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="json")
 @click.option(
     "--log-level",
@@ -98,6 +105,7 @@ def serve(
     admin_port: int,
     drain: float | None,
     speed: float,
+    toxics: bool,
     log_format: logs.LogFormat,
     log_level: str,
     log_file: Path | None,
@@ -139,6 +147,7 @@ def serve(
                 speed=speed,
                 log=log,
                 announce=announce,
+                toxics=toxics,
             ),
             clock=ScaledClock(speed) if speed != 1.0 else None,
         )
@@ -266,10 +275,38 @@ def load(
 
 @cli.command()
 @click.option("--admin", required=True, metavar="HOST:PORT", help="A serve's admin endpoint.")
-@click.argument("action", type=click.Choice(["inject", "clear", "show"]))
+@click.argument("action", type=click.Choice(["inject", "clear", "show", "toxic", "untoxic"]))
 @click.argument("kind", required=False)
 @click.option("--node", type=int, help="inject: relay number (1-based).")
 @click.option("--factor", type=float, help="inject slow_backend: how many times slower.")
+@click.option(
+    "--proxy",
+    default="dispatcher",
+    show_default=True,
+    help="toxic, untoxic: the port it acts on (dispatcher, relay1, ...).",
+)
+@click.option(
+    "--stream",
+    type=click.Choice(["upstream", "downstream"]),
+    default="downstream",
+    show_default=True,
+    help="toxic: upstream is client to server.",
+)
+@click.option(
+    "--toxicity",
+    type=click.FloatRange(0, 1),
+    default=1.0,
+    show_default=True,
+    help="toxic: the share of connections it acts on.",
+)
+@click.option(
+    "--attr",
+    "attrs",
+    multiple=True,
+    metavar="NAME=NUMBER",
+    help="toxic: one of its attributes, in Toxiproxy's names and units (repeatable).",
+)
+@click.option("--name", help="toxic: its name. Default: TYPE_STREAM.")
 @click.option(
     "--token",
     envvar="RELAYSIM_ADMIN_TOKEN",
@@ -283,24 +320,26 @@ def fault(
     kind: str | None,
     node: int | None,
     factor: float | None,
+    proxy: str,
+    stream: str,
+    toxicity: float,
+    attrs: tuple[str, ...],
+    name: str | None,
     token: str | None,
     as_json: bool,
 ) -> None:
-    """Inject a fault into a running `relaysim serve`, clear them, or show the tier.
+    """Inject a fault into a running `relaysim serve`, put a toxic on its ports, clear
+    them, or show the tier.
 
-    KIND: crash, hsm_stall, timer_race, slow_backend, detach, attach (the live kinds
-    of relay.core.faults, which say what each does). Prints the
-    tier's state after the change: each relay, and the faults still in effect.
+    inject KIND: crash, hsm_stall, timer_race, slow_backend, detach, attach (the live
+    kinds of relay.core.faults, which say what each does). toxic TYPE: latency,
+    bandwidth, slicer, timeout, reset_peer, slow_close, limit_data (Toxiproxy's,
+    relay.net.toxics; serve needs --toxics); untoxic NAME takes one off; clear
+    takes every fault and toxic off. Prints the tier's state after the change:
+    each relay, the faults still in effect and the toxics.
     """
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    from relay.serve.app import token_path
-
     host, port = _address("--admin", admin)
-    method = {"inject": "POST", "clear": "DELETE", "show": "GET"}[action]
-    body = None
+    given = {"KIND": kind, "--node": node, "--factor": factor}
     if action == "inject":
         if not kind:
             raise BadInput("inject: name the fault KIND, for example `inject crash --node 1`")
@@ -309,13 +348,63 @@ def fault(
             payload["node"] = node
         if factor is not None:
             payload["factor"] = factor
-        body = json.dumps(payload).encode()
+        _admin(host, port, action, "POST", "/faults", payload, token)
+    elif action in ("toxic", "untoxic"):
+        extra = [k for k, v in given.items() if v is not None and k != "KIND"]
+        if extra:
+            raise BadInput(f"{action} takes no {', '.join(extra)}: those are for inject")
+        if not kind:
+            example = "toxic latency --attr latency=200" if action == "toxic" else "untoxic NAME"
+            raise BadInput(f"{action}: name the toxic, for example `{example}`")
+        where = f"/proxies/{proxy}/toxics"
+        if action == "toxic":
+            toxic = {"type": kind, "stream": stream, "toxicity": toxicity}
+            toxic["attributes"] = dict(_attribute(a) for a in attrs)
+            if name:
+                toxic["name"] = name
+            _admin(host, port, action, "POST", where, toxic, token)
+        else:
+            _admin(host, port, action, "DELETE", f"{where}/{kind}", None, token)
     else:
-        extra = [f"{k}" for k, v in (("KIND", kind), ("--node", node), ("--factor", factor)) if v]
+        extra = [k for k, v in given.items() if v is not None]
         if extra:
             raise BadInput(f"{action} takes no {', '.join(extra)}: it acts on the whole tier")
-    url = f"http://{host}:{port}/faults"
-    request = urllib.request.Request(url, data=body, method=method)
+        if action == "clear":
+            _admin(host, port, action, "DELETE", "/faults", None, token)
+    state = _admin(host, port, action, "GET", "/faults", None, token)
+    if not isinstance(state, dict) or "nodes" not in state:
+        raise BadInput(f"fault {action}: {host}:{port} is not a relaysim admin endpoint")
+    if as_json:
+        click.echo(json.dumps(state))
+    else:
+        render.fault_state(state, render.wide_console())
+
+
+def _attribute(text: str) -> tuple[str, float]:
+    """NAME=NUMBER of --attr."""
+    key, sep, value = text.partition("=")
+    try:
+        if not sep or not key:
+            raise ValueError(text)
+        return key.strip(), float(value)
+    except ValueError:
+        raise BadInput(f"--attr {text!r}: expected NAME=NUMBER, for example latency=200") from None
+
+
+def _admin(
+    host: str, port: int, action: str, method: str, path: str, body: Any, token: str | None
+) -> Any:
+    """One request to serve's admin endpoint: its JSON answer (None when it has no
+    content); BadInput with the endpoint's own one line when it refuses."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    from relay.serve.app import token_path
+
+    url = f"http://{host}:{port}{path}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
     request.add_header("content-type", "application/json")
     if method != "GET":
         if token is None:
@@ -331,13 +420,14 @@ def fault(
     not_admin = f"{host}:{port} is not a relaysim admin endpoint (serve prints it as `admin`)"
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            state = json.loads(response.read().decode("utf-8", "replace"))
+            text = response.read().decode("utf-8", "replace")
+            return json.loads(text) if text else None
     except urllib.error.HTTPError as exc:
-        try:  # the admin endpoint answers every /faults request; others say 404
-            detail = json.loads(exc.read() or b"{}")["error"] if exc.code != 404 else None
+        try:  # the admin endpoint's refusals are one JSON line
+            detail = json.loads(exc.read() or b"{}")["error"]
         except (ValueError, KeyError, TypeError):
             detail = None
-        if detail is None:
+        if detail is None or (exc.code == 404 and path == "/faults"):
             raise BadInput(f"fault {action}: {not_admin}") from None
         raise BadInput(f"fault {action}: {detail}") from None
     except (ValueError, http.client.HTTPException):
@@ -345,9 +435,3 @@ def fault(
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc.__class__.__name__
         raise BadInput(f"cannot reach the admin endpoint {url}: {reason}") from None
-    if not isinstance(state, dict) or "nodes" not in state:
-        raise BadInput(f"fault {action}: {not_admin}")
-    if as_json:
-        click.echo(json.dumps(state))
-    else:
-        render.fault_state(state, render.wide_console())

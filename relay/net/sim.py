@@ -65,6 +65,11 @@ class _Pipe:
         self.state: dict[str, Any] = {}  # the toxics' own state, by toxic name
 
     # `relay.net.toxics.Wire`: what a toxic can do to the connection
+    @property
+    def second(self) -> float:
+        """The clock's units in a real second (`relay.net.toxics.Wire`)."""
+        return self.link.net.second
+
     def close_at(self, at: float, by: str) -> None:
         """Close the connection at `at`, for toxic `by`."""
         self.link.timer("close", at, by)
@@ -263,6 +268,21 @@ class SimStream(trio.abc.HalfCloseableStream):
                 link.net.forget(link)
         await trio.lowlevel.checkpoint()
 
+    async def wait_unread(self) -> None:
+        """Return once nothing this end sends will be read: the peer has closed its
+        end, or the connection is closed or reset."""
+        out, link = self._out, self._link
+        while not out.reader_gone:
+            over = min(link.reset, link.closed)
+            if trio.current_time() >= over:
+                return
+            with trio.move_on_at(over):
+                await out.writers.park()
+
+    def reset(self) -> None:
+        """Reset the connection now: both ends see "connection reset" (a peer's RST)."""
+        self._link.timer("reset", trio.current_time())
+
     def _finish(self, now: float) -> None:
         out = self._out
         delay = self._link.net.close_delay(self._link, out.direction)
@@ -322,8 +342,10 @@ class SimNetwork:
         *,
         buffer_bytes: int = BUFFER_BYTES,
         connect_timeout: float = CONNECT_TIMEOUT_S,
+        second: float = 1.0,
     ) -> None:
         self.rng = Streams(seed).stream("network")
+        self.second = second  # clock units a real second: toxics' times are real ones
         self.buffer_bytes = buffer_bytes
         self.connect_timeout = connect_timeout
         self.listeners: dict[Address, SimListener] = {}
@@ -437,7 +459,7 @@ class SimNetwork:
         for toxic in self._toxics.get(link.proxy, {}).values():
             if toxic.stream == direction and link.met.get(toxic.name):
                 delay += KINDS[toxic.type].close_delay(toxic)
-        return delay
+        return delay * self.second
 
     def forget(self, link: _Link) -> None:
         """Both ends have closed: the link is no more."""

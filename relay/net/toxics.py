@@ -48,6 +48,11 @@ class Wire(Protocol):
 
     state: dict[str, Any]  # each toxic's own state on this direction, by toxic name
 
+    @property
+    def second(self) -> float:
+        """The clock's units in one real second (`serve --speed X`: X)."""
+        ...
+
     def close_at(self, at: float, by: str) -> None:
         """Close the connection at `at` (both ends see it closed), for toxic `by`
         (taking the toxic off before then cancels it)."""
@@ -98,7 +103,9 @@ def _nothing(toxic: Toxic, wire: Wire, at: float) -> None:
 class Kind:
     """A toxic kind: its attributes (Toxiproxy's names), what it does when it first
     meets a connection (`meets`, at an instant), to each write's bytes (`passes`),
-    and how much later it lets this direction's close arrive (`close_delay`, s)."""
+    and how much later it lets this direction's close arrive (`close_delay`, in real
+    seconds). The times a toxic's attributes give are real time (Toxiproxy's); each
+    effect turns them into the clock's units with `Wire.second`."""
 
     attributes: tuple[str, ...]
     meets: Callable[[Toxic, Wire, float], None] = _nothing
@@ -109,12 +116,13 @@ class Kind:
 def _latency(toxic: Toxic, wire: Wire, data: list[Segment], rng: random.Random) -> list[Segment]:
     jitter = toxic["jitter"]
     delay = (toxic["latency"] + (rng.uniform(-jitter, jitter) if jitter else 0.0)) / 1000
+    delay *= wire.second
     delay = max(delay, 0.0)
     return [(at + delay, chunk) for at, chunk in data]
 
 
 def _bandwidth(toxic: Toxic, wire: Wire, data: list[Segment], rng: random.Random) -> list[Segment]:
-    rate = toxic["rate"] * 1000.0  # bytes a second
+    rate = toxic["rate"] * 1000.0 / wire.second  # bytes a unit of the clock
     mine = wire.state.setdefault(toxic.name, {})
     out = []
     for at, chunk in data:
@@ -126,7 +134,7 @@ def _bandwidth(toxic: Toxic, wire: Wire, data: list[Segment], rng: random.Random
 
 def _slicer(toxic: Toxic, wire: Wire, data: list[Segment], rng: random.Random) -> list[Segment]:
     average, variation = int(toxic["average_size"]), int(toxic["size_variation"])
-    delay = toxic["delay"] / 1e6
+    delay = toxic["delay"] / 1e6 * wire.second
     if average <= 0:
         return data
     out = []
@@ -146,11 +154,11 @@ def _drop(toxic: Toxic, wire: Wire, data: list[Segment], rng: random.Random) -> 
 
 def _timeout_meets(toxic: Toxic, wire: Wire, at: float) -> None:
     if toxic["timeout"] > 0:
-        wire.close_at(at + toxic["timeout"] / 1000, toxic.name)
+        wire.close_at(at + toxic["timeout"] / 1000 * wire.second, toxic.name)
 
 
 def _reset_meets(toxic: Toxic, wire: Wire, at: float) -> None:
-    wire.reset_at(at + toxic["timeout"] / 1000, toxic.name)
+    wire.reset_at(at + toxic["timeout"] / 1000 * wire.second, toxic.name)
 
 
 def _limit(toxic: Toxic, wire: Wire, data: list[Segment], rng: random.Random) -> list[Segment]:
@@ -216,9 +224,10 @@ def toxic_from(doc: Mapping[str, Any], where: str = "toxic") -> Toxic:
         )
     attributes = {}
     for attribute in kind.attributes:
-        value = _finite(given.get(attribute, 0), f"{where}.attributes.{attribute}")
+        raw = given.get(attribute, 0)
+        value = _finite(raw, f"{where}.attributes.{attribute}")
         if value < 0:
-            raise ToxicError(f"{where}.attributes.{attribute}: {value!r}: expected a number >= 0")
+            raise ToxicError(f"{where}.attributes.{attribute}: {raw!r}: expected a number >= 0")
         attributes[attribute] = value
     return Toxic(name, kind_name, stream, toxicity, attributes)
 

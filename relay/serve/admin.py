@@ -3,6 +3,9 @@
     POST   /faults  {"kind": "hsm_stall", "node": 1}     inject a fault
     DELETE /faults                                       clear every fault
     GET    /faults                                       the tier's state
+    /proxies, /reset, /version                           toxics on the ports, in
+                                                         Toxiproxy's REST shape
+                                                         (`relay.serve.toxiproxy`)
 
 Kinds: those of `relay.core.faults.KINDS` marked live (`hsm_stall`, `crash`,
 `timer_race`, `slow_backend`, `detach`, `attach`), whose entries say what each
@@ -17,7 +20,10 @@ restarts nodes that are down or stalled.
 Nobody else can drive it (docs/serve.md): the Host header must be the address it
 listens on (no DNS rebinding); a change (POST, DELETE) must carry a JSON content
 type (which a web page cannot send cross-origin without a preflight this endpoint
-never grants), no foreign Origin, and the run's token as `Authorization: Bearer`.
+never grants), no foreign Origin, and the run's token as `Authorization: Bearer`
+(or as the password of `Basic`, which is what a Toxiproxy client built on requests
+sends from ~/.netrc; the endpoint never asks a browser for it). A change without
+a body (Toxiproxy's DELETE, POST /reset) needs no content type.
 A fault is validated against a strict schema per kind (known keys only, finite
 numbers in range) before anything is applied; anything else gets a 4xx and one
 line. The state lists the faults still in effect, at most one per kind and node.
@@ -25,6 +31,8 @@ line. The state lists the faults still in effect, at most one per kind and node.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -38,8 +46,9 @@ from relay.core.faults import LIVE
 from relay.engines.trio import TrioDriver
 from relay.net import REAL, Network
 from relay.scenario.schema import describe_error
-from relay.serve.httpd import JSON, Answer, Request, error, serve_http
+from relay.serve.httpd import JSON, Answer, Request, TooDeep, error, json_of, serve_http
 from relay.serve.ports import HOST, listen
+from relay.serve.toxiproxy import Proxies, ProxyError
 
 KINDS = LIVE  # what the endpoint takes: the registry's live kinds
 ON_NODE = tuple(k for k in LIVE if REGISTRY[k].on_node)
@@ -101,10 +110,15 @@ class Admin:
         self._token = token.encode()
         self._started = trio.current_time()
         self._faults: dict[tuple[str, int], dict[str, Any]] = {}  # by (kind, node)
+        self.proxies: Proxies | None = None  # the ports' toxics, when serve has them
 
     async def handle(self, request: Request) -> Answer:
         """Route one HTTP request."""
+        if Proxies.routes(request.path):
+            return self._toxiproxy(request)
         try:
+            if request.path != "/faults":
+                raise AdminError(404, f"not found: {request.path}: try /faults")
             self._check(request)
             if request.method == "DELETE":
                 self.clear()
@@ -115,10 +129,25 @@ class Admin:
         body = json.dumps(self.state(), allow_nan=False).encode() + b"\n"
         return Answer(200, JSON, body)
 
+    def _toxiproxy(self, request: Request) -> Answer:
+        """A request in Toxiproxy's REST shape, under this endpoint's rules."""
+        try:
+            self._check(request)
+            if self.proxies is None:
+                raise AdminError(
+                    404, "no toxics on this server: start serve with --toxics (docs/serve.md)"
+                )
+            status, doc = self.proxies.handle(request.method, request.path, request.body)
+        except (AdminError, ProxyError) as exc:
+            return error(exc.status, str(exc))
+        if request.method != "GET":
+            self.tier.log.info("admin.toxics", method=request.method, path=request.path)
+        if doc is None:
+            return Answer(status, JSON, b"")
+        return Answer(status, JSON, json.dumps(doc, allow_nan=False).encode() + b"\n")
+
     def _check(self, request: Request) -> None:
         """Refuse what is not a well-formed, authorised request to this endpoint."""
-        if request.path != "/faults":
-            raise AdminError(404, f"not found: {request.path}: try /faults")
         here = f"{HOST}:{self.port}"
         host = request.headers.get("host", "")
         if host != here:
@@ -126,15 +155,14 @@ class Admin:
         if request.method == "GET":
             return
         if request.method not in ("POST", "DELETE"):
-            raise AdminError(405, f"method {request.method} not allowed on /faults")
+            raise AdminError(405, f"method {request.method} not allowed on {request.path}")
         origin = request.headers.get("origin")
         if origin is not None and origin != f"http://{here}":
             raise AdminError(403, f"origin: {origin!r} may not change faults")
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != JSON:
+        if kind != JSON and (request.body or kind):
             raise AdminError(415, f"content-type: expected {JSON}, got {kind or 'none'!r}")
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self._token):
+        if not hmac.compare_digest(_token(request.headers.get("authorization", "")), self._token):
             raise AdminError(
                 401, "authorization: expected 'Bearer TOKEN' with this run's admin token"
             )
@@ -167,9 +195,11 @@ class Admin:
         self.tier.log.info("admin.inject", **fault.model_dump())
 
     def clear(self) -> None:
-        """Undo what is still in effect (`RelayTier.heal`)."""
+        """Undo what is still in effect (`RelayTier.heal`) and take every toxic off."""
         self.driver.heal()
         self._faults.clear()
+        if self.proxies is not None:
+            self.proxies.net.reset()
         self.tier.log.info("admin.clear")
 
     def _in_effect(self, fault: dict[str, Any]) -> bool:
@@ -204,21 +234,31 @@ class Admin:
                 for n, on in zip(self.tier.nodes, d.attached, strict=True)
             ],
             "faults": self.faults,
+            **({"toxics": self.proxies.toxics()} if self.proxies is not None else {}),
         }
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(name)
+def _token(authorization: str) -> bytes:
+    """The token an Authorization header carries: Bearer's, or Basic's password."""
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() == "bearer":
+        return given.encode()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(given, validate=True).partition(b":")[2]
+        except (binascii.Error, ValueError):
+            return b""
+    return b""
 
 
 def parse(body: bytes) -> NodeFault | BackendFault:
     """A fault from a request body; AdminError (400) with one line for anything else."""
     try:
-        data = json.loads(body, parse_constant=_no_constant)
+        data = json_of(body)
+    except TooDeep:  # arrays in arrays a few thousand deep, under the size cap
+        raise AdminError(400, f"body: nested too deep; expected {_EXAMPLE}") from None
     except ValueError as exc:  # not JSON, not UTF-8, or NaN/Infinity
         raise AdminError(400, f"body: expected a JSON object like {_EXAMPLE}") from exc
-    except RecursionError:  # arrays in arrays a few thousand deep, under the size cap
-        raise AdminError(400, f"body: nested too deep; expected {_EXAMPLE}") from None
     if not isinstance(data, dict):
         raise AdminError(400, f"body: expected a JSON object like {_EXAMPLE}")
     try:

@@ -27,12 +27,16 @@ from relay.engines.trio import (
     TrioDriver,
 )
 from relay.net import REAL, Network
+from relay.net.proxy import ToxicNetwork
+from relay.net.sim import SimHost, SimNetwork
 from relay.scenario.build import build
 from relay.scenario.schema import Scenario
 from relay.serve.admin import Admin, serve_admin
 from relay.serve.metrics import BUCKETS, registry_for, serve_metrics
+from relay.serve.ports import HOST
 from relay.serve.protocol import ErrorCode
 from relay.serve.server import Limits, RelayServer
+from relay.serve.toxiproxy import Proxies
 
 #: The signals that stop serve: the first drains, a second stops at once.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -80,6 +84,7 @@ async def run(
     log: LogSink,
     announce: Callable[[str], None],
     token: TokenConfig | None = None,
+    toxics: bool = False,
 ) -> RelayServer:
     """`relaysim serve`: the scenario's tier on loopback until SIGINT, SIGTERM or SIGHUP.
 
@@ -87,10 +92,22 @@ async def run(
     admin token. The first signal stops admitting and drains; a second stops at
     once. Returns the server once it has stopped. With `speed` the model runs that
     many times faster than real time: trio's clock must be a `ScaledClock(speed)`.
+    With `toxics`, every connection to the dispatcher and relay ports passes through
+    the toxics the admin endpoint puts on them (`relay.net.proxy`).
     """
     try:
         return await _run(
-            scenario, hsm, port, metrics_port, admin_port, drain, speed, log, announce, token
+            scenario,
+            hsm,
+            port,
+            metrics_port,
+            admin_port,
+            drain,
+            speed,
+            log,
+            announce,
+            token,
+            toxics,
         )
     except BaseExceptionGroup as group:
         raise unwrap_group(group) from None
@@ -107,6 +124,7 @@ async def _run(
     log: LogSink,
     announce: Callable[[str], None],
     token: TokenConfig | None,
+    toxics: bool,
 ) -> RelayServer:
     # The admin token goes there: a folder it cannot go to is said before any port
     # is bound (TokenError, one line naming it).
@@ -141,6 +159,7 @@ async def _run(
                     drain=drain,
                     lane=lane,
                     ports=(port, metrics_port, admin_port),
+                    toxics=toxics,
                 )
                 bound, scrape = ports["dispatcher"], ports["metrics"]
                 saved = token_path(admin.port)
@@ -155,6 +174,8 @@ async def _run(
                 announce(f"metrics    http://127.0.0.1:{scrape}/metrics")
                 announce(f"token      {secret} (in {saved}, for relaysim fault)")
                 announce(f"admin      http://127.0.0.1:{admin.port}/faults")
+                if toxics:
+                    announce(f"toxics     http://127.0.0.1:{admin.port}/proxies")
                 log.info(
                     "serve.started",
                     port=bound,
@@ -192,14 +213,26 @@ async def start(
     lane: Pkcs11Hsm | None = None,
     ports: tuple[int, int, int] = (0, 0, 0),
     network: Network = REAL,
+    toxics: bool = False,
 ) -> tuple[RelayServer, Admin, dict[str, int]]:
     """Serve `driver`'s tier for `scenario` in `nursery` on `network`: the server
     (dispatcher and relay ports), `/metrics` and the admin endpoint (token
     `secret`), on `ports` (dispatcher, metrics, admin; 0: any). The server, the
     admin, and every port by name (dispatcher, relay1..., metrics, admin). The one
-    wiring of `relaysim serve` and of the simulated network's runs."""
+    wiring of `relaysim serve` and of the simulated network's runs.
+
+    The admin endpoint's Toxiproxy routes hold the toxics on the dispatcher and
+    relay ports: on a simulated network, its own; on real sockets with `toxics`,
+    those of the in-process proxy every connection then passes through."""
     about = {"scenario": scenario.name, "seed": scenario.seed, "speed": speed}
-    server = RelayServer(driver.tier, driver, limits(scenario, drain, speed), about, network)
+    table: SimNetwork | None = None
+    serving = network
+    if toxics:
+        proxy = ToxicNetwork(nursery, scenario.seed, second=speed, real=network)
+        serving, table = proxy, proxy.sim
+    elif isinstance(network, SimHost):
+        table = network.net
+    server = RelayServer(driver.tier, driver, limits(scenario, drain, speed), about, serving)
     admin = Admin(driver, secret, scale=speed)
     dispatcher, metrics_port, admin_port = ports
     bound = await nursery.start(server.serve, dispatcher)
@@ -212,6 +245,9 @@ async def start(
         functools.partial(serve_admin, scale=speed, network=network), admin, admin_port
     )
     named = {"dispatcher": bound, **server.node_ports, "metrics": scrape, "admin": admin.port}
+    if table is not None:
+        proxied = {"dispatcher": bound, **server.node_ports}
+        admin.proxies = Proxies(table, {name: (HOST, p) for name, p in proxied.items()})
     return server, admin, named
 
 

@@ -16,6 +16,7 @@ import http
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import h11
 import trio
@@ -51,6 +52,24 @@ class Answer:
 
 
 Handler = Callable[[Request], Awaitable[Answer]]
+
+
+def json_of(body: bytes) -> Any:
+    """The JSON document a request body holds; ValueError for anything else: not
+    UTF-8 or not JSON, NaN or Infinity (which JSON does not have), or nested past
+    Python's recursion limit (a few kilobytes of brackets)."""
+    try:
+        return json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise TooDeep("nested too deep") from None
+
+
+class TooDeep(ValueError):
+    """A JSON body nested past Python's recursion limit."""
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
 
 
 def error(status: int, message: str) -> Answer:
@@ -145,15 +164,16 @@ def _content_length(head: h11.Request) -> int | None:
 
 async def _send(conn: h11.Connection, stream: trio.abc.Stream, answer: Answer, head: bool) -> None:
     """Write `answer` with its reason phrase; without the body for a HEAD."""
-    headers = [
-        ("content-type", answer.content_type),
-        ("content-length", str(len(answer.body))),
-        ("connection", "close"),
-    ]
+    headers = [("connection", "close")]
+    if answer.status != 204:  # No Content has neither a body nor a length
+        headers += [
+            ("content-type", answer.content_type),
+            ("content-length", str(len(answer.body))),
+        ]
     reason = _REASONS.get(answer.status, b"")
     try:
         out = conn.send(h11.Response(status_code=answer.status, headers=headers, reason=reason))
-        if not head:
+        if not head and answer.status != 204:
             out = (out or b"") + (conn.send(h11.Data(data=answer.body)) or b"")
         out = (out or b"") + (conn.send(h11.EndOfMessage()) or b"")
         await stream.send_all(out)

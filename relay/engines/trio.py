@@ -256,6 +256,9 @@ class TrioDriver:
         )
         self._progress = progress
         self.resolution = resolution
+        # The run's clock, read directly once `run` or `serve` has begun: a request
+        # reads it a few times, and trio.current_time goes through three calls.
+        self.now: Callable[[], float] = trio.current_time
         self.agenda: Agenda | None = None  # the run's, while `run` or `serve` goes on
         self._nursery: trio.Nursery | None = None  # awaited devices' tasks
         self._sleep: trio.CancelScope | None = None  # the conductor's, between steps
@@ -269,6 +272,7 @@ class TrioDriver:
         """Replay `arrivals` (time, CS) and `events`; return when the run is over
         (every flow ended, or the liveness bound cut it short)."""
         clock = trio.lowlevel.current_clock()
+        self.now = clock.current_time
         # A virtual clock nothing else moves, and services whose every finishing
         # time is known: the conductor moves the clock to each step itself.
         jump = (
@@ -294,6 +298,7 @@ class TrioDriver:
         `SERVE_GC_THRESHOLDS` meanwhile."""
         thresholds = gc.get_threshold()
         gc.set_threshold(*SERVE_GC_THRESHOLDS)
+        self.now = trio.lowlevel.current_clock().current_time
         try:
             agenda = Agenda(self.tier, (), (), start=trio.current_time(), open=True)
             async with trio.open_nursery() as self._nursery:
@@ -371,7 +376,7 @@ class TrioDriver:
         times below a millisecond, a whole request); under virtual time every effect
         is waited for. Returns the effect to wait for next, or how the flow ended.
         """
-        tier, now_, resolution = self.tier, trio.current_time, self.resolution
+        tier, now_, resolution = self.tier, self.now, self.resolution
         finish_of = self.services.finish
         try:
             effect = next(flow) if step is None else flow.send(step)

@@ -58,12 +58,15 @@ class Outbox:
         stats: ServerStats,
         grace: float = 1.0,
         writing: Callable[[float], None] = lambda since: None,
+        now: Callable[[], float] = trio.current_time,
     ) -> None:
         self._stream = stream
         self._stats = stats
         self._grace = grace  # trio seconds a final frame may take to go out
         self._writing = writing  # told when a write begins (the watcher times it)
-        self._queue: list[tuple[bytes, bool]] = []  # (encoded frame, is a reply)
+        self._now = now  # the run's clock (`TrioDriver.now`)
+        self._queue: list[bytes] = []  # encoded frames
+        self._replies = 0  # how many of them are replies (the rest: errors, INFO)
         self._queued = 0  # bytes in the queue
         self._sending = False
         self._kicked = False  # a task is on its way to send (`kick`)
@@ -94,8 +97,9 @@ class Outbox:
     def put(self, frame: Frame, *, reply: bool = True) -> None:
         """Queue `frame` for the next `flush`."""
         data = frame.encode()
-        self._queue.append((data, reply))
+        self._queue.append(data)
         self._queued += len(data)
+        self._replies += reply
 
     async def room(self) -> None:
         """Return once the replies waiting behind the write under way are below
@@ -124,26 +128,27 @@ class Outbox:
         if self._sending or not self._queue:
             return  # the sender takes it along
         self._sending = True
-        batch: list[tuple[bytes, bool]] = []
+        replies, now, stats = 0, self._now, self._stats
         try:
             while self._queue:
                 batch, self._queue, self._queued = self._queue, [], 0
+                replies, self._replies = self._replies, 0
                 if self._room is not None:
                     self._room.set()
-                data = batch[0][0] if len(batch) == 1 else b"".join(d for d, _ in batch)
-                self.writing_since = since = trio.current_time()
+                data = batch[0] if len(batch) == 1 else b"".join(batch)
+                self.writing_since = since = now()
                 self._writing(since)
                 await self._stream.send_all(data)
-                self.sent_at = trio.current_time()
-                self._stats.replies += sum(r for _, r in batch)
-                batch = []
+                self.sent_at = now()
+                stats.replies += replies
+                replies = 0
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             self._sending = False
             self.writing_since = None
-            unsent, self._queue, self._queued = batch + self._queue, [], 0
-            self._stats.undelivered += sum(r for _, r in unsent)
+            stats.undelivered += replies + self._replies
+            self._queue, self._queued, self._replies = [], 0, 0
             if self._room is not None:
                 self._room.set()
             if self._quiet is not None:

@@ -342,7 +342,7 @@ class RelayServer:
     async def _connection(self, stream: trio.abc.Stream, peer: str, at: Node | None) -> None:
         stats = self.stats
         stats.connections += 1
-        outbox = Outbox(stream, stats, self.limits.scale, self._writing)
+        outbox = Outbox(stream, stats, self.limits.scale, self._writing, self.driver.now)
         refusal = self._refusal(peer)
         if refusal is not None and not self.stopping and self._make_room(peer, refusal[0]):
             refusal = None  # an idle connection gives way to the new one
@@ -383,7 +383,7 @@ class RelayServer:
         stream, outbox = conn.stream, conn.outbox
         decoder = Decoder(self.limits.max_frame)
         served = self.tier.dispatcher.cs_count
-        stats = self.stats
+        stats, clock = self.stats, self.driver.now
         while True:
             try:
                 data = await stream.receive_some(65536)
@@ -391,7 +391,7 @@ class RelayServer:
                 return
             if not data:
                 return  # the client closed; its requests still end in the ledger
-            now = conn.active_at = trio.current_time()
+            now = conn.active_at = clock()
             conn.spoke = True
             bad: ProtocolError | None = None
             try:
@@ -433,12 +433,12 @@ class RelayServer:
                 self._admit(conn, frame, at)
             # The replies of requests that needed no wait; then, while the client
             # leaves too much unread, no more reading (the frame's clock stops).
-            paused = conn.paused_at = trio.current_time()
+            paused = conn.paused_at = clock()
             await outbox.flush()
             await outbox.room()
             conn.paused_at = None
             if conn.frame_started is not None:
-                conn.frame_started += trio.current_time() - paused
+                conn.frame_started += clock() - paused
                 self._due(conn.frame_started + self._frame_timeout)
             if bad is not None:
                 await self._reject(outbox, bad.code, str(bad))
@@ -546,7 +546,7 @@ class RelayServer:
         message of an operation waiting for it (same key, same client: else an error
         frame for it, and the operation is untouched). Answer it at once if it ends
         without waiting (the reader flushes), else hand it to a task."""
-        outbox, now, key = conn.outbox, trio.current_time(), frame.key
+        outbox, now, key = conn.outbox, self.driver.now(), frame.key
         op = self._ops.get(key)
         if op is not None:
             refused = op.contradiction(conn, frame)

@@ -10,7 +10,7 @@ CORE   := $(addprefix relay/core/,request.py ledger.py dispatcher.py node.py hsm
 BUILT  := $(VENV)/.compiled-stamp
 
 .PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm bench-net \
-	bench-sweep bench-validate bench-serve-memory bench-day-tcp bench-day-simnet bench-hunt-server bench-speed setup compile pure softhsm chromium hsm-token clean
+	bench-sweep bench-validate bench-serve-memory bench-day-tcp bench-day-simnet bench-hunt-server bench-speed bench-toxics setup compile pure softhsm chromium hsm-token clean
 
 setup: $(BUILT)
 
@@ -95,6 +95,10 @@ bench-hsm: $(BUILT) hsm-token
 # Serve mode over loopback against a bare trio echo server, then with SoftHSM2 signing.
 bench-net: $(BUILT) hsm-token
 	$(BIN)/python bench/net.py
+
+# What serve --toxics costs with no toxic on, against plain serve (~40 s).
+bench-toxics: $(BUILT)
+	$(BIN)/python bench/toxics.py
 
 # The 29 March day over TCP (serve --speed 100, load) against its replay: ~9 min.
 bench-day-tcp: $(BUILT)

@@ -155,7 +155,9 @@ def test_plots_are_legible() -> None:
         {"values": {"a": a, "b": b}, "overflow_rate": rate, "label": f"a={a}, b={b}"}
         for (a, b), rate in {(1, 1): 0.4, (1, 2): 0.3, (2, 1): 0.01, (2, 2): 0.0005}.items()
     ]
-    fig = report._heatmap({"rows": rows, "goal": {"overflow_rate_below": 0.001}}, ["a", "b"])
+    fig = report._heatmap(
+        {"rows": rows, "goal": {"overflow_rate_below": 0.001}}, ["a", "b"], "overflow_rate"
+    )
     ax = fig.axes[0]
     image = ax.get_images()[0]
     shown = image.get_array()

@@ -12,7 +12,7 @@ import pytest
 
 from relay.cli import main
 from relay.core.design import Design
-from relay.plan.sweep import load_sweep, local_pool, run
+from relay.plan.sweep import CLASS_FIGURES, Goal, csv_rows, load_sweep, local_pool, run
 from relay.scenario.schema import ConfigError
 from tests.conftest import CONFIGS
 
@@ -62,7 +62,7 @@ def test_a_grid_runs_every_combination_with_its_overrides(tmp_path: Path) -> Non
         assert tight["overflows"] > loose["overflows"]
         assert tight["goal_met"] is False
     for row in rows:  # where it overflows: the size classes add up to the row's count
-        by_class = [v for k, v in row.items() if k.startswith("overflows ")]
+        by_class = [row[k] for k in CLASS_FIGURES]
         assert len(by_class) == 5
         assert sum(by_class) == row["relay_overflows"]
     assert doc["axes"] == ["relays.count", "load.cs_connections.per_100k"]
@@ -187,3 +187,52 @@ def test_the_table_is_whole_when_stdout_is_not_a_terminal(
     for row in json.loads(out.read_text())["rows"]:
         assert f"{row['requests']:,}" in printed
         assert f"{100 * row['overflow_rate']:.3f}" in printed
+
+
+def test_a_point_whose_values_do_not_validate_gets_its_row_and_the_rest_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`relays.count: [0, 2]`: the point with no relays gets its error row naming the
+    key, the other point runs, the command exits 4; a sweep none of whose points
+    validates (a misspelt axis) is still refused before anything runs, exit 2."""
+    out = tmp_path / "rows.json"
+    path = sweep_file(tmp_path, "grid: {relays.count: [0, 2]}\n")
+    assert cli(str(path), "--workers", "1", "--quiet", "--json", str(out)) == 4
+    rows = {r["values"]["relays.count"]: r for r in json.loads(out.read_text())["rows"]}
+    assert "relays.count" in rows[0]["error"]
+    assert rows[2]["error"] is None
+    assert rows[2]["requests"] > 0
+    assert "1 of 2 points failed" in capsys.readouterr().err
+    misspelt = sweep_file(tmp_path, "grid: {relay.count: [1, 2]}\n")
+    assert cli(str(misspelt), "--quiet") == 2
+    assert "relay" in capsys.readouterr().err
+
+
+def test_a_value_a_bound_clamps_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A swept `load.cs_connections.base` above the file's `maximum` is named, with
+    the point and the bound, before the run: that point runs as its neighbour does."""
+    body = "grid: {load.cs_connections.base: [1, 60]}\nset: {load.cs_connections.maximum: 30}\n"
+    assert cli(str(sweep_file(tmp_path, body)), "--workers", "1", "--quiet") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1
+    assert "point 'load.cs_connections.base=60'" in warnings[0]
+    assert "load.cs_connections.maximum=30" in warnings[0]
+
+
+def test_a_goal_on_the_relays_overflow_events(tmp_path: Path) -> None:
+    """`relay_overflows_below` and `relay_overflows_at_most` judge the record's
+    count; the CSV's columns are names without spaces."""
+    body = "grid: {relays.count: [2]}\ngoal: {relay_overflows_below: 1000000}\n"
+    plan = load_sweep(sweep_file(tmp_path, body))
+    with local_pool(1) as pool:
+        doc = run(plan, pool)
+    [row] = doc["rows"]
+    assert row["relay_overflows"] > 0
+    assert row["goal_met"] is True
+    assert Goal(relay_overflows_at_most=0).met(row) is False
+    assert Goal(relay_overflows_at_most=row["relay_overflows"]).met(row) is True
+    header, _ = csv_rows(doc)
+    assert all(" " not in name for name in header)
+    assert "relay_overflows_ge_1m" in header

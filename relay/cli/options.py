@@ -118,11 +118,16 @@ def check_output(option: str, path: Path | None, *inputs: Path) -> None:
 
 def load_config(config: Path, sets: list[str], json_path: Path | None) -> Scenario:
     """The scenario with its overrides, and a writable --json target, or BadInput."""
+    from relay.scenario.bounds import clamped
+
     check_output("--json", json_path, config)
     try:
-        return load_scenario(config, sets)
+        scenario = load_scenario(config, sets)
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
+    for line in clamped(scenario):
+        click.echo(f"relaysim: warning: {config}: {line}", err=True)
+    return scenario
 
 
 def write_json(path: Path, doc: Mapping[str, Any], option: str = "--json") -> None:

@@ -20,8 +20,10 @@ from rich.progress import (
 from rich.table import Table
 
 from loadgen import calendar
+from relay.core.summary import SIZE_CLASSES
 from relay.core.tier import RelayTier
 from relay.engines.common import Progress as ProgressHook
+from relay.plan.sweep import class_column
 from relay.scenario.schema import Scenario
 
 
@@ -114,8 +116,9 @@ def summary_table(doc: Mapping[str, Any], console: Console) -> None:
         head.add_row(key, f"{doc[key]:,}{share}")
     refusals = ", ".join(f"{k} {v:,}" for k, v in doc["refusals"].items()) or "none"
     head.add_row("overflow reasons", refusals)
-    if "relay_overflows" in doc and doc["relay_overflows"] != doc["overflows"]:
-        head.add_row("of which at the relays", f"{doc['relay_overflows']:,}")
+    # The record counts overflow events at the relays: always shown, even when every
+    # overflow was one of them.
+    head.add_row("overflows at the relays", f"{doc['relay_overflows']:,}")
     head.add_row(
         "latency p50 / p90 / p99 / max (ms)",
         " / ".join(_num(lat[k]) for k in ("p50", "p90", "p99", "max")),
@@ -288,7 +291,9 @@ def events_table(events: list[dict[str, Any]], first: dt.date) -> Table:
 def _where(row: dict[str, Any]) -> str:
     """The size class with the most overflows at the relays, and its share."""
     by_class = {
-        k.removeprefix("overflows "): v for k, v in row.items() if k.startswith("overflows ")
+        label: row[class_column(label)]
+        for label, _ in SIZE_CLASSES
+        if row.get(class_column(label)) is not None
     }
     total = sum(by_class.values())
     if not total:
@@ -346,7 +351,7 @@ def sweep_table(doc: dict[str, Any], console: Console) -> None:
     axes = doc.get("axes") or []
     for axis in axes or ["point"]:  # a grid's points by their values, column by axis
         table.add_column(axis, overflow="fold")
-    for col in ("seed", "requests", "overflows", "rate %", "timeouts", "errors"):
+    for col in ("seed", "requests", "overflows", "at relays", "rate %", "timeouts", "errors"):
         table.add_column(col, justify="right", no_wrap=True)
     for col in ("crashes", "hangs", "outage min", "p99 ms"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -361,11 +366,12 @@ def sweep_table(doc: dict[str, Any], console: Console) -> None:
         named = [str(r["values"].get(a, "")) for a in axes] if axes else [r["label"]]
         cells = [*named, "-" if r.get("seed") is None else str(r["seed"])]
         if r.get("error") and "requests" not in r:
-            cells += ["-"] * 10
+            cells += ["-"] * 11
         else:
             cells += [
                 f"{r['requests']:,}",
                 f"{r['overflows']:,}",
+                f"{r['relay_overflows']:,}",
                 f"{100 * r['overflow_rate']:.3f}",
                 f"{r['timeouts']:,}",
                 f"{r['errors']:,}",

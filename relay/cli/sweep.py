@@ -67,6 +67,8 @@ def sweep(
         plan = sweeps.load_sweep(sweep_file, overrides)
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
+    for line in plan.warnings:
+        click.echo(f"relaysim: warning: {sweep_file}: {line}", err=True)
     err = Console(stderr=True)
     show = not quiet and err.is_terminal
     try:

@@ -7,11 +7,14 @@ For a replay (`relaysim.summary/3`): the summary table, requests and overflows p
 5 minutes over the day, where connections were refused (overflows by municipality
 size class, and each CS pool's peak occupancy against its cap), latency percentiles
 over the day, per-node load, and the outage timeline. For a sweep
-(`relaysim.sweep/1`): a heat map of the overflow rate over the two swept axes (a
+(`relaysim.sweep/1`): heat maps of the overflow events at the relays (the record's
+count) and of the overflow rate over the two swept axes (a
 grid of two keys), and the table of every point (the ablation table, for a list of
 points): crashes, hangs, outage minutes, errors, overflows. Plots are matplotlib
 figures rendered headless (Agg) to PNG and embedded as data URIs, and the styles are
-inline, so the file opens offline, anywhere.
+inline, so the file opens offline, anywhere. The figures are made without pyplot,
+so importing this module leaves matplotlib's backend alone (a notebook's inline
+plots keep working).
 """
 
 from __future__ import annotations
@@ -23,12 +26,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: no display, no GUI toolkit
-
 import matplotlib.dates as mdates
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -54,6 +52,13 @@ img { max-width: 100%; display: block; margin: 1em 0; }
 
 class ReportError(Exception):
     """A result document this report cannot read (one line for the user)."""
+
+
+def _figure(*grid: int, figsize: tuple[float, float]) -> tuple[Figure, Any]:
+    """A figure and its axes, as pyplot.subplots gives them, without pyplot (no
+    backend chosen, no global figure kept)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid)
 
 
 def html_report(docs: Sequence[tuple[str, dict[str, Any]]], title: str = "relaysim report") -> str:
@@ -95,6 +100,7 @@ def _replay_section(name: str, doc: dict[str, Any]) -> list[str]:
         ("requests", f"{doc['requests']:,}"),
         ("completed", f"{doc['completed']:,}"),
         ("overflows", f"{doc['overflows']:,}"),
+        ("overflows at the relays (the record's count)", f"{doc['relay_overflows']:,}"),
         ("timeouts", f"{doc['timeouts']:,}"),
         ("errors", f"{doc['errors']:,}"),
         ("lost", f"{doc['lost']:,}"),
@@ -182,7 +188,7 @@ def _traffic(
 ) -> Figure:
     t = np.array([b["t"] for b in timeline], dtype=float)
     x = _hours(t, start)
-    fig, ax = plt.subplots(figsize=(11, 3.6))
+    fig, ax = _figure(figsize=(11, 3.6))
     # The operators' actions (a relay detached over lunch, a relay added): where the
     # traffic's shape has a cause outside the load.
     marks = _hours(np.array([a["t"] for a in actions], dtype=float), start)
@@ -230,7 +236,7 @@ def _time_axis(fig: Figure, ax: Any, x: list[dt.datetime]) -> None:
 def _blocking(blocking: dict[str, Any]) -> Figure:
     """Left: refusals by municipality size class; right: each CS pool's peak
     occupancy against its cap, by population (the pools that block sit at 1)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (left, right) = _figure(1, 2, figsize=(11, 3.8))
     rows = [r for r in blocking["by_size"] if r["municipalities"]]
     labels = [r["class"] for r in rows]
     relay = np.array([r["relay_overflows"] for r in rows], dtype=float)
@@ -268,7 +274,7 @@ def _blocking(blocking: dict[str, Any]) -> Figure:
 def _latency(timeline: list[dict[str, Any]], start: dt.date) -> Figure:
     t = np.array([b["t"] for b in timeline], dtype=float)
     x = _hours(t, start)
-    fig, ax = plt.subplots(figsize=(11, 3.6))
+    fig, ax = _figure(figsize=(11, 3.6))
     for key, color in (("p50_ms", "#2ca02c"), ("p99_ms", "#9467bd")):
         y = [np.nan if b[key] is None else b[key] / 1000.0 for b in timeline]
         ax.plot(x, y, label=key.removesuffix("_ms"), color=color, lw=1)
@@ -281,7 +287,7 @@ def _latency(timeline: list[dict[str, Any]], start: dt.date) -> Figure:
 
 def _nodes(nodes: list[dict[str, Any]]) -> Figure:
     names = [n["name"] for n in nodes]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(names) + 2), 3.6))
+    fig, ax = _figure(figsize=(max(5.0, 1.2 * len(names) + 2), 3.6))
     bottom = np.zeros(len(nodes))
     for key, color in (
         ("completed", "#1f77b4"),
@@ -302,7 +308,7 @@ def _outages(events: list[dict[str, Any]], doc: dict[str, Any], start: dt.date) 
     names = [n["name"] for n in doc["nodes"]] or sorted({e["node"] for e in events})
     row = {name: i for i, name in enumerate(names)}
     base = dt.datetime.combine(start, dt.time())
-    fig, ax = plt.subplots(figsize=(11, 1.0 + 0.5 * len(names)))
+    fig, ax = _figure(figsize=(11, 1.0 + 0.5 * len(names)))
     for e in events:
         begin = mdates.date2num(base + dt.timedelta(seconds=e["t"]))  # type: ignore[no-untyped-call]
         width = max(e["outage_minutes"], 0.5) / 1440.0  # in days; visible if short
@@ -328,13 +334,15 @@ def _sweep_section(name: str, doc: dict[str, Any]) -> list[str]:
     axes = doc.get("axes") or []
     ok = [r for r in doc["rows"] if not r.get("error")]
     if len(axes) == 2 and ok:
-        out.append(_img(_heatmap(doc, axes), "overflow rate over the two swept axes"))
+        for column in HEATMAPS:
+            alt = f"{column.replace('_', ' ')} over the two swept axes"
+            out.append(_img(_heatmap(doc, axes, column), alt))
     goal = doc.get("goal")
     # A grid's points by their values, one column per axis (the labels repeat the
     # keys and would widen the table past the page); other sweeps by their labels.
     first = axes or ["point"]
-    header = [*first, "seed", "requests", "overflows", "overflow %", "timeouts", "errors",
-              "crashes", "hangs", "outage min", "p99 ms"]  # fmt: skip
+    header = [*first, "seed", "requests", "overflows", "at relays", "overflow %", "timeouts",
+              "errors", "crashes", "hangs", "outage min", "p99 ms"]  # fmt: skip
     if goal:
         header.append("goal met")
     header.append("error")
@@ -344,12 +352,13 @@ def _sweep_section(name: str, doc: dict[str, Any]) -> list[str]:
         cells: list[Any] = [*named, "-" if r.get("seed") is None else r["seed"]]
         if "requests" in r:
             cells += [
-                f"{r['requests']:,}", f"{r['overflows']:,}", f"{100 * r['overflow_rate']:.3f}",
+                f"{r['requests']:,}", f"{r['overflows']:,}", f"{r['relay_overflows']:,}",
+                f"{100 * r['overflow_rate']:.3f}",
                 f"{r['timeouts']:,}", f"{r['errors']:,}", r["crashes"], r["hangs"],
                 f"{r['outage_minutes']:,.1f}", _num(r["p99_ms"]),
             ]  # fmt: skip
         else:
-            cells += ["-"] * 9
+            cells += ["-"] * 10
         if goal:
             met = r.get("goal_met")
             cells.append("-" if met is None else ("yes" if met else "no"))
@@ -360,7 +369,23 @@ def _sweep_section(name: str, doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def _heatmap(doc: dict[str, Any], axes: list[str]) -> Figure:
+#: What a sweep's heat maps show: (row key, scale to the shown unit, floor of the log
+#: scale, cell format, colour bar label, title, goal keys meaning "below" and "at most").
+HEATMAPS = {
+    "relay_overflows": (
+        1.0, 1.0, "{:,.0f}", "overflow events at the relays (log scale)",
+        "Overflow events at the relays, the record's count (mean over seeds)",
+        "relay_overflows_below", "relay_overflows_at_most",
+    ),
+    "overflow_rate": (
+        100.0, 0.01, "{:.2f}%", "overflowing requests (%, log scale)",
+        "Overflow rate (mean over seeds)", "overflow_rate_below", None,
+    ),
+}  # fmt: skip
+
+
+def _heatmap(doc: dict[str, Any], axes: list[str], column: str) -> Figure:
+    scale, floor, cell, label, title, below, at_most = HEATMAPS[column]
     ys, xs = _levels(doc, axes[0]), _levels(doc, axes[1])
     grid = np.full((len(ys), len(xs)), np.nan)
     sums: dict[tuple[int, int], list[float]] = {}
@@ -368,13 +393,12 @@ def _heatmap(doc: dict[str, Any], axes: list[str]) -> Figure:
         if r.get("error"):
             continue
         key = (ys.index(r["values"][axes[0]]), xs.index(r["values"][axes[1]]))
-        sums.setdefault(key, []).append(100.0 * r["overflow_rate"])
-    for (i, j), rates in sums.items():
-        grid[i, j] = sum(rates) / len(rates)  # mean over seeds
-    fig, ax = plt.subplots(figsize=(1.7 * len(xs) + 3.5, 1.0 * len(ys) + 2.2))
-    # A log scale: the rates that matter (around the goal, 0.1%) and the collapse of
-    # a tier short of relays (tens of %) are both told apart.
-    floor = 0.01
+        sums.setdefault(key, []).append(scale * r[column])
+    for (i, j), values in sums.items():
+        grid[i, j] = sum(values) / len(values)  # mean over seeds
+    fig, ax = _figure(figsize=(1.7 * len(xs) + 3.5, 1.0 * len(ys) + 2.2))
+    # A log scale: the figures that matter (around the goal) and the collapse of a
+    # tier short of relays (orders of magnitude more) are both told apart.
     shown = np.where(np.isnan(grid), np.nan, np.maximum(grid, floor))
     top = max(float(np.nanmax(shown)), floor * 10)
     norm = LogNorm(vmin=floor, vmax=top)
@@ -383,22 +407,27 @@ def _heatmap(doc: dict[str, Any], axes: list[str]) -> Figure:
     ax.set_yticks(range(len(ys)), [str(y) for y in ys])
     ax.set_xlabel(axes[1])
     ax.set_ylabel(axes[0])
-    goal = (doc.get("goal") or {}).get("overflow_rate_below")
+    goals = doc.get("goal") or {}
+    bound, strict = goals.get(below), True
+    if bound is None and at_most is not None and goals.get(at_most) is not None:
+        bound, strict = goals[at_most], False
     for i in range(len(ys)):
         for j in range(len(xs)):
             if np.isnan(grid[i, j]):
                 continue
             r, g, b, _ = image.cmap(norm(shown[i, j]))
             ink = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.55 else "black"
-            ax.text(j, i, f"{grid[i, j]:.2f}%", ha="center", va="center", fontsize=11, color=ink)
-            if goal is not None and grid[i, j] < 100.0 * goal:
+            text = cell.format(grid[i, j])
+            ax.text(j, i, text, ha="center", va="center", fontsize=11, color=ink)
+            value, limit = grid[i, j], None if bound is None else scale * bound
+            if limit is not None and (value < limit if strict else value <= limit):
                 ax.add_patch(
                     Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="black", lw=2.5, zorder=3)
                 )
-    fig.colorbar(image, ax=ax, label="overflowing requests (%, log scale)")
-    title = "Overflow rate (mean over seeds)"
-    if goal is not None:
-        title += f": outlined, under the goal of {100 * goal:g}%"
+    fig.colorbar(image, ax=ax, label=label)
+    if bound is not None:
+        title += f": outlined, {'under' if strict else 'at most'} the goal of "
+        title += cell.format(scale * bound)
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -419,7 +448,6 @@ def _levels(doc: dict[str, Any], key: str) -> list[Any]:
 def _img(fig: Figure, alt: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 

@@ -36,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from relay.core.summary import SIZE_CLASSES
+from relay.scenario.bounds import clamped
 from relay.scenario.expect import judge
 from relay.scenario.expect import parse as parse_expectation
 from relay.scenario.schema import (
@@ -66,8 +67,17 @@ FIGURES = (
     "p99_ms",
 )
 
+
+def class_column(label: str) -> str:
+    """The column of a size class's relay overflows: `<50k` is `relay_overflows_lt_50k`,
+    `>=1M` `relay_overflows_ge_1m` (names a DataFrame, a CSV reader and a formula
+    take as they are)."""
+    tidy = label.lower().replace(">=", "ge_").replace("<", "lt_").replace("-", "_")
+    return f"relay_overflows_{tidy}"
+
+
 #: Overflows at the relays by municipality size class, one column each.
-CLASS_FIGURES = tuple(f"overflows {label}" for label, _ in SIZE_CLASSES)
+CLASS_FIGURES = tuple(class_column(label) for label, _ in SIZE_CLASSES)
 
 
 class Goal(BaseModel):
@@ -75,6 +85,8 @@ class Goal(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     overflow_rate_below: float | None = Field(default=None, gt=0, le=1)
+    relay_overflows_below: int | None = Field(default=None, gt=0)
+    relay_overflows_at_most: int | None = Field(default=None, ge=0)
     crashes_at_most: int | None = Field(default=None, ge=0)
     hangs_at_most: int | None = Field(default=None, ge=0)
 
@@ -86,6 +98,11 @@ class Goal(BaseModel):
             self.overflow_rate_below is not None
             and row["overflow_rate"] >= self.overflow_rate_below
         ):
+            return False
+        relay = row["relay_overflows"]
+        if self.relay_overflows_below is not None and relay >= self.relay_overflows_below:
+            return False
+        if self.relay_overflows_at_most is not None and relay > self.relay_overflows_at_most:
             return False
         if self.crashes_at_most is not None and row["crashes"] > self.crashes_at_most:
             return False
@@ -141,6 +158,8 @@ class Sweep:
         self.name = spec.name or path.stem
         self.axes = list(spec.grid) if spec.grid is not None else []
         self.points = list(self._points())
+        self.warnings: list[str] = []  # values a bound clamps (`check_base`)
+        self.invalid = 0  # points whose values do not validate (`check_base`)
 
     def _points(self) -> Iterator[Point]:
         spec = self.spec
@@ -169,20 +188,37 @@ class Sweep:
 
     def check_base(self) -> None:
         """Validate the base scenario with the overrides every point shares, then
-        every point's own (a misspelt axis is refused before anything runs)."""
+        every point's own. A sweep none of whose points validates (a misspelt axis)
+        is refused before anything runs; a point that does not validate while others
+        do keeps its error for its row (`run_point` gives it), the others run.
+        Values a bound of the scenario clamps are noted in `warnings`."""
         shared = list(self.spec.set.items())
-        scenario_from_data(self.base_data, shared, self.base_path, "with the sweep's set:")
+        base = scenario_from_data(self.base_data, shared, self.base_path, "with the sweep's set:")
+        self.warnings = [f"set: {line}" for line in clamped(base)]
         checked: set[int] = set()
+        failures: list[ConfigError] = []
         for point in self.points:
             if point.index in checked:
                 continue  # the same values for another seed
             checked.add(point.index)
-            scenario_from_data(
-                self.base_data,
-                self.overrides(point),
-                f"{self.path}: point {point.label!r}",
-                "on " + self.base_path,
-            )
+            try:
+                scenario = scenario_from_data(
+                    self.base_data,
+                    self.overrides(point),
+                    f"{self.path}: point {point.label!r}",
+                    "on " + self.base_path,
+                )
+            except ConfigError as exc:
+                failures.append(exc)
+                continue
+            self.warnings += [
+                f"point {point.label!r}: {line}"
+                for line in clamped(scenario)
+                if f"set: {line}" not in self.warnings
+            ]
+        if failures and len(failures) == len(checked):
+            raise failures[0]
+        self.invalid = len(failures)
 
     @property
     def base_path(self) -> str:
@@ -241,7 +277,7 @@ def run_point(
     # Where it overflows: refusals at the relays per municipality size class.
     blocking = doc["blocking"]
     for r in blocking["by_size"] if blocking is not None else []:
-        row[f"overflows {r['class']}"] = r["relay_overflows"]
+        row[class_column(r["class"])] = r["relay_overflows"]
     row["seed"] = doc["seed"]
     row["design"] = doc["design"]
     row["wall_seconds"] = round(time.perf_counter() - wall0, 3)

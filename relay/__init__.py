@@ -5,11 +5,33 @@ ledger) are plain Python: they are handed `now` and events and never touch trio,
 the wall clock or the global random generator. Drivers (`relay.engines.trio`) run
 them under a clock of their choice. `make` compiles them (with the fast engine and
 loadgen's arrivals) with mypyc (setup.py); the sources stay the truth.
+
+As a library (docs/api.md), the stable front is here, loaded on first use so the
+CLI does not pay for pandas: `relay.load_scenario`, `relay.replay`, `relay.sweep`,
+`relay.by_point`, `relay.predict`, and `relay.Result`, `relay.ConfigError`,
+`relay.ClampWarning` (all from `relay.api`).
 """
 
 from pathlib import Path
+from typing import Any
 
 __version__ = "0.1.0"
+
+#: The library's names, each loaded from `relay.api` when first asked for.
+API = ("load_scenario", "replay", "sweep", "by_point", "predict", "Result", "Scenario",
+       "ConfigError", "ClampWarning")  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in API:
+        from relay import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'relay' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *API])
 
 
 def _refuse_stale_builds() -> None:

@@ -1,0 +1,249 @@
+"""relaysim as a Python library, for planners in notebooks (docs/api.md).
+
+    import relay
+
+    scenario = relay.load_scenario("configs/2016-03-29.yaml", {"relays.count": 5})
+    result = relay.replay(scenario, seed=2)
+    result.summary["relay_overflows"]
+    result.timeline          # a DataFrame, one row per 5 minutes
+    table = relay.sweep(scenario, grid={"relays.count": [4, 5, 6]}, seeds=[1, 2, 3])
+    relay.by_point(table)    # mean, sd, min and max over the seeds
+
+The names here are the stable front: `load_scenario`, `replay` (a `Result`),
+`sweep` and `by_point` (DataFrames). They take a scenario as a file, a mapping or
+a loaded `Scenario`, and overrides as `{key: value}` (the keys of `--set`). A
+value a bound of the scenario clamps warns (`ClampWarning`); bad input raises
+`ConfigError` with one line naming it. pandas is imported here, matplotlib only
+when a plot is drawn.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import pandas as pd
+
+from relay.core import summary as summaries
+from relay.core.tier import RelayTier
+from relay.plan import sweep as sweeps
+from relay.plan.replay import replay as _replay
+from relay.scenario import schema
+from relay.scenario.bounds import clamped
+from relay.scenario.schema import ConfigError, Scenario
+
+__all__ = [
+    "ClampWarning",
+    "ConfigError",
+    "Result",
+    "Scenario",
+    "by_point",
+    "load_scenario",
+    "replay",
+    "sweep",
+]
+
+ScenarioLike = Scenario | str | os.PathLike[str] | Mapping[str, Any]
+Overrides = Mapping[str, Any] | Sequence[str | tuple[str, Any]] | None
+Engine = Literal["fast", "trio"]
+
+#: The figures `by_point` summarises over seeds.
+SEED_FIGURES = ("relay_overflows", "overflows", "overflow_rate", "timeouts", "errors",
+                "crashes", "hangs", "outage_minutes", "p50_ms", "p99_ms")  # fmt: skip
+
+
+class ClampWarning(UserWarning):
+    """A value that a bound of the scenario overrides: it changes nothing."""
+
+
+def load_scenario(source: ScenarioLike, overrides: Overrides = None) -> Scenario:
+    """A validated scenario from a YAML file, a mapping of its keys, or a scenario,
+    with `overrides` (`{"relays.count": 5}`, or `["relays.count=5"]`) applied.
+
+    Raises ConfigError (one line naming the file, key and value) for bad input;
+    warns `ClampWarning` for a value a bound clamps."""
+    pairs = _pairs(overrides)
+    if isinstance(source, Scenario):
+        data, where = source.model_dump(mode="json", by_alias=True), source.name
+    elif isinstance(source, Mapping):
+        data, where = dict(source), "scenario"
+    else:
+        where = str(Path(source))
+        data = schema.read_yaml_mapping(where)
+    scenario = schema.scenario_from_data(data, pairs, where, "with overrides")
+    for line in clamped(scenario):
+        warnings.warn(f"{where}: {line}", ClampWarning, stacklevel=2)
+    return scenario
+
+
+@dataclass(frozen=True)
+class Result:
+    """One replay: `summary` (the `relaysim.summary/3` document, typed as
+    `relay.core.summary.Summary`), `violations` (the checkers' findings, empty on
+    success), `scenario`, `tier` (the model after the run), and DataFrames."""
+
+    summary: summaries.Summary
+    violations: list[str]
+    scenario: Scenario
+    tier: RelayTier
+
+    @cached_property
+    def timeline(self) -> pd.DataFrame:
+        """One row per 5 minutes: `time` (a timestamp on the scenario's day), `t`
+        (seconds since its midnight), requests, completed, overflows, timeouts,
+        errors, p50_ms, p99_ms."""
+        frame = pd.DataFrame(self.summary["timeline"])
+        if frame.empty:
+            return frame
+        day = pd.Timestamp(self.summary["date"])
+        frame.insert(0, "time", day + pd.to_timedelta(frame["t"], unit="s"))
+        return frame
+
+    @cached_property
+    def pools(self) -> pd.DataFrame:
+        """One row per CS pool (municipality): its cap, peak, attempts, overflows at
+        the relays and refusals at the CS."""
+        blocking = self.summary["blocking"]
+        return pd.DataFrame(dict(blocking["pools"]) if blocking is not None else {})
+
+    @cached_property
+    def by_size(self) -> pd.DataFrame:
+        """One row per municipality size class: municipalities, residents, caps,
+        attempts, overflows at the relays and at the CS, pools at their cap."""
+        blocking = self.summary["blocking"]
+        rows = list(blocking["by_size"]) if blocking is not None else []
+        return pd.DataFrame(rows).rename(columns={"class": "size_class"})
+
+    @cached_property
+    def nodes(self) -> pd.DataFrame:
+        """One row per relay node: requests, outcomes, crashes, hangs, outage
+        minutes, connections, HSM calls and the race windows it met."""
+        return pd.json_normalize([dict(n) for n in self.summary["nodes"]], sep="_")
+
+    def plot(self) -> Any:
+        """The day's traffic (requests and overflows per 5 minutes) as a matplotlib
+        Figure (shown inline by a notebook). matplotlib is loaded here."""
+        import datetime as dt
+
+        from relay.plan import report
+
+        start = dt.date.fromisoformat(self.summary["date"])
+        actions = [dict(a) for a in self.summary["operators"]]
+        return report._traffic([dict(b) for b in self.summary["timeline"]], start, actions)
+
+
+def replay(
+    scenario: ScenarioLike,
+    *,
+    seed: int | None = None,
+    engine: Engine = "fast",
+    overrides: Overrides = None,
+) -> Result:
+    """Replay `scenario` (with `overrides`, and `seed` instead of its own) on
+    `engine`; the checkers' findings are in `Result.violations`, never raised."""
+    pairs = _pairs(overrides) + ([("seed", seed)] if seed is not None else [])
+    if not isinstance(scenario, Scenario) or pairs:
+        scenario = load_scenario(scenario, pairs)
+    done = _replay(scenario, engine=engine)
+    return Result(done.summary, [str(v) for v in done.violations], scenario, done.tier)
+
+
+def sweep(
+    scenario: ScenarioLike,
+    *,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    points: Sequence[Mapping[str, Any]] | None = None,
+    seeds: Sequence[int] | None = None,
+    overrides: Overrides = None,
+    workers: int | None = None,
+    dask: str | None = None,
+    engine: Engine = "fast",
+    goal: Mapping[str, Any] | None = None,
+    expect: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Replay `scenario` at every point of `grid` (the product of its keys' values)
+    or of `points` (each a `{key: value}`, with an optional `label`), for each of
+    `seeds`, on `workers` local processes (default: one per core) or the Dask
+    cluster at `dask`. One row per point and seed: `point`, `label`, one column per
+    key set, `seed`, the figures (`relay_overflows`, `overflow_rate`, `p99_ms`, ...,
+    `relay_overflows_ge_1m` per size class), `goal_met` with a `goal`
+    (`{"relay_overflows_below": 1000}`), and `error` (None, or why the point
+    failed: it does not stop the others)."""
+    base = load_scenario(scenario, overrides)
+    spec: dict[str, Any] = {"name": base.name, "base": f"{base.name} (in memory)"}
+    spec["engine"] = engine
+    spec |= {"grid": _lists(grid)} if grid is not None else {}
+    spec |= {"points": [dict(p) for p in points]} if points is not None else {}
+    spec |= {"seeds": list(seeds)} if seeds is not None else {}
+    spec |= {"goal": dict(goal)} if goal is not None else {}
+    try:
+        parsed = sweeps.SweepSpec.model_validate(spec)
+    except Exception as exc:  # pydantic's ValidationError: one line
+        raise ConfigError(f"sweep: {_first_error(exc)}") from None
+    plan = sweeps.Sweep(parsed, Path(base.name), base.model_dump(mode="json", by_alias=True))
+    plan.check_base()
+    for line in plan.warnings:
+        warnings.warn(f"sweep: {line}", ClampWarning, stacklevel=2)
+    if dask is not None:
+        pool = sweeps.dask_pool(dask)
+    else:
+        pool = sweeps.local_pool(workers or os.cpu_count() or 1)
+    with pool as running:
+        doc = sweeps.run(plan, running, expect=expect)
+    return frame_of(doc)
+
+
+def frame_of(doc: Mapping[str, Any]) -> pd.DataFrame:
+    """A `relaysim.sweep/1` document's rows as a DataFrame, in the CSV's columns (see
+    `sweep`); a figure a failed point lacks is NaN."""
+    header, _ = sweeps.csv_rows(dict(doc))
+    records = []
+    for row in doc["rows"]:
+        record = {"point": row["point"], "label": row["label"], **row["values"]}
+        record |= {k: row.get(k) for k in header if k not in record}
+        records.append(record)
+    return pd.DataFrame.from_records(records, columns=header)
+
+
+def by_point(table: pd.DataFrame, figures: Sequence[str] = SEED_FIGURES) -> pd.DataFrame:
+    """Over the seeds of each point of a `sweep` table: how many ran without error
+    (`seeds`), and the mean, sd, min and max of each of `figures` (columns
+    `relay_overflows_mean`, `relay_overflows_sd`, ...). A point none of whose
+    seeds ran is left out (its rows in `table` say why)."""
+    ok = table[table["error"].isna()]
+    first, last = table.columns.get_loc("label"), table.columns.get_loc("seed")
+    assert isinstance(first, int)
+    assert isinstance(last, int)
+    swept = list(table.columns[first + 1 : last])
+    grouped = ok.groupby(["point", "label", *swept], sort=True, dropna=False)
+    stats = grouped[list(figures)].agg(["mean", "std", "min", "max"])
+    pairs = cast(list[tuple[str, str]], list(stats.columns))  # (figure, statistic)
+    stats.columns = pd.Index([f"{f}_{'sd' if s == 'std' else s}" for f, s in pairs])
+    stats.insert(0, "seeds", grouped.size())
+    return stats.reset_index()
+
+
+def _pairs(overrides: Overrides) -> list[str | tuple[str, Any]]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return [(str(k), v) for k, v in overrides.items()]
+    if isinstance(overrides, str):
+        return [overrides]
+    return list(overrides)
+
+
+def _lists(grid: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    return {str(k): list(v) for k, v in grid.items()}
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return schema.describe_error(errors()[0])
+    return str(exc)

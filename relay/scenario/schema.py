@@ -36,6 +36,7 @@ from relay.core.events import order
 from relay.core.faults import ACTIONS, FAULTS, KINDS
 from relay.scenario.distributions import Distribution
 from relay.scenario.expect import check_all as check_expectations
+from relay.scenario.priors import Prior
 
 
 class _Loader(yaml.SafeLoader):
@@ -542,6 +543,8 @@ class Scenario(_Model):
     serve: ServeConfig = ServeConfig()
     # Thresholds the run must meet (`relay.scenario.expect`), as `--expect` gives them.
     expect: tuple[str, ...] = ()
+    # Readings the record leaves open, as distributions (`relaysim predict`).
+    priors: dict[str, Prior] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod

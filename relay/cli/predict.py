@@ -106,6 +106,8 @@ def prediction_table(doc: dict[str, Any], console: Console) -> None:
     )
     for title in ("figure", "median", "5%", "95%", "from readings", "from seeds"):
         table.add_column(title, justify="left" if title == "figure" else "right")
+    # Which reading matters, where the readings move the figure at all (a tenth of
+    # its variance or more); below that a rank correlation is the seeds' noise.
     table.add_column("matters most (rank correlation)")
     for name, f in doc["figures"].items():
         table.add_row(
@@ -115,7 +117,7 @@ def prediction_table(doc: dict[str, Any], console: Console) -> None:
             _num(f["p95"]),
             _share(f["variance_from_readings"]),
             _share(f["variance_from_seeds"]),
-            _most(f["rank_correlation"]),
+            _most(f["rank_correlation"]) if (f["variance_from_readings"] or 0) >= 0.1 else "-",
         )
     console.print(table)
 

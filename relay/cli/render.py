@@ -119,6 +119,17 @@ def summary_table(doc: Mapping[str, Any], console: Console) -> None:
     # The record counts overflow events at the relays: always shown, even when every
     # overflow was one of them.
     head.add_row("overflows at the relays", f"{doc['relay_overflows']:,}")
+    predicted = doc.get("prediction")
+    if predicted is not None:
+        for name, f in predicted["figures"].items():
+            head.add_row(
+                f"  predicted {name.replace('_', ' ')} (median, 5-95%)",
+                f"{f['median']:,.0f}  ({f['p5']:,.0f} - {f['p95']:,.0f})",
+            )
+        head.add_row(
+            "  prediction",
+            f"relaysim predict, {predicted['samples']} draws x {len(predicted['seeds'])} seeds",
+        )
     head.add_row(
         "latency p50 / p90 / p99 / max (ms)",
         " / ".join(_num(lat[k]) for k in ("p50", "p90", "p99", "max")),

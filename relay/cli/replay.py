@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from rich.console import Console
@@ -30,6 +30,8 @@ from relay.cli.options import (
     write_json,
     write_report,
 )
+from relay.plan import predict as predictions
+from relay.scenario.schema import ConfigError
 
 if TYPE_CHECKING:
     from relay.engines.common import Engine
@@ -95,6 +97,14 @@ def replay(
     with render.progress(scenario, enabled=not quiet and err.is_terminal, console=err) as bar:
         result = run_replay(scenario, name=config.stem, engine=engine, log=log, progress=bar)
     doc = result.summary
+    if scenario.prediction is not None and not overrides and not design:
+        # The interval recorded for the scenario as shipped (a design or a key
+        # changed: it is not this run's). The seed is one of those it crossed.
+        try:
+            recorded = predictions.interval(config.parent / scenario.prediction, scenario.name)
+        except ConfigError as exc:
+            raise BadInput(f"{config}: {exc}") from None
+        cast(dict[str, Any], doc)["prediction"] = recorded
     if not quiet:
         render.summary_table(doc, render.wide_console())
     held = judge(doc, held_to)

@@ -19,8 +19,10 @@ The document is `relaysim.predict/1`.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -182,3 +184,35 @@ def _point(scenario: Scenario, key: str) -> Any:
             return None
         node = node.get(part)
     return node
+
+
+#: The figures whose recorded interval `replay` shows beside its point.
+SHOWN = ("relay_overflows", "overflows")
+
+
+def interval(path: str | Path, scenario: str) -> dict[str, Any]:
+    """The interval a recorded `relaysim predict` document at `path` gives for
+    `scenario`: samples, seeds, where it comes from, and each shown figure's median,
+    p5 and p95; ConfigError in one line for a file that is not one."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"prediction: {p}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"prediction: {p}: cannot read it: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ConfigError(f"prediction: {p}: not a {SCHEMA} document")
+    if doc.get("scenario") != scenario:
+        raise ConfigError(f"prediction: {p}: is for {doc.get('scenario')!r}, not {scenario!r}")
+    figures = {
+        name: {k: doc["figures"][name][k] for k in ("median", "p5", "p95")}
+        for name in SHOWN
+        if name in doc["figures"]
+    }
+    return {
+        "source": str(p),
+        "samples": doc["samples"],
+        "seeds": doc["seeds"],
+        "figures": figures,
+    }

@@ -101,6 +101,7 @@ def _replay_section(name: str, doc: dict[str, Any]) -> list[str]:
         ("completed", f"{doc['completed']:,}"),
         ("overflows", f"{doc['overflows']:,}"),
         ("overflows at the relays (the record's count)", f"{doc['relay_overflows']:,}"),
+        *_predicted(doc),
         ("timeouts", f"{doc['timeouts']:,}"),
         ("errors", f"{doc['errors']:,}"),
         ("lost", f"{doc['lost']:,}"),
@@ -322,6 +323,25 @@ def _outages(events: list[dict[str, Any]], doc: dict[str, Any], start: dt.date) 
 
 
 # -- sweeps -------------------------------------------------------------------------
+
+
+def _predicted(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows for the interval `relaysim predict` recorded, beside the point."""
+    predicted = doc.get("prediction")
+    if predicted is None:
+        return []
+    rows = [
+        (
+            f"predicted {name.replace('_', ' ')}: median (5-95%)",
+            f"{f['median']:,.0f} ({f['p5']:,.0f} - {f['p95']:,.0f})",
+        )
+        for name, f in predicted["figures"].items()
+    ]
+    rows.append(
+        ("prediction", f"relaysim predict: {predicted['samples']} draws x "
+         f"{len(predicted['seeds'])} seeds of the scenario's priors")
+    )  # fmt: skip
+    return rows
 
 
 def _sweep_section(name: str, doc: dict[str, Any]) -> list[str]:

@@ -545,6 +545,9 @@ class Scenario(_Model):
     expect: tuple[str, ...] = ()
     # Readings the record leaves open, as distributions (`relaysim predict`).
     priors: dict[str, Prior] = Field(default_factory=dict)
+    # The `relaysim predict` document recorded for this scenario (a path relative to
+    # its file): `replay` shows its interval beside the point.
+    prediction: str | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -18,8 +18,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: The library's names, each loaded from `relay.api` when first asked for.
-API = ("load_scenario", "replay", "sweep", "by_point", "predict", "Result", "Scenario",
-       "ConfigError", "ClampWarning")  # fmt: skip
+API = ("load_scenario", "replay", "sweep", "by_point", "predict", "Result", "Prediction",
+       "Scenario", "ConfigError", "ClampWarning")  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

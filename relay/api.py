@@ -40,10 +40,12 @@ from relay.scenario.schema import ConfigError, Scenario
 __all__ = [
     "ClampWarning",
     "ConfigError",
+    "Prediction",
     "Result",
     "Scenario",
     "by_point",
     "load_scenario",
+    "predict",
     "replay",
     "sweep",
 ]
@@ -196,6 +198,63 @@ def sweep(
     with pool as running:
         doc = sweeps.run(plan, running, expect=expect)
     return frame_of(doc)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A prediction with its uncertainty (`relaysim predict`): `doc` (the
+    `relaysim.predict/1` document), `figures` (one row per figure: median, p5,
+    p95, mean, sd, variance_from_readings, variance_from_seeds, and
+    `rank_<reading>` per reading) and `runs` (one row per draw and seed: the
+    readings drawn and the run's figures)."""
+
+    doc: dict[str, Any]
+
+    @cached_property
+    def figures(self) -> pd.DataFrame:
+        """One row per figure (the index), as `relaysim predict` prints them."""
+        rows = {}
+        for name, f in self.doc["figures"].items():
+            ranks = {f"rank_{k}": v for k, v in f["rank_correlation"].items()}
+            rows[name] = {k: v for k, v in f.items() if k != "rank_correlation"} | ranks
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    @cached_property
+    def runs(self) -> pd.DataFrame:
+        """One row per draw and seed: `draw`, `seed`, each reading, the figures."""
+        records = [
+            {"draw": r["draw"], "seed": r["seed"], **r["values"]}
+            | {k: r.get(k) for k in sweeps.FIGURES}
+            | {"error": r.get("error")}
+            for r in self.doc["rows"]
+        ]
+        return pd.DataFrame.from_records(records)
+
+
+def predict(
+    scenario: ScenarioLike,
+    *,
+    samples: int = 20,
+    seeds: Sequence[int] = (1, 2, 3),
+    overrides: Overrides = None,
+    workers: int | None = None,
+    dask: str | None = None,
+    engine: Engine = "fast",
+) -> Prediction:
+    """Draw the scenario's priors (`priors:`, the readings the record leaves open)
+    `samples` times by Latin hypercube, replay each draw on every seed, and report
+    each figure's median and 5-95% interval, its variance split between readings
+    and seeds, and each reading's rank correlation (docs/calibration.md)."""
+    from relay.plan import predict as predictions
+
+    base = load_scenario(scenario, overrides)
+    if dask is not None:
+        pool = sweeps.dask_pool(dask)
+    else:
+        pool = sweeps.local_pool(workers or os.cpu_count() or 1)
+    with pool as running:
+        doc = predictions.run(base, running, samples=samples, seeds=seeds, engine=engine)
+    return Prediction(doc)
 
 
 def frame_of(doc: Mapping[str, Any]) -> pd.DataFrame:

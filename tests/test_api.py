@@ -114,3 +114,21 @@ def test_the_library_loads_pandas_on_use_and_leaves_matplotlibs_backend_alone() 
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_prediction_from_python_gives_its_figures_and_runs_as_dataframes() -> None:
+    """`relay.predict` on a scenario with a prior: the figures' table has the median
+    inside its 5-95% interval and the variance shares adding to one; the runs'
+    table has one row per draw and seed with the reading drawn."""
+    prior = {"dist": "uniform", "low": 50, "high": 400}
+    scenario = relay.load_scenario(SMOKE).model_dump(mode="json", by_alias=True)
+    scenario["priors"] = {"backend.service_ms.mean": prior}
+    made = relay.predict(scenario, samples=4, seeds=[1, 2], workers=2)
+    figures = made.figures
+    p99 = figures.loc["p99_ms"]
+    assert p99["p5"] <= p99["median"] <= p99["p95"]
+    assert p99["variance_from_readings"] + p99["variance_from_seeds"] == pytest.approx(1.0)
+    assert p99["rank_backend.service_ms.mean"] > 0.5
+    runs = made.runs
+    assert len(runs) == 8
+    assert runs["backend.service_ms.mean"].between(50, 400).all()

@@ -8,7 +8,7 @@ loadgen's arrivals) with mypyc (setup.py); the sources stay the truth.
 
 As a library (docs/api.md), the stable front is here, loaded on first use so the
 CLI does not pay for pandas: `relay.load_scenario`, `relay.replay`, `relay.sweep`,
-`relay.by_point`, `relay.predict`, and `relay.Result`, `relay.ConfigError`,
+`relay.by_point`, `relay.predict`, `relay.seek`, and `relay.Result`, `relay.ConfigError`,
 `relay.ClampWarning` (all from `relay.api`).
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: The library's names, each loaded from `relay.api` when first asked for.
-API = ("load_scenario", "replay", "sweep", "by_point", "predict", "Result", "Prediction",
-       "Scenario", "ConfigError", "ClampWarning")  # fmt: skip
+API = ("load_scenario", "replay", "sweep", "by_point", "predict", "seek", "Result",
+       "Prediction", "Sought", "Scenario", "ConfigError", "ClampWarning")  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -43,10 +43,12 @@ __all__ = [
     "Prediction",
     "Result",
     "Scenario",
+    "Sought",
     "by_point",
     "load_scenario",
     "predict",
     "replay",
+    "seek",
     "sweep",
 ]
 
@@ -255,6 +257,67 @@ def predict(
     with pool as running:
         doc = predictions.run(base, running, samples=samples, seeds=seeds, engine=engine)
     return Prediction(doc)
+
+
+@dataclass(frozen=True)
+class Sought:
+    """What `seek` found: `doc` (`relaysim.seek/1`), `answer` (the cheapest point's
+    values, None when no point of the grid meets the goal) and `tested` (one row per
+    point evaluated and seed: the values, `met` for the point, the figures)."""
+
+    doc: dict[str, Any]
+
+    @property
+    def answer(self) -> dict[str, Any] | None:
+        """The cheapest point's values, or None."""
+        found = self.doc["answer"]
+        return None if found is None else dict(found["values"])
+
+    @cached_property
+    def tested(self) -> pd.DataFrame:
+        """One row per point evaluated and seed."""
+        records = [
+            {**point["values"], "point_met": point["met"], **row}
+            for point in self.doc["tested"]
+            for row in point["rows"]
+        ]
+        return pd.DataFrame.from_records(records)
+
+
+def seek(
+    scenario: ScenarioLike,
+    *,
+    axes: Mapping[str, Sequence[Any]],
+    goal: str,
+    seeds: Sequence[int] | None = None,
+    need: float = 1.0,
+    overrides: Overrides = None,
+    workers: int | None = None,
+    dask: str | None = None,
+    engine: Engine = "fast",
+) -> Sought:
+    """The cheapest point meeting `goal` (a threshold: `"relay_overflows <= 1000"`)
+    on at least `need` of `seeds`: `axes` in the order of their cost (the first
+    dearest), each from cheapest to dearest value; searched by bisection, one axis
+    at a time, assuming a dearer value never hurts (docs/capacity.md)."""
+    from relay.plan import seek as seeking
+
+    base = load_scenario(scenario, overrides)
+    spec: dict[str, Any] = {"name": base.name, "base": f"{base.name} (in memory)"}
+    spec |= {"engine": engine, "grid": _lists(axes)}
+    spec |= {"seeds": list(seeds)} if seeds is not None else {}
+    try:
+        parsed = sweeps.SweepSpec.model_validate(spec)
+    except Exception as exc:  # pydantic's ValidationError: one line
+        raise ConfigError(f"seek: {_first_error(exc)}") from None
+    plan = sweeps.Sweep(parsed, Path(base.name), base.model_dump(mode="json", by_alias=True))
+    plan.check_base()
+    if dask is not None:
+        pool = sweeps.dask_pool(dask)
+    else:
+        pool = sweeps.local_pool(workers or os.cpu_count() or 1)
+    with pool as running:
+        return Sought(seeking.run(plan, goal, running, need=need))
 
 
 def frame_of(doc: Mapping[str, Any]) -> pd.DataFrame:

@@ -132,3 +132,27 @@ def test_a_prediction_from_python_gives_its_figures_and_runs_as_dataframes() -> 
     runs = made.runs
     assert len(runs) == 8
     assert runs["backend.service_ms.mean"].between(50, 400).all()
+
+
+def test_seek_from_python_finds_the_cheapest_limit_meeting_a_goal() -> None:
+    """`relay.seek` on the smoke day: the answer's seeds meet the goal, the next
+    cheaper limit's do not, in fewer points than the axis has."""
+    found = relay.seek(
+        SMOKE,
+        axes={"load.cs_connections.base": [1, 2, 3, 4, 6, 8, 12]},
+        overrides={"load.cs_connections.maximum": 100},
+        goal="relay_overflows <= 5",
+        seeds=[1, 2],
+        workers=2,
+    )
+    assert found.answer is not None
+    limit = found.answer["load.cs_connections.base"]
+    tested = found.tested
+    at = tested[tested["load.cs_connections.base"] == limit]
+    assert (at["relay_overflows"] <= 5).all()
+    values = [1, 2, 3, 4, 6, 8, 12]
+    assert limit != values[0]  # the smoke day overflows at a limit of 1: a search happened
+    cheaper = values[values.index(limit) - 1]
+    below = tested[tested["load.cs_connections.base"] == cheaper]
+    assert (below["relay_overflows"] > 5).any()
+    assert found.doc["evaluated"] < len(values)

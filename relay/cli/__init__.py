@@ -12,7 +12,7 @@ import sys
 import click
 
 # The commands register themselves on the group when their modules load.
-from relay.cli import check, hsm, hunt, predict, replay, serving, sweep  # noqa: F401
+from relay.cli import check, hsm, hunt, predict, replay, seek, serving, sweep  # noqa: F401
 from relay.cli.options import EXIT_BAD_INPUT, cli
 
 

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PKGS   := relay hsm_adapter loadgen
 # The modules setup.py compiles with mypyc, and the stamp of their last build.
 CORE   := $(addprefix relay/core/,request.py ledger.py dispatcher.py node.py hsm.py monitor.py \
-	timer.py workarea.py backend.py tier.py rng.py agenda.py) relay/engines/fast.py loadgen/arrivals.py
+	timer.py workarea.py backend.py tier.py rng.py agenda.py sketch.py) relay/engines/fast.py loadgen/arrivals.py
 BUILT  := $(VENV)/.compiled-stamp
 
 .PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm bench-net \

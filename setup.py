@@ -29,6 +29,7 @@ CORE = [
     "relay/core/tier.py",
     "relay/core/rng.py",
     "relay/core/agenda.py",
+    "relay/core/sketch.py",
     "relay/engines/fast.py",
     "loadgen/arrivals.py",
 ]

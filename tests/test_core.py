@@ -206,12 +206,12 @@ def test_a_latency_histogram_counts_each_latency_at_or_below_its_bound() -> None
 
 def test_a_bounded_ledger_keeps_no_sample() -> None:
     """With latency bounds (serve mode) completed requests go to the histogram, and
-    the per-bucket sample arrays a replay keeps stay empty."""
+    the per-bucket sketches a replay keeps stay empty."""
     ledger = Ledger(latency_bounds=[1.0])
     for i in range(100):
         req = ledger.open(cs=0, attempt=0, now=float(i))
         ledger.close(req, Outcome.COMPLETED, now=float(i) + 0.5)
     assert ledger.histogram is not None
     assert (ledger.histogram.count, ledger.histogram.counts) == (100, [100, 0])
-    assert all(len(samples) == 0 for samples in ledger.latencies.values())
+    assert all(sketch.count == 0 for sketch in ledger.latencies.values())
     assert ledger.total.count(Outcome.COMPLETED) == 100

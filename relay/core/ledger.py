@@ -16,6 +16,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 
 from relay.core.request import Outcome, Request
+from relay.core.sketch import Sketch
 
 BUCKET_S = 300.0
 OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
@@ -49,10 +50,9 @@ class Tally:
 
 
 class LatencyHistogram:
-    """Latencies counted into fixed buckets: memory that stays flat however many
-    requests a server answers (a replay keeps every sample instead, for exact
-    percentiles). `append` is the array's method name, so a request records its
-    latency the same way into either."""
+    """Latencies counted into fixed buckets (Prometheus' `le` bounds): memory that
+    stays flat however many requests a server answers. `append` as a `Sketch`'s,
+    so a request records its latency the same way into either."""
 
     __slots__ = ("bounds", "count", "counts", "total")
 
@@ -80,17 +80,22 @@ class LatencyHistogram:
 class Ledger:
     """Outcomes of all requests of a run, by node and by arrival bucket.
 
-    With `latency_bounds`, latencies go into one `LatencyHistogram` (serve mode,
-    which may answer requests for weeks) instead of every sample by bucket.
+    Completed requests' latencies go into one `Sketch` per arrival bucket (within
+    0.5% at every quantile, memory flat in the length of a run), or with
+    `latency_bounds` into one `LatencyHistogram` (serve mode's /metrics buckets).
+    `samples` also keeps every latency, exactly (to check the sketches against).
     """
 
-    def __init__(self, latency_bounds: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, latency_bounds: Sequence[float] | None = None, samples: bool = False
+    ) -> None:
         self.histogram = None if latency_bounds is None else LatencyHistogram(latency_bounds)
+        self.samples: array[float] | None = array("d") if samples else None
         self._next_id = 0
         self._open: dict[int, Request] = {}
         self.total = Tally()
         self.buckets: dict[int, Tally] = {}
-        self.latencies: dict[int, array[float]] = {}  # completed, by bucket, seconds
+        self.latencies: dict[int, Sketch] = {}  # completed, by bucket, seconds
         self.nodes: dict[int, Tally] = {}  # by node number
         self.refusals: dict[str, int] = {}
         self.violations: list[str] = []
@@ -115,7 +120,7 @@ class Ledger:
         tally = self.buckets.get(b)
         if tally is None:
             tally = self.buckets[b] = Tally()
-            self.latencies[b] = array("d")
+            self.latencies[b] = Sketch()
         tally.counts[0] += 1
         req.bucket_counts = tally.counts
         histogram = self.histogram
@@ -145,6 +150,8 @@ class Ledger:
             node_counts[i] += 1
         if i == _COMPLETED:
             req.bucket_latencies.append(now - req.arrived)
+            if self.samples is not None:
+                self.samples.append(now - req.arrived)
         if refusal is not None:
             req.refusal = refusal
             self.refusals[refusal] = self.refusals.get(refusal, 0) + 1

@@ -19,6 +19,7 @@ from relay.core.dispatcher import RELAY_REASONS, Dispatcher
 from relay.core.events import OperatorEvent
 from relay.core.ledger import BUCKET_S, Ledger, Tally
 from relay.core.node import Node
+from relay.core.sketch import merged
 
 #: /2 (from /1): adds chip_operations, inconsistent, duplicates_applied, deduplicated.
 #: /3: adds relay_overflows, `blocking` (overflows by municipality size class and each
@@ -405,11 +406,11 @@ def build(
     `backend`, how requests queued for the backend's memory (`backend`); a
     client-side summary (`relaysim load`) has none of them.
     """
-    arrays = [np.frombuffer(b, dtype=np.float64) for b in ledger.latencies.values() if len(b)]
-    all_lat = np.concatenate(arrays) if arrays else np.empty(0)
+    whole = merged(ledger.latencies.values())
     timeline: list[Bucket] = []
     for b, tally in sorted(ledger.buckets.items()):
-        p50, p99 = percentiles(np.frombuffer(ledger.latencies[b], dtype=np.float64), (50, 99))
+        bucket = ledger.latencies.get(b)
+        p50, p99 = bucket.quantiles((0.5, 0.99)) if bucket is not None else (math.nan,) * 2
         timeline.append(
             {"t": int(b * BUCKET_S), **_outcomes(tally), "p50_ms": _ms(p50), "p99_ms": _ms(p99)}
         )
@@ -441,8 +442,8 @@ def build(
             }
         )
     lost = len(ledger.still_open)
-    mean = float(all_lat.mean()) if len(all_lat) else math.nan
-    p50, p90, p99, top = percentiles(all_lat, (50, 90, 99, 100))
+    mean = whole.mean
+    p50, p90, p99, top = whole.quantiles((0.5, 0.9, 0.99, 1.0))
     outages = events(nodes, sim_end)
     return {
         "schema": SCHEMA,

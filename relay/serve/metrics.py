@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -24,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from hsm_adapter.lane import LaneState, Pkcs11Hsm
 from relay.core.ledger import OUTCOMES
+from relay.core.sketch import merged
 from relay.net import REAL, Network
 from relay.serve.httpd import Answer, Request, error, serve_http
 from relay.serve.ports import listen
@@ -194,11 +194,10 @@ class TierCollector(Collector):
         histogram = ledger.histogram
         if histogram is not None and histogram.bounds == list(BUCKETS):
             counts, total = histogram.cumulative(), histogram.total
-        else:  # a ledger that kept every sample (a replay's; tests)
-            arrays = [np.frombuffer(a, dtype=np.float64) for a in ledger.latencies.values()]
-            values = np.concatenate(arrays) if arrays else np.empty(0)
-            counts = [int(np.count_nonzero(values <= b)) for b in BUCKETS] + [len(values)]
-            total = float(values.sum())
+        else:  # a replay's ledger (tests): its sketches, to a bin
+            whole = merged(ledger.latencies.values())
+            counts = [whole.at_most(b) for b in BUCKETS] + [whole.count]
+            total = whole.total
         labels = [*(str(b) for b in BUCKETS), "+Inf"]
         return HistogramMetricFamily(
             "relaysim_latency_seconds",

@@ -197,13 +197,14 @@ async def _act(here: Situation, actions: list[tuple[float, Action]], stop: list[
 
 def digest(ledger: Ledger) -> str:
     """A fingerprint of everything `ledger` recorded: its counts by outcome, by
-    arrival bucket and by node, each latency (as its bytes), refusals, violations
-    and registrations. Equal fingerprints: the same ledger, byte for byte."""
+    arrival bucket and by node, the latencies (each bucket's sketch: its bins, exact
+    sum, minimum and maximum), refusals, violations and registrations. Equal
+    fingerprints: the same ledger, byte for byte."""
     h = hashlib.sha256()
     h.update(json.dumps(ledger.total.counts).encode())
     for number in sorted(ledger.buckets):
         h.update(json.dumps([number, ledger.buckets[number].counts]).encode())
-        h.update(ledger.latencies[number].tobytes())
+        h.update(ledger.latencies[number].state())
     for number in sorted(ledger.nodes):
         h.update(json.dumps([number, ledger.nodes[number].counts]).encode())
     if ledger.histogram is not None:

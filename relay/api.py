@@ -19,9 +19,11 @@ when a plot is drawn.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -178,28 +180,37 @@ def sweep(
     `relay_overflows_ge_1m` per size class), `goal_met` with a `goal`
     (`{"relay_overflows_below": 1000}`), and `error` (None, or why the point
     failed: it does not stop the others)."""
-    base = load_scenario(scenario, overrides)
-    spec: dict[str, Any] = {"name": base.name, "base": f"{base.name} (in memory)"}
-    spec["engine"] = engine
+    spec: dict[str, Any] = {"engine": engine}
     spec |= {"grid": _lists(grid)} if grid is not None else {}
     spec |= {"points": [dict(p) for p in points]} if points is not None else {}
     spec |= {"seeds": list(seeds)} if seeds is not None else {}
     spec |= {"goal": dict(goal)} if goal is not None else {}
+    plan = _plan("sweep", load_scenario(scenario, overrides), spec)
+    with _pool(workers, dask) as running:
+        doc = sweeps.run(plan, running, expect=expect)
+    return frame_of(doc)
+
+
+def _plan(what: str, base: Scenario, spec: dict[str, Any]) -> sweeps.Sweep:
+    """A sweep of `base` by `spec` (a sweep file's keys but `base`), checked; a value
+    a bound clamps warns. ConfigError in one line naming `what` was asked."""
+    spec = {"name": base.name, "base": f"{base.name} (in memory)", **spec}
     try:
         parsed = sweeps.SweepSpec.model_validate(spec)
     except Exception as exc:  # pydantic's ValidationError: one line
-        raise ConfigError(f"sweep: {_first_error(exc)}") from None
+        raise ConfigError(f"{what}: {_first_error(exc)}") from None
     plan = sweeps.Sweep(parsed, Path(base.name), base.model_dump(mode="json", by_alias=True))
     plan.check_base()
     for line in plan.warnings:
-        warnings.warn(f"sweep: {line}", ClampWarning, stacklevel=2)
+        warnings.warn(f"{what}: {line}", ClampWarning, stacklevel=3)
+    return plan
+
+
+def _pool(workers: int | None, dask: str | None) -> AbstractContextManager[cf.Executor]:
+    """The Dask cluster at `dask`, or `workers` local processes (one per core)."""
     if dask is not None:
-        pool = sweeps.dask_pool(dask)
-    else:
-        pool = sweeps.local_pool(workers or os.cpu_count() or 1)
-    with pool as running:
-        doc = sweeps.run(plan, running, expect=expect)
-    return frame_of(doc)
+        return sweeps.dask_pool(dask)
+    return sweeps.local_pool(workers or os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -250,11 +261,7 @@ def predict(
     from relay.plan import predict as predictions
 
     base = load_scenario(scenario, overrides)
-    if dask is not None:
-        pool = sweeps.dask_pool(dask)
-    else:
-        pool = sweeps.local_pool(workers or os.cpu_count() or 1)
-    with pool as running:
+    with _pool(workers, dask) as running:
         doc = predictions.run(base, running, samples=samples, seeds=seeds, engine=engine)
     return Prediction(doc)
 
@@ -302,21 +309,10 @@ def seek(
     at a time, assuming a dearer value never hurts (docs/capacity.md)."""
     from relay.plan import seek as seeking
 
-    base = load_scenario(scenario, overrides)
-    spec: dict[str, Any] = {"name": base.name, "base": f"{base.name} (in memory)"}
-    spec |= {"engine": engine, "grid": _lists(axes)}
+    spec: dict[str, Any] = {"engine": engine, "grid": _lists(axes)}
     spec |= {"seeds": list(seeds)} if seeds is not None else {}
-    try:
-        parsed = sweeps.SweepSpec.model_validate(spec)
-    except Exception as exc:  # pydantic's ValidationError: one line
-        raise ConfigError(f"seek: {_first_error(exc)}") from None
-    plan = sweeps.Sweep(parsed, Path(base.name), base.model_dump(mode="json", by_alias=True))
-    plan.check_base()
-    if dask is not None:
-        pool = sweeps.dask_pool(dask)
-    else:
-        pool = sweeps.local_pool(workers or os.cpu_count() or 1)
-    with pool as running:
+    plan = _plan("seek", load_scenario(scenario, overrides), spec)
+    with _pool(workers, dask) as running:
         return Sought(seeking.run(plan, goal, running, need=need))
 
 

@@ -48,6 +48,21 @@ set_option = click.option(
     help="Override a scenario key, e.g. --set load.requests=5000 (repeatable).",
 )
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar, no table.")
+
+
+def pool_options(command: F) -> F:
+    """`--workers N` or `--dask ADDRESS`: where a command's many replays run
+    (`executor` makes the pool)."""
+    command = click.option(
+        "--dask", "dask_address", metavar="ADDRESS", help="Run on a Dask cluster instead."
+    )(command)
+    return click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        help="Local worker processes (default: one per core).",
+    )(command)
+
+
 expect_option = click.option(
     "--expect",
     "expectations",

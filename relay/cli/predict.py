@@ -12,7 +12,18 @@ from rich.console import Console
 from rich.table import Table
 
 from relay.cli import render
-from relay.cli.options import EXIT_INVARIANT, BadInput, cli, executor, load_config, write_json
+from relay.cli.options import (
+    EXIT_INVARIANT,
+    BadInput,
+    cli,
+    executor,
+    json_option,
+    load_config,
+    pool_options,
+    quiet_option,
+    set_option,
+    write_json,
+)
 from relay.scenario.schema import ConfigError
 
 
@@ -32,17 +43,10 @@ from relay.scenario.schema import ConfigError
     show_default=True,
     help="Seeds each draw runs on (1..N).",
 )
-@click.option("--workers", type=click.IntRange(min=1), help="Local worker processes.")
-@click.option("--dask", "dask_address", metavar="ADDRESS", help="Run on a Dask cluster instead.")
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a scenario key (the point reading; a prior still draws its key).",
-)
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the document.")
-@click.option("--quiet", is_flag=True, help="No progress bar, no table.")
+@pool_options
+@set_option
+@json_option("Write the relaysim.predict/1 document.")
+@quiet_option
 def predict(
     config: Path,
     samples: int,

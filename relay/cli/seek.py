@@ -11,7 +11,18 @@ from rich.console import Console
 from rich.table import Table
 
 from relay.cli import render
-from relay.cli.options import EXIT_INVARIANT, BadInput, check_output, cli, executor, write_json
+from relay.cli.options import (
+    EXIT_INVARIANT,
+    BadInput,
+    check_output,
+    cli,
+    executor,
+    json_option,
+    pool_options,
+    quiet_option,
+    set_option,
+    write_json,
+)
 from relay.scenario.expect import ExpectError
 from relay.scenario.expect import parse as parse_expectation
 from relay.scenario.schema import ConfigError
@@ -32,17 +43,10 @@ from relay.scenario.schema import ConfigError
     show_default=True,
     help="The share of the sweep's seeds that must meet the goal (0.9: 9 of 10).",
 )
-@click.option("--workers", type=click.IntRange(min=1), help="Local worker processes.")
-@click.option("--dask", "dask_address", metavar="ADDRESS", help="Run on a Dask cluster instead.")
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a scenario key on every point.",
-)
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the document.")
-@click.option("--quiet", is_flag=True, help="No progress line, no tables.")
+@pool_options
+@set_option
+@json_option("Write the relaysim.seek/1 document.")
+@quiet_option
 def seek(
     sweep_file: Path,
     goal: str,

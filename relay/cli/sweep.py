@@ -19,6 +19,7 @@ from relay.cli.options import (
     expect_option,
     expectations_of,
     json_option,
+    pool_options,
     quiet_option,
     write_json,
 )
@@ -27,12 +28,7 @@ from relay.scenario.schema import ConfigError
 
 @cli.command()
 @click.argument("sweep_file", metavar="SWEEP", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    help="Local worker processes (default: one per core).",
-)
-@click.option("--dask", "dask_address", metavar="ADDRESS", help="Run on a Dask cluster instead.")
+@pool_options
 @click.option(
     "--set",
     "overrides",

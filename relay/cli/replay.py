@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -20,11 +21,13 @@ from relay.cli.options import (
     cli,
     config_argument,
     design_option,
+    executor,
     expect_option,
     expectations_of,
     json_option,
     judge,
     load_config,
+    pool_options,
     quiet_option,
     set_option,
     write_json,
@@ -34,7 +37,9 @@ from relay.plan import predict as predictions
 from relay.scenario.schema import ConfigError
 
 if TYPE_CHECKING:
+    from relay.core.summary import Summary
     from relay.engines.common import Engine
+    from relay.scenario.schema import Scenario
 
 
 @cli.command()
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
     show_default=True,
     help="fast: discrete-event loop; trio: one trio task per request (same core).",
 )
+@pool_options
 @json_option("Write the summary.")
 @expect_option
 @click.option(
@@ -70,6 +76,8 @@ def replay(
     overrides: tuple[str, ...],
     seed: int | None,
     engine: Engine,
+    workers: int | None,
+    dask_address: str | None,
     json_path: Path | None,
     expectations: tuple[str, ...],
     report_path: Path | None,
@@ -77,7 +85,10 @@ def replay(
     log_format: logs.LogFormat,
     log_level: str,
 ) -> None:
-    """Replay a whole scenario under virtual time and print its summary."""
+    """Replay a whole scenario under virtual time and print its summary.
+
+    With --workers or --dask, a calendar's days are replayed in stretches at once
+    and merged (relay.plan.split: a run without operator actions or faults)."""
     from relay.plan.replay import replay as run_replay  # deferred: keeps --help fast
 
     sets = list(overrides)
@@ -94,9 +105,12 @@ def replay(
     log = logs.configure(log_format, log_level)
     log.info("replay.start", scenario=str(config), seed=scenario.seed, replay=command)
     err = Console(stderr=True)
-    with render.progress(scenario, enabled=not quiet and err.is_terminal, console=err) as bar:
-        result = run_replay(scenario, name=config.stem, engine=engine, log=log, progress=bar)
-    doc = result.summary
+    if workers is not None or dask_address is not None:
+        doc, violations = _split(scenario, config, engine, workers, dask_address, quiet, err)
+    else:
+        with render.progress(scenario, enabled=not quiet and err.is_terminal, console=err) as bar:
+            result = run_replay(scenario, name=config.stem, engine=engine, log=log, progress=bar)
+        doc, violations = result.summary, [str(v) for v in result.violations]
     if scenario.prediction is not None and not overrides and not design:
         # The interval recorded for the scenario as shipped (a design or a key
         # changed: it is not this run's). The seed is one of those it crossed.
@@ -112,10 +126,10 @@ def replay(
         write_json(json_path, doc)
     if report_path is not None:
         write_report("--report", report_path, [(config.name, doc)])
-    log.info("replay.end", seed=scenario.seed, violations=len(result.violations))
-    if result.violations:
+    log.info("replay.end", seed=scenario.seed, violations=len(violations))
+    if violations:
         click.echo(f"relaysim: run failed its checks (seed {scenario.seed}):", err=True)
-        for v in result.violations:
+        for v in violations:
             click.echo(f"  {v}", err=True)
         click.echo(f"replay with: {command}", err=True)
         sys.exit(EXIT_INVARIANT)
@@ -123,6 +137,32 @@ def replay(
         failed = sum(not v["passed"] for v in doc["expectations"])
         click.echo(f"relaysim: {failed} threshold(s) failed; replay with: {command}", err=True)
         sys.exit(EXIT_THRESHOLD)
+
+
+def _split(
+    scenario: Scenario,
+    config: Path,
+    engine: str,
+    workers: int | None,
+    dask_address: str | None,
+    quiet: bool,
+    err: Console,
+) -> tuple[Summary, list[str]]:
+    """The calendar in stretches over the pool, merged: the summary and its findings."""
+    from relay.plan import split
+
+    pool, label = executor(workers, dask_address)
+    n = workers or 2 * (os.cpu_count() or 1)  # Dask: a few stretches a core
+    try:
+        parts = split.stretches(scenario, n)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    if not quiet:
+        err.print(f"replaying {len(parts)} stretches of days on {label}")
+    with pool as running:
+        doc = split.run(scenario, running, len(parts), engine)
+    doc["scenario"] = config.stem
+    return doc, list(doc["violations"])
 
 
 def _replay_command(

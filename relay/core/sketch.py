@@ -131,9 +131,21 @@ class Sketch:
         return self.total / self.count if self.count else math.nan
 
     def state(self) -> bytes:
-        """The sketch's whole state as bytes (a run's fingerprint)."""
+        """The sketch's whole state as bytes (a run's fingerprint; `from_state` reads
+        it back, in another process)."""
         head = array("d", [self.offset, self.zeros, self.count, self.total, self.low, self.high])
         return head.tobytes() + self.counts.tobytes()
+
+    @staticmethod
+    def from_state(state: bytes) -> Sketch:
+        """The sketch `state()` gave."""
+        head = array("d")
+        head.frombytes(state[:48])
+        out = Sketch()
+        out.offset, out.zeros, out.count = int(head[0]), int(head[1]), int(head[2])
+        out.total, out.low, out.high = head[3], head[4], head[5]
+        out.counts.frombytes(state[48:])
+        return out
 
 
 def merged(sketches: Iterable[Sketch]) -> Sketch:

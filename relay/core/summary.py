@@ -246,8 +246,25 @@ def blocking(dispatcher: Dispatcher, towns: Sequence[tuple[str, int]]) -> Blocki
     """
     d = dispatcher
     unlimited = 1 << 62
-    limit = [min(c, t) for c, t in zip(d.caps, d.terminal_caps, strict=True)]
-    classes = [size_class(pop) for _, pop in towns]
+    pools: Pools = {
+        "name": [name for name, _ in towns],
+        "population": [pop for _, pop in towns],
+        "cap": list(d.caps),
+        "terminal_cap": [None if t >= unlimited else t for t in d.terminal_caps],
+        "peak": list(d.peak),
+        "attempts": list(d.attempts),
+        "relay_overflows": list(d.refused),
+        "refused_at_cs": list(d.refused_at_cs),
+    }
+    return {"by_size": by_size(pools), "pools": pools}
+
+
+def by_size(pools: Pools) -> list[SizeRow]:
+    """The pools' figures by municipality size class (a run's, or runs' merged)."""
+    limit = [c if t is None else min(c, t) for c, t in zip(pools["cap"], pools["terminal_cap"],
+                                                           strict=True)]  # fmt: skip
+    classes = [size_class(pop) for pop in pools["population"]]
+    peak, people = pools["peak"], pools["population"]
     rows: list[SizeRow] = []
     for label, _ in SIZE_CLASSES:
         ids = [i for i, c in enumerate(classes) if c == label]
@@ -256,31 +273,19 @@ def blocking(dispatcher: Dispatcher, towns: Sequence[tuple[str, int]]) -> Blocki
             {
                 "class": label,
                 "municipalities": len(ids),
-                "residents": sum(towns[i][1] for i in ids),
+                "residents": sum(people[i] for i in ids),
                 "cap_min": min(caps) if caps else None,
                 "cap_max": max(caps) if caps else None,
-                "attempts": sum(d.attempts[i] for i in ids),
-                "relay_overflows": sum(d.refused[i] for i in ids),
-                "refused_at_cs": sum(d.refused_at_cs[i] for i in ids),
-                "pools_at_cap": sum(1 for i in ids if d.peak[i] >= limit[i]),
+                "attempts": sum(pools["attempts"][i] for i in ids),
+                "relay_overflows": sum(pools["relay_overflows"][i] for i in ids),
+                "refused_at_cs": sum(pools["refused_at_cs"][i] for i in ids),
+                "pools_at_cap": sum(1 for i in ids if peak[i] >= limit[i]),
                 "peak_occupancy_max": max(
-                    (round(d.peak[i] / limit[i], 3) for i in ids), default=None
+                    (round(peak[i] / limit[i], 3) for i in ids), default=None
                 ),
             }
         )
-    return {
-        "by_size": rows,
-        "pools": {
-            "name": [name for name, _ in towns],
-            "population": [pop for _, pop in towns],
-            "cap": list(d.caps),
-            "terminal_cap": [None if t >= unlimited else t for t in d.terminal_caps],
-            "peak": list(d.peak),
-            "attempts": list(d.attempts),
-            "relay_overflows": list(d.refused),
-            "refused_at_cs": list(d.refused_at_cs),
-        },
-    }
+    return rows
 
 
 def backend_figures(backend: Backend) -> BackendFigures:

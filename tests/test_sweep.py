@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from relay.cli import main
@@ -236,3 +237,24 @@ def test_a_goal_on_the_relays_overflow_events(tmp_path: Path) -> None:
     header, _ = csv_rows(doc)
     assert all(" " not in name for name in header)
     assert "relay_overflows_ge_1m" in header
+
+
+def test_each_point_gets_its_spread_over_the_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A point run on three seeds: the document's `over_seeds` gives each figure's
+    mean, sample sd, min and max over them, as numpy computes them from the rows,
+    and the table prints them."""
+    body = "grid: {relays.count: [2, 3]}\nseeds: [1, 2, 3]\n"
+    out = tmp_path / "rows.json"
+    assert cli(str(sweep_file(tmp_path, body)), "--workers", "2", "--json", str(out)) == 0
+    doc = json.loads(out.read_text())
+    assert "over the seeds" in capsys.readouterr().out
+    for point in doc["over_seeds"]:
+        rows = [r for r in doc["rows"] if r["point"] == point["point"]]
+        values = np.array([r["p99_ms"] for r in rows])
+        figure = point["p99_ms"]
+        assert point["seeds"] == 3
+        assert figure["mean"] == pytest.approx(values.mean())
+        assert figure["sd"] == pytest.approx(values.std(ddof=1))
+        assert (figure["min"], figure["max"]) == (values.min(), values.max())

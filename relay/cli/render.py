@@ -355,6 +355,38 @@ def wide_console() -> Console:
     return console if console.is_terminal else Console(width=240)
 
 
+def seeds_table(doc: dict[str, Any], console: Console) -> None:
+    """Per point run on several seeds: the spread of its figures over them."""
+    points = doc.get("over_seeds") or []
+    if not points:
+        return
+    axes = doc.get("axes") or []
+    table = Table(title="over the seeds: mean ± sd (min – max)")
+    for axis in axes or ["point"]:
+        table.add_column(axis, overflow="fold")
+    table.add_column("seeds", justify="right")
+    for title in ("relay overflows", "overflow %", "p99 ms"):
+        table.add_column(title, justify="right", no_wrap=True)
+
+    def spread(f: dict[str, Any], scale: float = 1.0, fmt: str = ",.0f") -> str:
+        if f["mean"] is None:
+            return "-"
+        sd = "" if f["sd"] is None else f" ± {f['sd'] * scale:{fmt}}"
+        return (f"{f['mean'] * scale:{fmt}}{sd} ({f['min'] * scale:{fmt}} – "
+                f"{f['max'] * scale:{fmt}})")  # fmt: skip
+
+    for p in points:
+        named = [str(p["values"].get(a, "")) for a in axes] if axes else [p["label"]]
+        table.add_row(
+            *named,
+            str(p["seeds"]),
+            spread(p["relay_overflows"]),
+            spread(p["overflow_rate"], 100.0, ".3f"),
+            spread(p["p99_ms"]),
+        )
+    console.print(table)
+
+
 def sweep_table(doc: dict[str, Any], console: Console) -> None:
     """Print one line per point and seed: its label, figures, goal and error."""
     table = Table(title=f"sweep {doc['name']}: {doc['points']} points, {doc['failed']} failed")

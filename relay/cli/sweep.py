@@ -88,6 +88,7 @@ def sweep(
             raise BadInput(f"--csv {csv_path}: cannot write: {exc.strerror}") from None
     if not quiet:
         render.sweep_table(doc, render.wide_console())
+        render.seeds_table(doc, render.wide_console())
     if doc["failed"]:
         click.echo(f"relaysim: {doc['failed']} of {doc['points']} points failed", err=True)
         sys.exit(EXIT_INVARIANT)

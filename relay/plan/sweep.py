@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
+import math
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -372,7 +373,39 @@ def run(
         "wall_seconds": round(wall, 3),
         "points_per_minute": round(len(futures) / wall * 60.0, 3) if wall > 0 else None,
         "rows": rows,
+        "over_seeds": over_seeds(rows),
     }
+
+
+#: The figures `over_seeds` summarises, per point.
+SEED_FIGURES = ("relay_overflows", "overflow_rate", "timeouts", "crashes", "hangs", "p99_ms")
+
+
+def over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per point run on more than one seed: its label and values, how many seeds ran
+    without error, and each of SEED_FIGURES' mean, sd (sample), min and max."""
+    by_point: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_point.setdefault(row["point"], []).append(row)
+    out = []
+    for point, runs in sorted(by_point.items()):
+        ok = [r for r in runs if not r.get("error")]
+        if len(runs) < 2:
+            continue
+        entry: dict[str, Any] = {"point": point, "label": runs[0]["label"]}
+        entry |= {"values": runs[0]["values"], "seeds": len(ok)}
+        for figure in SEED_FIGURES:
+            xs = [float(r[figure]) for r in ok if r.get(figure) is not None]
+            mean = sum(xs) / len(xs) if xs else None
+            sd = (
+                math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+                if mean is not None and len(xs) > 1
+                else None
+            )
+            entry[figure] = {"mean": mean, "sd": sd, "min": min(xs, default=None),
+                             "max": max(xs, default=None)}  # fmt: skip
+        out.append(entry)
+    return out
 
 
 def csv_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:

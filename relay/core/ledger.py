@@ -81,15 +81,23 @@ class Ledger:
     """Outcomes of all requests of a run, by node and by arrival bucket.
 
     Completed requests' latencies go into one `Sketch` per arrival bucket (within
-    0.5% at every quantile, memory flat in the length of a run), or with
-    `latency_bounds` into one `LatencyHistogram` (serve mode's /metrics buckets).
-    `samples` also keeps every latency, exactly (to check the sketches against).
+    0.5% at every quantile, memory flat in the length of a run). With
+    `latency_bounds` (serve mode's /metrics buckets) every request's time to its
+    outcome goes instead into one `LatencyHistogram` per outcome (`by_outcome`;
+    `histogram` is the completed requests'). `samples` also keeps every completed
+    latency, exactly (to check the sketches against).
     """
 
     def __init__(
         self, latency_bounds: Sequence[float] | None = None, samples: bool = False
     ) -> None:
-        self.histogram = None if latency_bounds is None else LatencyHistogram(latency_bounds)
+        self.by_outcome: dict[Outcome, LatencyHistogram] | None = None
+        self.histogram: LatencyHistogram | None = None
+        self._by_slot: list[LatencyHistogram] | None = None
+        if latency_bounds is not None:
+            self.by_outcome = {o: LatencyHistogram(latency_bounds) for o in OUTCOMES}
+            self.histogram = self.by_outcome[Outcome.COMPLETED]
+            self._by_slot = [self.histogram, *self.by_outcome.values()]  # by Tally slot
         self.samples: array[float] | None = array("d") if samples else None
         self._next_id = 0
         self._open: dict[int, Request] = {}
@@ -152,6 +160,8 @@ class Ledger:
             req.bucket_latencies.append(now - req.arrived)
             if self.samples is not None:
                 self.samples.append(now - req.arrived)
+        elif self._by_slot is not None:
+            self._by_slot[i].append(now - req.arrived)
         if refusal is not None:
             req.refusal = refusal
             self.refusals[refusal] = self.refusals.get(refusal, 0) + 1

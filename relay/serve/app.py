@@ -17,7 +17,7 @@ import trio
 
 from hsm_adapter.lane import Pkcs11Hsm, open_pkcs11, unwrap_group
 from hsm_adapter.token import TokenConfig, default_state, usable_state
-from relay.core.ledger import OUTCOMES, Ledger
+from relay.core.ledger import OUTCOMES
 from relay.core.tier import LogSink
 from relay.engines.trio import (
     REAL_CLOCK_RESOLUTION,
@@ -32,7 +32,7 @@ from relay.net.sim import SimHost, SimNetwork
 from relay.scenario.build import build
 from relay.scenario.schema import Scenario
 from relay.serve.admin import Admin, serve_admin
-from relay.serve.metrics import BUCKETS, registry_for, serve_metrics
+from relay.serve.metrics import registry_for, serve_metrics, serving_ledger
 from relay.serve.ports import HOST
 from relay.serve.protocol import ErrorCode
 from relay.serve.server import Limits, RelayServer
@@ -130,7 +130,7 @@ async def _run(
     # is bound (TokenError, one line naming it).
     usable_state(default_state())
     # Latencies into a bounded histogram: a server may answer requests for weeks.
-    tier = build(scenario, log, Ledger(latency_bounds=BUCKETS)).tier
+    tier = build(scenario, log, serving_ledger(speed)).tier
     async with contextlib.AsyncExitStack() as stack:
         lane: Pkcs11Hsm | None = None
         services: Services

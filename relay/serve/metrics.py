@@ -22,7 +22,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from hsm_adapter.lane import LaneState, Pkcs11Hsm
-from relay.core.ledger import OUTCOMES
+from relay.core.ledger import OUTCOMES, Ledger, Tally
+from relay.core.request import Outcome
 from relay.core.sketch import merged
 from relay.net import REAL, Network
 from relay.serve.httpd import Answer, Request, error, serve_http
@@ -30,10 +31,22 @@ from relay.serve.ports import listen
 from relay.serve.protocol import ErrorCode
 from relay.serve.server import RelayServer
 
-#: Latency histogram bounds, seconds: the HSM's milliseconds to the 19 s timer.
+#: Request duration histogram bounds, real seconds: the HSM's milliseconds to the
+#: relay's 19 s timer, as a server at real time sees them.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
+
+
+def serving_ledger(speed: float = 1.0) -> Ledger:
+    """A serving tier's ledger: each outcome's durations counted into BUCKETS of
+    real seconds (BUCKETS x `speed` of the model's), no sample kept."""
+    return Ledger(latency_bounds=[b * speed for b in BUCKETS])
+
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Why the server closes a connection (`relaysim_connections_closed_total{reason}`).
+#: Every reason a request overflows (`relaysim_overflows_total{reason}`): at the CS's
+#: terminals, then at the relays.
+REASONS = ("terminal_limit", "cs_limit", "node_limit", "no_node")
 CLOSES = (ErrorCode.TOO_SLOW, ErrorCode.NOT_READING, ErrorCode.IDLE, ErrorCode.SHUTTING_DOWN)
 
 
@@ -58,11 +71,26 @@ class TierCollector(Collector):
             outcomes.add_metric([outcome.value], ledger.total.count(outcome))
         yield outcomes
         refusals = CounterMetricFamily(
-            "relaysim_overflows", "Connection overflows, by reason", labels=["reason"]
+            "relaysim_overflows",
+            "Overflows by reason: at the CS (terminal_limit) or at the relays; they add "
+            "up to the overflow outcomes",
+            labels=["reason"],
         )
-        for reason in ("cs_limit", "node_limit", "no_node"):
+        for reason in REASONS:
             refusals.add_metric([reason], ledger.refusals.get(reason, 0))
         yield refusals
+        yield from self._per_node()
+        yield GaugeMetricFamily(
+            "relaysim_scenario_clock_seconds",
+            "The model's clock: scenario seconds since serve started (--speed of them a "
+            "real second)",
+            value=trio.current_time() - self.server.started_at,
+        )
+        yield GaugeMetricFamily(
+            "relaysim_speed",
+            "Scenario seconds per real second (serve --speed)",
+            value=self.server.limits.scale,
+        )
         yield GaugeMetricFamily(
             "relaysim_in_flight", "Requests without an outcome yet", value=len(ledger.still_open)
         )
@@ -88,7 +116,7 @@ class TierCollector(Collector):
                 count = sum(1 for o in node.outages if o.kind == kind)
                 outages.add_metric([node.name, kind], count)
         yield from (up, attached, conns, stuck, outages)
-        yield self._latency()
+        yield from self._durations()
         yield GaugeMetricFamily(
             "relaysim_connections_open", "Client connections open", value=stats.open
         )
@@ -119,24 +147,25 @@ class TierCollector(Collector):
         """The server's limits on clients, and what they refused or closed."""
         server, stats = self.server, self.server.stats
         lim = server.limits
-        limits = GaugeMetricFamily(
-            "relaysim_serve_limit",
-            "Serve mode's limits (the scenario's serve section)",
-            labels=["limit"],
-        )
-        for name, value in (
-            ("max_frame_bytes", lim.max_frame),
-            ("frame_timeout_seconds", lim.frame_timeout),
-            ("idle_timeout_seconds", lim.idle_timeout),
-            ("write_timeout_seconds", lim.write_timeout),
-            ("max_connections", lim.max_connections),
-            ("max_connections_per_peer", lim.per_peer),
-            ("reserved_connections", lim.reserved),
-            ("drain_seconds", server.drain / lim.scale),
-            ("speed", lim.scale),
-        ):
-            limits.add_metric([name], value)
-        yield limits
+        # One unit per metric: bytes, real seconds, connections.
+        for unit, help_text, rows in (
+            ("bytes", "Serve mode's size limits", (("max_frame", lim.max_frame),)),
+            ("seconds", "Serve mode's time limits, real seconds", (
+                ("frame_timeout", lim.frame_timeout),
+                ("idle_timeout", lim.idle_timeout),
+                ("write_timeout", lim.write_timeout),
+                ("drain", server.drain / lim.scale),
+            )),
+            ("connections", "Serve mode's connection limits", (
+                ("max_connections", lim.max_connections),
+                ("max_connections_per_peer", lim.per_peer),
+                ("reserved_connections", lim.reserved),
+            )),
+        ):  # fmt: skip
+            family = GaugeMetricFamily(f"relaysim_serve_limit_{unit}", help_text, labels=["limit"])
+            for name, value in rows:
+                family.add_metric([name], value)
+            yield family
         refused = CounterMetricFamily(
             "relaysim_connections_refused",
             "New connections refused, by the limit that refused them",
@@ -189,22 +218,62 @@ class TierCollector(Collector):
             value=stats.abandoned,
         )
 
-    def _latency(self) -> HistogramMetricFamily:
-        ledger = self.server.tier.ledger
-        histogram = ledger.histogram
-        if histogram is not None and histogram.bounds == list(BUCKETS):
-            counts, total = histogram.cumulative(), histogram.total
-        else:  # a replay's ledger (tests): its sketches, to a bin
-            whole = merged(ledger.latencies.values())
-            counts = [whole.at_most(b) for b in BUCKETS] + [whole.count]
-            total = whole.total
-        labels = [*(str(b) for b in BUCKETS), "+Inf"]
-        return HistogramMetricFamily(
-            "relaysim_latency_seconds",
-            "Time from arrival to answer of completed requests",
-            buckets=list(zip(labels, counts, strict=True)),
-            sum_value=total,
+    def _per_node(self) -> Iterator[Metric]:
+        """Requests and outcomes by node (those placed on it, or refused by it)."""
+        tier = self.server.tier
+        requests = CounterMetricFamily(
+            "relaysim_node_requests",
+            "Requests placed on (or refused by) the node",
+            labels=["node"],
         )
+        outcomes = CounterMetricFamily(
+            "relaysim_node_outcomes",
+            "Requests ended on the node, by outcome",
+            labels=["node", "outcome"],
+        )
+        for node in tier.nodes:
+            tally = tier.ledger.nodes.get(node.number) or Tally()
+            requests.add_metric([node.name], tally.requests)
+            for outcome in OUTCOMES:
+                outcomes.add_metric([node.name, outcome.value], tally.count(outcome))
+        yield from (requests, outcomes)
+
+    def _durations(self) -> Iterator[Metric]:
+        """Each outcome's time from arrival: in real seconds (what a client waited),
+        and the same counts in the model's seconds under a name that says so."""
+        ledger, speed = self.server.tier.ledger, self.server.limits.scale
+        real = HistogramMetricFamily(
+            "relaysim_request_duration_seconds",
+            "Time from a request's arrival to its outcome, real seconds, by outcome",
+            labels=["outcome"],
+        )
+        model = HistogramMetricFamily(
+            "relaysim_request_scenario_duration_seconds",
+            "The same durations in scenario seconds (real seconds x serve --speed)",
+            labels=["outcome"],
+        )
+        for outcome in OUTCOMES:
+            counts, total = self._counts(ledger, outcome, speed)
+            for family, scale in ((real, 1.0), (model, speed)):
+                labels = [*(f"{b * scale:g}" for b in BUCKETS), "+Inf"]
+                family.add_metric(
+                    [outcome.value],
+                    buckets=list(zip(labels, counts, strict=True)),
+                    sum_value=total * scale,
+                )
+        yield from (real, model)
+
+    @staticmethod
+    def _counts(ledger: Ledger, outcome: Outcome, speed: float) -> tuple[list[int], float]:
+        """Cumulative counts at BUCKETS (real seconds) and the sum in real seconds."""
+        by = ledger.by_outcome
+        if by is not None and by[outcome].bounds == sorted(b * speed for b in BUCKETS):
+            histogram = by[outcome]
+            return histogram.cumulative(), histogram.total / speed
+        if outcome is not Outcome.COMPLETED:  # a replay's ledger (tests) keeps no other
+            return [0] * (len(BUCKETS) + 1), 0.0
+        whole = merged(ledger.latencies.values())  # its sketches, to a bin
+        return [whole.at_most(b * speed) for b in BUCKETS] + [whole.count], whole.total / speed
 
 
 def registry_for(server: RelayServer, lane: Pkcs11Hsm | None = None) -> CollectorRegistry:

@@ -145,7 +145,7 @@ class RelayServer:
             else tier.longest_message_s + self._frame_timeout
         )
         self.stats = ServerStats()
-        self._started = 0.0  # when serve began (trio's clock)
+        self.started_at = 0.0  # when serve began (trio's clock)
         self.stopping = False
         self._in_flight = 0
         self._idle = trio.Event()
@@ -205,7 +205,7 @@ class RelayServer:
         `node_ports`) until `stop`, then drain and return. `started` reports the
         dispatcher's port. PortError names a port that cannot be had."""
         listeners = await self._listen(port)
-        self._started = trio.current_time()
+        self.started_at = trio.current_time()
         async with trio.open_nursery() as top:
             self._top = top.cancel_scope
             await top.start(self.driver.serve)
@@ -688,9 +688,9 @@ class RelayServer:
         ledger = tier.ledger
         rows = summary.events(tier.nodes, now)
         for row in rows:
-            row["t"] = round(row["t"] - self._started, 3)
+            row["t"] = round(row["t"] - self.started_at, 3)
             if row["end"] is not None:
-                row["end"] = round(row["end"] - self._started, 3)
+                row["end"] = round(row["end"] - self.started_at, 3)
         return {
             "protocol": VERSION,
             "speed": self.limits.scale,
@@ -699,7 +699,7 @@ class RelayServer:
             **self.about,
             "design": tier.design.name,
             "switches": tier.design.switches(),
-            "uptime_s": round(now - self._started, 3),
+            "uptime_s": round(now - self.started_at, 3),
             "requests": ledger.total.requests,
             "outcomes": {o.value: ledger.total.count(o) for o in OUTCOMES},
             "refusals": dict(sorted(ledger.refusals.items())),

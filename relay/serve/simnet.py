@@ -33,7 +33,7 @@ from relay.scenario.schema import Scenario
 from relay.serve import load
 from relay.serve.app import start
 from relay.serve.clock import VirtualClock
-from relay.serve.metrics import BUCKETS
+from relay.serve.metrics import serving_ledger
 from relay.serve.server import RelayServer
 
 SERVER_HOST = "127.0.0.1"
@@ -145,7 +145,7 @@ async def serving(
     the prebuilt `tier`) on host 127.0.0.1 of `net`, for the block; their ports by
     name (dispatcher, relay1..., metrics, admin). Stopped and drained on leaving."""
     if tier is None:
-        tier = build(scenario, log, Ledger(latency_bounds=BUCKETS)).tier
+        tier = build(scenario, log, serving_ledger()).tier
     async with trio.open_nursery() as nursery:
         driver = TrioDriver(tier)
         server, _, ports = await start(

@@ -1,0 +1,119 @@
+"""/metrics by Prometheus's conventions: every overflow reason, so the reasons add up
+to the overflow outcomes; outcomes and what is in flight add up to the requests;
+durations by outcome in real seconds and, under their own name, in scenario
+seconds; per-node series; one unit per metric."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from relay.core.ledger import OUTCOMES
+from relay.core.request import Outcome
+from relay.scenario.schema import load_scenario
+from relay.serve import simnet
+from relay.serve.metrics import BUCKETS, TierCollector, registry_for, serving_ledger
+from tests.conftest import CONFIGS
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> Samples:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def test_the_figures_add_up_mid_run_as_prometheus_reads_them() -> None:
+    """Scraped in the middle of a run with refusals at the CS and at the relays: the
+    overflow reasons (terminal_limit included) sum to the overflow outcomes, the
+    outcomes and the in-flight requests to the requests, each outcome's duration
+    histogram counts that outcome, the per-node outcomes stay within the totals,
+    and the scenario clock reads the virtual time of the scrape."""
+    scenario = load_scenario(
+        CONFIGS / "smoke.yaml", ["load.terminal_connections.overrides={Yokohama: 1}"]
+    )
+    scraped: list[tuple[float, str]] = []
+
+    def scrape(here: simnet.Situation) -> None:
+        import trio
+
+        scraped.append((trio.current_time(), generate_latest(registry_for(here.server)).decode()))
+
+    simnet.run(scenario, duration=40.0, rate=150.0, actions=[(30.0, scrape)])
+    [(at, text)] = scraped
+    s = parse(text)
+    requests = value(s, "relaysim_requests_total")
+    outcomes = {o.value: value(s, "relaysim_outcomes_total", outcome=o.value) for o in OUTCOMES}
+    reasons = {
+        r: value(s, "relaysim_overflows_total", reason=r)
+        for r in ("terminal_limit", "cs_limit", "node_limit", "no_node")
+    }
+    assert requests > 1000
+    assert reasons["terminal_limit"] > 0
+    assert reasons["cs_limit"] > 0
+    assert sum(reasons.values()) == outcomes["overflow"]
+    assert sum(outcomes.values()) + value(s, "relaysim_in_flight") == requests
+    for o in OUTCOMES:
+        counted = value(s, "relaysim_request_duration_seconds_count", outcome=o.value)
+        assert counted == outcomes[o.value]
+    nodes = [n for (name, labels), _ in s.items() if name == "relaysim_node_requests_total"
+             for _, n in labels]  # fmt: skip
+    assert len(nodes) == 4
+    on_nodes = sum(value(s, "relaysim_node_outcomes_total", node=n, outcome="completed")
+                   for n in nodes)  # fmt: skip
+    assert on_nodes == outcomes["completed"]
+    assert value(s, "relaysim_scenario_clock_seconds") == pytest.approx(at)
+    assert value(s, "relaysim_serve_limit_bytes", limit="max_frame") == 65536
+    assert value(s, "relaysim_serve_limit_seconds", limit="idle_timeout") > 0
+    assert not [name for (name, _) in s if name == "relaysim_serve_limit"]  # units apart
+
+
+def test_durations_are_real_seconds_and_scenario_seconds_under_their_own_name() -> None:
+    """At --speed 60, a request that took 60 model seconds took 1 real second: it is
+    counted at le=1 of the real-seconds histogram and at le=60 of the scenario one,
+    with sums of 1 and 60; a timeout's duration is counted under its outcome."""
+    ledger = serving_ledger(60.0)
+    done = ledger.open(cs=0, attempt=0, now=0.0)
+    ledger.close(done, Outcome.COMPLETED, now=60.0)
+    late = ledger.open(cs=1, attempt=0, now=0.0)
+    ledger.close(late, Outcome.TIMEOUT, now=1140.0)  # 19 real seconds
+    tier: Any = SimpleNamespace(ledger=ledger)
+    server: Any = SimpleNamespace(tier=tier, limits=SimpleNamespace(scale=60.0))
+    families = {f.name: f for f in TierCollector(server)._durations()}
+    real = parse_family(families["relaysim_request_duration_seconds"])
+    model = parse_family(families["relaysim_request_scenario_duration_seconds"])
+    assert real[("completed", "1")] == 1
+    assert real[("completed", "0.5")] == 0
+    assert model[("completed", "60")] == 1
+    assert model[("completed", "30")] == 0
+    assert real[("timeout", "20")] == 1
+    assert real[("timeout", "10")] == 0
+    sums = {(o, kind): v for (o, kind), v in real.items() if kind == "sum"}
+    assert sums[("completed", "sum")] == pytest.approx(1.0)
+    assert model[("completed", "sum")] == pytest.approx(60.0)
+    assert len(BUCKETS) + 1 == sum(1 for (o, le) in real if o == "completed" and le != "sum"
+                                   and le != "count")  # fmt: skip
+
+
+def parse_family(family: Any) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for s in family.samples:
+        outcome = s.labels["outcome"]
+        if s.name.endswith("_bucket"):
+            out[(outcome, s.labels["le"].removesuffix(".0"))] = s.value
+        elif s.name.endswith("_sum"):
+            out[(outcome, "sum")] = s.value
+        elif s.name.endswith("_count"):
+            out[(outcome, "count")] = s.value
+    return out

@@ -104,6 +104,9 @@ class Ledger:
         self.total = Tally()
         self.buckets: dict[int, Tally] = {}
         self.latencies: dict[int, Sketch] = {}  # completed, by bucket, seconds
+        self._bucket = -(1 << 62)  # the last arrival's bucket, its tally and sketch
+        self._tally = Tally()
+        self._sketch = Sketch()
         self.nodes: dict[int, Tally] = {}  # by node number
         self.refusals: dict[str, int] = {}
         self.violations: list[str] = []
@@ -124,15 +127,20 @@ class Ledger:
             req.chip = True
             self.chip_operations.add(req.key)
         self.total.counts[0] += 1
-        b = int(now // BUCKET_S)
-        tally = self.buckets.get(b)
-        if tally is None:
-            tally = self.buckets[b] = Tally()
-            self.latencies[b] = Sketch()
+        # Arrivals come in time order: the bucket of the last one is nearly always
+        # this one's, so its tally and sketch are kept at hand (no lookup, no fmod).
+        b = int(now / BUCKET_S) if now >= 0 else int(now // BUCKET_S)
+        if b != self._bucket:
+            tally = self.buckets.get(b)
+            if tally is None:
+                tally = self.buckets[b] = Tally()
+                self.latencies[b] = Sketch()
+            self._bucket, self._tally, self._sketch = b, tally, self.latencies[b]
+        tally = self._tally
         tally.counts[0] += 1
         req.bucket_counts = tally.counts
         histogram = self.histogram
-        req.bucket_latencies = self.latencies[b] if histogram is None else histogram
+        req.bucket_latencies = self._sketch if histogram is None else histogram
         return req
 
     def at_node(self, req: Request, number: int) -> None:

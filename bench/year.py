@@ -19,28 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from replay_fast import child
+from replay_period import replay
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT_MB = 1024.0
-
-
-def replay(config: Path, workers: int) -> tuple[dict[str, Any], float, float]:
-    """The summary, wall seconds and peak RSS (MB) of one replay of `config`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "summary.json"
-        cmd = [sys.executable, "-m", "relay", "replay", str(config), "--quiet", "--json", str(path)]
-        if workers > 1:
-            cmd += ["--workers", str(workers)]
-        _, wall, rss = child(cmd)
-        doc: dict[str, Any] = json.loads(path.read_text())
-    if doc["violations"] or doc["lost"]:
-        raise SystemExit(f"{config}: checks failed: {doc['violations']}, lost {doc['lost']}")
-    return doc, wall, rss
 
 
 def main() -> None:
@@ -50,7 +35,7 @@ def main() -> None:
     figures: dict[str, Any] = {"bench": "year", "scenario": args.config.stem}
     walls = {}
     for workers in (1, 2):
-        doc, wall, rss = replay(args.config, workers)
+        doc, wall, rss = replay(args.config, ["--workers", str(workers)] if workers > 1 else [])
         walls[workers] = wall
         figures["days"] = len(doc["days"])
         figures[f"w{workers}"] = {

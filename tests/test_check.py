@@ -84,7 +84,8 @@ def test_a_suite_gives_one_verdict_per_case_and_seed_in_junit(
     argv = shlex.split(command)
     assert argv[:2] == ["relaysim", "replay"]
     assert run(*argv[1:], "--quiet") == 6
-    assert "3 of 4 held" in printed
+    assert "3 of 4 runs held (3 cases)" in printed  # holds runs on two seeds
+    assert (doc["cases"], doc["runs"]) == (3, 4)
 
 
 @pytest.mark.parametrize(

@@ -89,9 +89,9 @@ def check(
             raise BadInput(f"--junit {junit_path}: cannot write: {exc.strerror}") from None
     if json_path is not None:
         write_json(json_path, doc)
-    held = doc["cases"] - doc["failed"]
+    held = doc["runs"] - doc["failed"]
     click.echo(
-        f"{held} of {doc['cases']} held in {doc['wall_seconds']:.1f} s"
+        f"{held} of {doc['runs']} runs held ({doc['cases']} cases) in {doc['wall_seconds']:.1f} s"
         + (f"; {doc['failed']} failed" if doc["failed"] else "")
     )
     if doc["failed"]:

@@ -19,7 +19,7 @@ from relay.core.dispatcher import RELAY_REASONS, Dispatcher
 from relay.core.events import OperatorEvent
 from relay.core.ledger import BUCKET_S, Ledger, Tally
 from relay.core.node import Node
-from relay.core.sketch import merged
+from relay.core.sketch import Sketch, merged
 
 #: /2 (from /1): adds chip_operations, inconsistent, duplicates_applied, deduplicated.
 #: /3: adds relay_overflows, `blocking` (overflows by municipality size class and each
@@ -317,6 +317,13 @@ def _ms(seconds: float) -> float | None:
     return None if math.isnan(seconds) else round(seconds * 1000.0, 3)
 
 
+def latency(whole: Sketch) -> Latency:
+    """A run's latency figures (ms) from the sketch of all its completed requests."""
+    p50, p90, p99, top = whole.quantiles((0.5, 0.9, 0.99, 1.0))
+    return {"p50": _ms(p50), "p90": _ms(p90), "p99": _ms(p99), "max": _ms(top),
+            "mean": _ms(whole.mean)}  # fmt: skip
+
+
 #: The summary's name for the request count, then for each outcome's, in the order
 #: of a Tally's counts (relay.core.ledger.OUTCOMES).
 
@@ -447,8 +454,6 @@ def build(
             }
         )
     lost = len(ledger.still_open)
-    mean = whole.mean
-    p50, p90, p99, top = whole.quantiles((0.5, 0.9, 0.99, 1.0))
     outages = events(nodes, sim_end)
     return {
         "schema": SCHEMA,
@@ -469,13 +474,7 @@ def build(
         "inconsistent": ledger.inconsistent,
         "duplicates_applied": ledger.duplicates_applied,
         "deduplicated": ledger.deduplicated,
-        "latency_ms": {
-            "p50": _ms(p50),
-            "p90": _ms(p90),
-            "p99": _ms(p99),
-            "max": _ms(top),
-            "mean": _ms(mean),
-        },
+        "latency_ms": latency(whole),
         "sim_seconds": round(sim_end - sim_start, 3),
         "wall_seconds": round(wall_seconds, 3),
         "violations": list(violations),

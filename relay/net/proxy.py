@@ -115,7 +115,7 @@ async def _upstream(sock: trio.abc.Stream, end: SimStream, both: trio.CancelScop
             await end.send_all(data)
         await end.send_eof()
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        if _from(exc, sock):
+        if _from(exc):
             end.reset()
         else:  # the link is closed or reset: the downstream pump says which to the peer
             return
@@ -132,7 +132,7 @@ async def _downstream(
         if isinstance(sock, trio.abc.HalfCloseableStream):
             await sock.send_eof()
     except trio.BrokenResourceError as exc:
-        if not _from(exc, sock):
+        if not _from(exc):
             _rst(sock)  # the link was reset: so is the real connection
         else:
             end.reset()
@@ -143,7 +143,7 @@ async def _downstream(
         said.set()
 
 
-def _from(exc: BaseException, sock: trio.abc.Stream) -> bool:
+def _from(exc: BaseException) -> bool:
     """Whether `exc` came from the real socket (its cause is an OSError), not the link."""
     return isinstance(exc.__cause__, OSError)
 

@@ -73,14 +73,12 @@ class Seeker:
         if point in self.tested:
             return self.tested[point]
         values = {key: v for (key, _), v in zip(self.axes, point, strict=True)}
-        sets = [*self.plan.spec.set.items(), *values.items()]
-        source = self.plan.base_path
         futures = [
             self.executor.submit(
                 sweeps.run_point,
                 self.plan.base_data,
-                source,
-                [*sets, *([("seed", s)] if s is not None else [])],
+                self.plan.base_path,
+                self.plan.overrides(sweeps.Point(index=-1, label="", values=values, seed=s)),
                 self.plan.spec.engine,
                 (self.goal,),
             )

@@ -116,9 +116,7 @@ def merge(parts: Sequence[Scenario], done: Sequence[Part]) -> summaries.Summary:
         for k, v in d["refusals"].items():
             refusals[k] = refusals.get(k, 0) + v
     out["refusals"] = dict(sorted(refusals.items()))
-    p50, p90, p99, top = latencies.quantiles((0.5, 0.9, 0.99, 1.0))
-    out["latency_ms"] = {"p50": _ms(p50), "p90": _ms(p90), "p99": _ms(p99), "max": _ms(top),
-                         "mean": _ms(latencies.mean)}  # fmt: skip
+    out["latency_ms"] = summaries.latency(latencies)
     offsets = [(p.date - start).days * 86_400 for p in parts]
     opens = calendar.days(parts[0])[0].opens
     last_opens = calendar.days(parts[-1])[0].opens + offsets[-1]
@@ -137,10 +135,6 @@ def merge(parts: Sequence[Scenario], done: Sequence[Part]) -> summaries.Summary:
                         for a in d["operators"]]  # fmt: skip
     out["expectations"] = []
     return cast(summaries.Summary, out)
-
-
-def _ms(seconds: float) -> float | None:
-    return None if seconds != seconds else round(seconds * 1000.0, 3)  # NaN: none
 
 
 def _shifted(event: dict[str, Any], offset: float) -> dict[str, Any]:

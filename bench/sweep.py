@@ -16,7 +16,8 @@ import argparse
 import json
 import sys
 
-from relay.plan.sweep import load_sweep, local_pool, run
+from relay.plan.pools import local_pool
+from relay.plan.sweep import load_sweep, run
 
 
 def main() -> None:

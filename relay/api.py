@@ -34,6 +34,7 @@ import pandas as pd
 from relay.core import summary as summaries
 from relay.core.tier import RelayTier
 from relay.plan import sweep as sweeps
+from relay.plan.pools import dask_pool, local_pool
 from relay.plan.replay import replay as _replay
 from relay.scenario import schema
 from relay.scenario.bounds import clamped
@@ -209,8 +210,8 @@ def _plan(what: str, base: Scenario, spec: dict[str, Any]) -> sweeps.Sweep:
 def _pool(workers: int | None, dask: str | None) -> AbstractContextManager[cf.Executor]:
     """The Dask cluster at `dask`, or `workers` local processes (one per core)."""
     if dask is not None:
-        return sweeps.dask_pool(dask)
-    return sweeps.local_pool(workers or os.cpu_count() or 1)
+        return dask_pool(dask)
+    return local_pool(workers or os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

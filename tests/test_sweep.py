@@ -13,7 +13,8 @@ import pytest
 
 from relay.cli import main
 from relay.core.design import Design
-from relay.plan.sweep import CLASS_FIGURES, Goal, csv_rows, load_sweep, local_pool, run
+from relay.plan.pools import local_pool
+from relay.plan.sweep import CLASS_FIGURES, Goal, csv_rows, load_sweep, run
 from relay.scenario.schema import ConfigError
 from tests.conftest import CONFIGS
 

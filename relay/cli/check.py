@@ -55,6 +55,7 @@ def check(
     that reproduces it, or ERROR. Exit 0 when every case held, 6 when any failed.
     """
     from relay.plan import check as checks
+    from relay.plan import pools
 
     pool, label = executor(workers, dask_address)
     check_output("--junit", junit_path, suite_file)
@@ -69,6 +70,7 @@ def check(
     click.echo(f"suite {suite.name}: {len(suite.runs)} runs on {label}")
     try:
         with (
+            pools.cancellable(),
             pool as running,
             render.sweep_progress(suite.name, len(suite.runs), enabled=show, console=err) as bar,
         ):
@@ -89,6 +91,14 @@ def check(
             raise BadInput(f"--junit {junit_path}: cannot write: {exc.strerror}") from None
     if json_path is not None:
         write_json(json_path, doc)
+    if doc["cancelled"]:
+        cut = sum(1 for r in doc["rows"] if r["error"] == f"cancelled by {doc['cancelled']}")
+        click.echo(
+            f"cancelled by {doc['cancelled']}: {doc['runs'] - cut} of {doc['runs']} runs "
+            f"ended, {cut} cut short (errors in the JUnit and JSON)",
+            err=True,
+        )
+        sys.exit(pools.exit_code(doc["cancelled"]))
     held = doc["runs"] - doc["failed"]
     click.echo(
         f"{held} of {doc['runs']} runs held ({doc['cases']} cases) in {doc['wall_seconds']:.1f} s"

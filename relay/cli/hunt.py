@@ -71,6 +71,7 @@ def hunt(
     Exit 0: none found and every race window reached; 5: none found but a window was
     never reached (inconclusive); 1 crash, 3 hang, 4 invariant violation.
     """
+    from relay.plan import pools
     from relay.plan.hunt import hunt as run_hunt  # deferred: hypothesis loads slowly
 
     sets = [*overrides, *([f"design={design}"] if design else [])]
@@ -88,12 +89,13 @@ def hunt(
     for text in overrides:
         path, value = parse_override(text)
         apply_override(pins, path, value, text)
-    if server:
-        from relay.plan.hunt_server import hunt_over_server
+    with pools.cancellable():
+        if server:
+            from relay.plan.hunt_server import hunt_over_server
 
-        result = hunt_over_server(scenario, scenario.design, examples, seed, pins)
-    else:
-        result = run_hunt(scenario, scenario.design, examples=examples, seed=seed, pins=pins)
+            result = hunt_over_server(scenario, scenario.design, examples, seed, pins)
+        else:
+            result = run_hunt(scenario, scenario.design, examples=examples, seed=seed, pins=pins)
     missed = result.missed()
     doc = result.result(config.stem, scenario.design, seed, command)
     doc["scenario_file"] = str(config)  # to draw it again: `relaysim report`
@@ -110,6 +112,9 @@ def hunt(
         f"{result.examples} worlds searched{over} on {scenario.design}{shrinking}; "
         f"windows: {reached}"
     )
+    if result.cancelled is not None:
+        click.echo(f"cancelled by {result.cancelled}: the search stopped there")
+        sys.exit(pools.exit_code(result.cancelled))
     if result.failure is not None:
         f = result.failure
         click.echo(f"FOUND {f.kind}: {f.mechanism} ({f.detail})")

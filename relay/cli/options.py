@@ -79,14 +79,14 @@ def executor(workers: int | None, dask_address: str | None) -> tuple[Any, str]:
     the caller) and its label; BadInput for both at once."""
     import os
 
-    from relay.plan import sweep as sweeps
+    from relay.plan import pools
 
     if workers is not None and dask_address is not None:
         raise BadInput("--workers and --dask: choose one (Dask decides its own workers)")
     if dask_address:
-        return sweeps.dask_pool(dask_address), f"dask {dask_address}"
+        return pools.dask_pool(dask_address), f"dask {dask_address}"
     n = workers or os.cpu_count() or 1
-    return sweeps.local_pool(n), f"{n} local worker{'s' * (n > 1)}"
+    return pools.local_pool(n), f"{n} local worker{'s' * (n > 1)}"
 
 
 def expectations_of(texts: tuple[str, ...] | list[str], given: str = "--expect") -> list[Any]:

@@ -53,6 +53,7 @@ def sweep(
     """Run what-if points of a scenario in parallel; one row of figures per point."""
     import csv
 
+    from relay.plan import pools
     from relay.plan import sweep as sweeps
 
     pool, label = executor(workers, dask_address)
@@ -69,6 +70,7 @@ def sweep(
     show = not quiet and err.is_terminal
     try:
         with (
+            pools.cancellable(),
             pool as running,
             render.sweep_progress(plan.name, len(plan.points), enabled=show, console=err) as bar,
         ):
@@ -89,6 +91,14 @@ def sweep(
     if not quiet:
         render.sweep_table(doc, render.wide_console())
         render.seeds_table(doc, render.wide_console())
+    if doc["cancelled"]:
+        cut = sum(1 for r in doc["rows"] if r["error"] == f"cancelled by {doc['cancelled']}")
+        click.echo(
+            f"relaysim: cancelled by {doc['cancelled']}: {doc['points'] - cut} of "
+            f"{doc['points']} points ended, {cut} cut short",
+            err=True,
+        )
+        sys.exit(pools.exit_code(doc["cancelled"]))
     if doc["failed"]:
         click.echo(f"relaysim: {doc['failed']} of {doc['points']} points failed", err=True)
         sys.exit(EXIT_INVARIANT)

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from relay.plan import pools
 from relay.scenario.expect import check_all, judge
 from relay.scenario.expect import parse as parse_expectation
 from relay.scenario.schema import (
@@ -222,6 +223,15 @@ def run_one(run: Run, extra: Sequence[str] = ()) -> dict[str, Any]:
 Progress = Callable[[int, int, int], None]  # (done, failed, total)
 
 
+def _errored(run: Run, error: str) -> dict[str, Any]:
+    """The row of a run that gave no row of its own: `error` says why."""
+    return {
+        "case": run.case.name, "seed": run.seed, "kind": run.case.kind,
+        "scenario": str(run.path), "command": run.command, "verdicts": [],
+        "violations": [], "error": error, "passed": False, "wall_seconds": 0.0,
+    }  # fmt: skip
+
+
 def run(
     suite: Suite,
     executor: cf.Executor,
@@ -237,24 +247,27 @@ def run(
     futures = {executor.submit(run_one, r, tuple(extra)): i for i, r in enumerate(suite.runs)}
     rows: list[dict[str, Any] | None] = [None] * len(futures)
     failed = 0
-    for future in cf.as_completed(futures):
-        i = futures[future]
-        try:
-            row = future.result()
-        except Exception as exc:  # the worker itself died
-            r = suite.runs[i]
-            row = {
-                "case": r.case.name, "seed": r.seed, "kind": r.case.kind,
-                "scenario": str(r.path), "command": r.command, "verdicts": [],
-                "violations": [], "error": f"worker: {type(exc).__name__}: {exc}",
-                "passed": False, "wall_seconds": 0.0,
-            }  # fmt: skip
+
+    def add(i: int, row: dict[str, Any]) -> None:
+        nonlocal failed
         rows[i] = row
         failed += not row["passed"]
         if on_row is not None:
             on_row(row)
         if progress is not None:
             progress(sum(r is not None for r in rows), failed, len(futures))
+
+    cut: str | None = None
+    try:
+        for i, row in pools.harvest(executor, futures):
+            if isinstance(row, Exception):
+                row = _errored(suite.runs[i], f"worker: {type(row).__name__}: {row}")
+            add(i, row)
+    except pools.Cancelled as stop:  # the runs cut short are errors; the rest stand
+        cut = stop.name
+        for i, r in enumerate(suite.runs):
+            if rows[i] is None:
+                add(i, _errored(r, f"cancelled by {cut}"))
     done = [r for r in rows if r is not None]
     return {
         "schema": SCHEMA,
@@ -264,6 +277,7 @@ def run(
         "cases": len({r["case"] for r in done}),  # the suite's cases that ran
         "runs": len(done),  # each case once per seed
         "failed": failed,
+        "cancelled": cut,
         "wall_seconds": round(time.perf_counter() - t0, 3),
         "rows": done,
     }

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from hypothesis import seed as hypothesis_seed
 
 from relay.core import checkers
 from relay.core.tier import RelayTier
+from relay.plan import pools
 from relay.scenario.schema import Scenario
 from relay.testing.worlds import DRAIN_S, Case, ServerWorld, cases, run_case
 
@@ -103,6 +105,7 @@ class HuntResult:
     # Over the server: the shrunk world whole (its `case` then has the arrivals as
     # the server saw them, for the timeline).
     world: ServerWorld | None = None
+    cancelled: str | None = None  # the signal that cut the search short
 
     def missed(self) -> list[str]:
         """The race windows no world reached."""
@@ -130,6 +133,7 @@ class HuntResult:
             "failure": None if self.failure is None else asdict(self.failure),
             "case": None if self.case is None else asdict(self.case),
             "server_world": None if self.world is None else asdict(self.world),
+            "cancelled": self.cancelled,
         }
 
 
@@ -154,6 +158,7 @@ def hunt(
     @settings(SEARCH, max_examples=examples)
     @given(cases(monitor=monitor))
     def search(case: Case) -> None:
+        pools.checkpoint()
         tier = run_case(case, design, base, pins=pins)
         count_world(result, windows(tier))
         verdict = judge(tier, case)
@@ -163,8 +168,17 @@ def hunt(
             raise Found(verdict.detail)
 
     with contextlib.suppress(Found):  # the failure is in `result`
-        search()
+        search_until_cancelled(search, result)
     return result
+
+
+def search_until_cancelled(search: Callable[[], None], result: HuntResult) -> None:
+    """Run `search`; if a signal cancels it, the worlds searched so far stand and
+    `result` says by which signal (`relay.plan.pools`)."""
+    try:
+        search()
+    except pools.Cancelled as stop:
+        result.cancelled = stop.name
 
 
 def count_world(result: HuntResult, reached: dict[str, int]) -> None:

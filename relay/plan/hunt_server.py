@@ -36,6 +36,7 @@ from relay.core.request import Outcome
 from relay.core.rng import Streams
 from relay.core.tier import RelayTier
 from relay.net.toxics import Toxic, toxic_from
+from relay.plan import pools
 from relay.plan.hunt import (
     SEARCH,
     Found,
@@ -43,6 +44,7 @@ from relay.plan.hunt import (
     Verdict,
     count_world,
     judge_model,
+    search_until_cancelled,
     windows,
 )
 from relay.scenario.build import tier_params
@@ -167,6 +169,7 @@ def hunt_over_server(
     @settings(SEARCH, max_examples=examples)
     @given(server_worlds(monitor=base.monitor.enabled, rogues=tuple(ROGUES)))
     def search(world: ServerWorld) -> None:
+        pools.checkpoint()
         run = run_server_world(world, design, base, pins)
         count_world(result, windows(run.server.tier))
         verdict = judge_server(run, world)
@@ -178,5 +181,5 @@ def hunt_over_server(
             raise Found(verdict.detail)
 
     with contextlib.suppress(Found):
-        search()
+        search_until_cancelled(search, result)
     return result

@@ -27,16 +27,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import itertools
 import math
-import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from relay.core.summary import SIZE_CLASSES
+from relay.plan import pools
 from relay.scenario.bounds import clamped
 from relay.scenario.expect import judge
 from relay.scenario.expect import parse as parse_expectation
@@ -292,30 +291,6 @@ def run_point(
 Progress = Callable[[int, int, int], None]  # (done, failed, total)
 
 
-@contextmanager
-def local_pool(workers: int) -> Iterator[cf.Executor]:
-    """A pool of `workers` processes, started fresh (spawn: no inherited threads)."""
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        yield pool
-
-
-@contextmanager
-def dask_pool(address: str) -> Iterator[cf.Executor]:
-    """The executor of the Dask cluster at `address` (its workers need relaysim)."""
-    from distributed import Client  # deferred: a heavy import, only for --dask
-
-    # distributed's Client carries no annotations: hence the ignores.
-    try:
-        client = Client(address, timeout=10)  # type: ignore[no-untyped-call]
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise ConfigError(f"--dask {address}: cannot connect: {exc}") from None
-    try:
-        yield client.get_executor(pure=False)  # type: ignore[no-untyped-call]
-    finally:
-        client.close()  # type: ignore[no-untyped-call]
-
-
 def run(
     sweep: Sweep,
     executor: cf.Executor,
@@ -328,7 +303,7 @@ def run(
     `relaysim.sweep/1` document."""
     t0 = time.perf_counter()
     source = Path(sweep.base_path).name  # rows name the file, not its folder
-    futures: dict[cf.Future[dict[str, Any]], Point] = {
+    futures: dict[cf.Future[dict[str, Any]], int] = {
         executor.submit(
             run_point,
             sweep.base_data,
@@ -336,17 +311,14 @@ def run(
             sweep.overrides(p),
             sweep.spec.engine,
             tuple(expect),
-        ): p
-        for p in sweep.points
+        ): i
+        for i, p in enumerate(sweep.points)
     }
     rows: list[dict[str, Any]] = []
     failed = 0
-    for future in cf.as_completed(futures):
-        point = futures[future]
-        try:
-            figures = future.result()
-        except Exception as exc:  # the worker itself died or the cluster lost it
-            figures = {"error": f"worker: {type(exc).__name__}: {exc}"}
+
+    def add(point: Point, figures: dict[str, Any]) -> None:
+        nonlocal failed
         row = {"point": point.index, "label": point.label, "values": point.values, **figures}
         row.setdefault("seed", point.seed)
         row["error"] = row.get("error")
@@ -356,6 +328,19 @@ def run(
         rows.append(row)
         if progress:
             progress(len(rows), failed, len(futures))
+
+    cut: str | None = None
+    left = set(futures.values())  # the points without a row yet
+    try:
+        for i, figures in pools.harvest(executor, futures):
+            if isinstance(figures, Exception):
+                figures = {"error": f"worker: {type(figures).__name__}: {figures}"}
+            left.discard(i)
+            add(sweep.points[i], figures)
+    except pools.Cancelled as stop:  # the points cut short are errors; the rest stand
+        cut = stop.name
+        for i in sorted(left):
+            add(sweep.points[i], {"error": f"cancelled by {cut}"})
     rows.sort(key=lambda r: (r["point"], -1 if r["seed"] is None else r["seed"]))
     wall = time.perf_counter() - t0
     return {
@@ -372,6 +357,7 @@ def run(
         "failed": failed,
         "wall_seconds": round(wall, 3),
         "points_per_minute": round(len(futures) / wall * 60.0, 3) if wall > 0 else None,
+        "cancelled": cut,
         "rows": rows,
         "over_seeds": over_seeds(rows),
     }

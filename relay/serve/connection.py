@@ -9,6 +9,7 @@ but the outbox's writes.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class Outbox:
         now: Callable[[], float] = trio.current_time,
     ) -> None:
         self._stream = stream
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         self._stats = stats
         self._grace = grace  # trio seconds a final frame may take to go out
         self._writing = writing  # told when a write begins (the watcher times it)
@@ -138,7 +140,17 @@ class Outbox:
                 data = batch[0] if len(batch) == 1 else b"".join(batch)
                 self.writing_since = since = now()
                 self._writing(since)
-                await self._stream.send_all(data)
+                fd = self._fd
+                sent = 0
+                if fd is not None:
+                    try:
+                        sent = os.write(fd, data)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError as exc:
+                        raise trio.BrokenResourceError from exc
+                if sent < len(data):
+                    await self._stream.send_all(data[sent:])
                 self.sent_at = now()
                 stats.replies += replies
                 replies = 0

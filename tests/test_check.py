@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from junitparser import Failure, JUnitXml
+from junitparser import Error, Failure, JUnitXml
 
 from relay.cli import main
 from tests.conftest import CONFIGS
@@ -92,9 +92,32 @@ def test_a_suite_gives_one_verdict_per_case_and_seed_in_junit(
     ("body", "message"),
     [
         ("cases: []\n", "cases: "),
-        (f"cases:\n  - {{name: a, scenario: {SMOKE}, colour: red}}\n", "cases.0.colour: unknown"),
+        (f"cases:\n  - {{name: a, scenario: {SMOKE}, colour: red}}\n", "case 'a': colour: unknown"),
         (f"cases:\n  - {{name: a, scenario: {SMOKE}, expect: [p99 < 1]}}\n", "unknown figure"),
-        ("cases:\n  - {name: a, scenario: nowhere.yaml}\n", "nowhere.yaml: no such file"),
+        (
+            "cases:\n  - {name: a, scenario: nowhere.yaml}\n",
+            "case 'a': scenario nowhere.yaml: no such file (paths are relative to the suite file",
+        ),
+        (
+            f"cases:\n  - {{name: a, scenario: {SMOKE}, examples: 50, expect: [lost == 0]}}\n",
+            "case 'a': examples: applies to hunt cases only, this is a replay case",
+        ),
+        (
+            f"cases:\n  - {{name: a, kind: hunt, scenario: {SMOKE}, engine: trio, "
+            "expect: [crashes == 0]}\n",
+            "case 'a': engine: applies to replay cases only, this is a hunt case",
+        ),
+        (
+            f"cases:\n  - {{name: a, scenario: {SMOKE}, expect: [examples > 0]}}\n",
+            "case 'a': expect.0: 'examples > 0': examples is measured by hunt runs, not by "
+            "replay runs",
+        ),
+        (f"cases:\n  - {{name: a, scenario: {SMOKE}}}\n", "case 'a': no thresholds"),
+        (
+            f"expect: [examples > 0]\ncases:\n  - {{name: a, scenario: {SMOKE}, "
+            "expect: [lost == 0]}\n",
+            "expect: 'examples > 0': no case of this suite measures examples",
+        ),
         (
             f"cases:\n  - {{name: a, scenario: {SMOKE}}}\n  - {{name: a, scenario: {SMOKE}}}\n",
             "two cases are named 'a'",
@@ -114,6 +137,76 @@ def test_a_bad_suite_is_one_line_before_anything_runs(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert message in err
+
+
+def test_a_missing_scenario_names_the_suite_the_case_and_the_resolved_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The error for a scenario that is not there says which suite file and case
+    named it, and the absolute path it was looked for at (relative to the suite)."""
+    path = suite(tmp_path, "cases:\n  - {name: first, scenario: ../smoke.yaml, smoke: true}\n")
+    assert run("check", str(path)) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: case 'first': scenario ../smoke.yaml: no such file" in err
+    assert str((tmp_path.parent / "smoke.yaml").resolve()) in err
+
+
+def test_a_suite_that_does_not_load_still_writes_its_junit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A suite that fails to load exits 2 and still writes a JUnit file, with one
+    errored test case carrying the message, for the pipeline's test report."""
+    xml, report = tmp_path / "out.xml", tmp_path / "out.json"
+    path = suite(tmp_path, f"cases:\n  - {{name: a, scenario: {SMOKE}, colour: red}}\n")
+    assert run("check", str(path), "--junit", str(xml), "--json", str(report)) == 2
+    message = capsys.readouterr().err.removeprefix("relaysim: ").strip()
+    [parsed] = list(JUnitXml.fromfile(str(xml)))
+    [case] = list(parsed)
+    [error] = case.result
+    assert isinstance(error, Error)
+    assert error.message == message
+    assert (parsed.tests, parsed.errors) == (1, 1)
+    assert json.loads(report.read_text())["rows"][0]["error"] == message
+
+
+def test_a_threshold_for_the_whole_run_holds_only_where_it_is_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check --expect` and a suite's `expect:` bind only the cases that measure the
+    figure: a replay's rate leaves the hunt case alone (no "measured none"), the
+    replay command printed for a failure carries it, a smoke case runs with none,
+    and a figure no case measures is refused before anything runs."""
+    body = f"""
+expect: ["lost == 0"]
+cases:
+  - name: busy
+    scenario: {SMOKE}
+    set: {{load.requests: 20000}}
+    smoke: true
+  - name: search
+    kind: hunt
+    scenario: {SMOKE}
+    design: fixed
+    examples: 10
+    seeds: [0]
+    expect: [crashes == 0]
+"""
+    path = suite(tmp_path, body)
+    report = tmp_path / "out.json"
+    assert run("check", str(path), "--expect", "overflow_rate < 0.01%", "--json", str(report)) == 6
+    rows = {r["case"]: r for r in json.loads(report.read_text())["rows"]}
+    assert [v["expect"] for v in rows["search"]["verdicts"]] == ["crashes == 0"]
+    assert rows["search"]["passed"]
+    busy = rows["busy"]
+    assert [v["expect"] for v in busy["verdicts"]] == ["lost == 0", "overflow_rate < 0.01%"]
+    assert not busy["passed"]
+    argv = shlex.split(busy["command"])
+    assert argv[-4:] == ["--expect", "lost == 0", "--expect", "overflow_rate < 0.01%"]
+    assert run(*argv[1:], "--quiet") == 6  # the printed command fails the same way
+    capsys.readouterr()
+    only_replays = suite(tmp_path, f"cases:\n  - {{name: a, scenario: {SMOKE}, smoke: true}}\n")
+    assert run("check", str(only_replays), "--expect", "windows_missed == 0") == 2
+    assert "no case of this suite measures windows_missed" in capsys.readouterr().err
 
 
 def test_the_regression_suite_holds_on_fixed(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,42 @@ def test_a_bad_threshold_stops_before_the_run(capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("relaysim: --expect 'p99 < 3': unknown figure 'p99'")
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "message"),
+    [
+        ("replay", "examples > 0", "examples is measured by hunt runs, not by replay runs"),
+        ("replay", "client.late_sends < 5", "measured by load runs, not by replay runs"),
+        ("hunt", "overflow_rate < 1%", "measured by load and replay runs, not by hunt runs"),
+    ],
+)
+def test_a_threshold_the_command_cannot_measure_stops_before_the_run(
+    command: str, text: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A threshold of a figure the command's run does not have (a hunt's on a
+    replay, a load's client figure on a replay, a replay's on a hunt) is a usage
+    error before anything runs: exit 2, one line naming it and where it came from."""
+    assert run(command, SMOKE, "--expect", text) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""  # nothing ran: a run prints its figures
+    err = printed.err
+    assert err.count("\n") == 1
+    assert err.startswith(f"relaysim: --expect {text!r}: ")
+    assert message in err
+
+
+def test_a_hunt_is_held_to_its_thresholds(capsys: pytest.CaptureFixture[str]) -> None:
+    """`hunt --expect` holds the search's own figures: a failed one exits 6 with its
+    measured value, and the command the hunt prints carries it, so it fails again."""
+    hunt = ["hunt", SMOKE, "--design", "fixed", "--examples", "3"]
+    assert run(*hunt, "--expect", "examples > 5") == 6
+    out = capsys.readouterr().out
+    assert "FAIL examples > 5 (measured 3)" in out
+    argv = shlex.split(out.split("replay with: ", 1)[1].splitlines()[0])
+    assert argv[-2:] == ["--expect", "examples > 5"]
+    assert run(*argv[1:]) == 6
+    assert run(*hunt, "--expect", "examples >= 3") == 0
 
 
 def test_a_scenario_carries_its_own_thresholds(tmp_path: Path) -> None:

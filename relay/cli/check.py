@@ -16,7 +16,6 @@ from relay.cli.options import (
     cli,
     executor,
     expect_option,
-    expectations_of,
     json_option,
     write_json,
 )
@@ -60,10 +59,15 @@ def check(
     pool, label = executor(workers, dask_address)
     check_output("--junit", junit_path, suite_file)
     check_output("--json", json_path, suite_file, *([junit_path] if junit_path else []))
-    expectations_of(expectations)  # a bad one is a usage error, before anything runs
     try:
         suite = checks.load_suite(suite_file, expectations)
     except ConfigError as exc:
+        # The pipeline's test report still shows why: one errored test case.
+        doc = checks.unloadable(suite_file, str(exc))
+        if junit_path is not None:
+            _write(junit_path, checks.junit(doc))
+        if json_path is not None:
+            write_json(json_path, doc)
         raise BadInput(str(exc)) from None
     err = Console(stderr=True)
     show = not quiet and err.is_terminal
@@ -77,7 +81,6 @@ def check(
             doc = checks.run(
                 suite,
                 running,
-                extra=expectations,
                 progress=bar,
                 on_row=lambda row: click.echo(checks.line(row)),
                 label=label,
@@ -85,10 +88,7 @@ def check(
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
     if junit_path is not None:
-        try:
-            junit_path.write_text(checks.junit(doc), encoding="utf-8")
-        except OSError as exc:
-            raise BadInput(f"--junit {junit_path}: cannot write: {exc.strerror}") from None
+        _write(junit_path, checks.junit(doc))
     if json_path is not None:
         write_json(json_path, doc)
     if doc["cancelled"]:
@@ -106,3 +106,11 @@ def check(
     )
     if doc["failed"]:
         sys.exit(EXIT_THRESHOLD)
+
+
+def _write(junit_path: Path, xml: str) -> None:
+    """Write the JUnit file, or BadInput saying why it cannot be."""
+    try:
+        junit_path.write_text(xml, encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"--junit {junit_path}: cannot write: {exc.strerror}") from None

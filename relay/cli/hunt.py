@@ -14,13 +14,18 @@ from relay.cli.options import (
     EXIT_HANG,
     EXIT_INCONCLUSIVE,
     EXIT_INVARIANT,
+    EXIT_THRESHOLD,
     BadInput,
     check_output,
     cli,
     config_argument,
     design_option,
+    expect_option,
+    expectations_of,
     json_option,
+    judge,
     load_config,
+    scenario_expectations,
     set_option,
     write_json,
 )
@@ -41,6 +46,7 @@ from relay.scenario.schema import Scenario, apply_override, parse_override
     "held or partitioned link, a stop signal and hostile clients beside them.",
 )
 @json_option("Write the result.")
+@expect_option
 @click.option(
     "--report",
     "report_path",
@@ -62,6 +68,7 @@ def hunt(
     seed: int,
     server: bool,
     json_path: Path | None,
+    expectations: tuple[str, ...],
     report_path: Path | None,
     trace_path: Path | None,
 ) -> None:
@@ -69,20 +76,23 @@ def hunt(
     (with --server: through the real server and client on a simulated network).
 
     Exit 0: none found and every race window reached; 5: none found but a window was
-    never reached (inconclusive); 1 crash, 3 hang, 4 invariant violation.
+    never reached (inconclusive); 1 crash, 3 hang, 4 invariant violation; 6: none of
+    those, but a threshold (--expect, of a hunt's figures) failed.
     """
     from relay.plan import pools
     from relay.plan.hunt import hunt as run_hunt  # deferred: hypothesis loads slowly
 
     sets = [*overrides, *([f"design={design}"] if design else [])]
     scenario = load_config(config, sets, json_path)
+    held_to = scenario_expectations(scenario, "hunt") + expectations_of(expectations, kind="hunt")
     for option, output in (("--report", report_path), ("--trace", trace_path)):
         check_output(option, output, config, *([json_path] if json_path else []))
     parts = ["relaysim", "hunt", str(config), "--design", scenario.design]
     for o in overrides:
         parts += ["--set", o]
     parts += ["--server"] if server else []
-    command = shlex.join([*parts, "--examples", str(examples), "--seed", str(seed)])
+    parts += ["--examples", str(examples), "--seed", str(seed)]
+    command = shlex.join([*parts, *(a for t in expectations for a in ("--expect", t))])
     # What the user set with --set is pinned: the worlds draw everything else of
     # theirs (`relay.testing.worlds.DRAWN`) and keep it.
     pins: dict[str, Any] = {}
@@ -101,6 +111,7 @@ def hunt(
     doc["scenario_file"] = str(config)  # to draw it again: `relaysim report`
     doc["sets"] = list(overrides)
     doc["pins"] = pins
+    held = judge(doc, held_to)
     if json_path is not None:
         write_json(json_path, doc)
     if report_path is not None or trace_path is not None:
@@ -125,6 +136,9 @@ def hunt(
         click.echo(f"inconclusive: never reached {', '.join(missed)}")
         sys.exit(EXIT_INCONCLUSIVE)
     click.echo("nothing found, every race window reached")
+    if not held:
+        click.echo(f"replay with: {command}")
+        sys.exit(EXIT_THRESHOLD)
 
 
 def write_pictures(

@@ -89,15 +89,27 @@ def executor(workers: int | None, dask_address: str | None) -> tuple[Any, str]:
     return pools.local_pool(n), f"{n} local worker{'s' * (n > 1)}"
 
 
-def expectations_of(texts: tuple[str, ...] | list[str], given: str = "--expect") -> list[Any]:
-    """The `Expectation`s of `texts`, or BadInput naming the one that does not parse
+def expectations_of(
+    texts: tuple[str, ...] | list[str], given: str = "--expect", kind: str = "replay"
+) -> list[Any]:
+    """The `Expectation`s of `texts` for a run of `kind`, or BadInput naming the one
+    that does not parse or that such a run cannot measure, and where it came from
     (before anything runs)."""
-    from relay.scenario.expect import ExpectError, parse
+    from relay.scenario.expect import ExpectError, for_kind
 
     try:
-        return [parse(t) for t in texts]
+        return [for_kind(t, {kind}) for t in texts]
     except ExpectError as exc:
         raise BadInput(f"{given} {exc}") from None
+
+
+def scenario_expectations(scenario: Any, kind: str) -> list[Any]:
+    """The thresholds of the scenario's own `expect:` that a run of `kind` measures
+    (a scenario's list serves its replays and its loads: a load's client figures
+    are not a replay's)."""
+    from relay.scenario.expect import parse
+
+    return [e for e in map(parse, scenario.expect) if e.applies(kind)]
 
 
 def judge(doc: Any, expectations: list[Any]) -> bool:

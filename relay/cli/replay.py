@@ -29,6 +29,7 @@ from relay.cli.options import (
     load_config,
     pool_options,
     quiet_option,
+    scenario_expectations,
     set_option,
     write_json,
     write_report,
@@ -98,7 +99,7 @@ def replay(
         sets.append(f"seed={seed}")
     scenario = load_config(config, sets, json_path)
     check_output("--report", report_path, config, *([json_path] if json_path else []))
-    held_to = expectations_of(scenario.expect, f"{config}: expect:") + expectations_of(expectations)
+    held_to = scenario_expectations(scenario, "replay") + expectations_of(expectations)
     command = _replay_command(
         config, overrides, scenario.design, scenario.seed, engine, json_path, expectations
     )

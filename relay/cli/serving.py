@@ -24,6 +24,7 @@ from relay.cli.options import (
     json_option,
     judge,
     load_config,
+    scenario_expectations,
     set_option,
     write_json,
 )
@@ -214,7 +215,7 @@ def load(
         raise BadInput("--rate and --speed: choose one")
     host, port = _address("--target", target)
     scenario = load_config(config, list(overrides), json_path)
-    held_to = expectations_of(scenario.expect, f"{config}: expect:") + expectations_of(expectations)
+    held_to = scenario_expectations(scenario, "load") + expectations_of(expectations, kind="load")
     console = Console()
     with render.load_progress(
         scenario.name, duration, enabled=not quiet and console.is_terminal, console=console

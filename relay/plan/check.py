@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from relay.plan import pools
-from relay.scenario.expect import check_all, judge
+from relay.scenario.expect import ExpectError, check_all, judge
 from relay.scenario.expect import parse as parse_expectation
 from relay.scenario.schema import (
     ConfigError,
@@ -68,12 +68,16 @@ class CaseSpec(BaseModel):
     engine: Literal["fast", "trio"] = "fast"
     examples: int = Field(default=200, ge=1, le=100_000, description="hunt: worlds to search")
     expect: list[str] = Field(default_factory=list)
+    smoke: bool = Field(default=False, description="it only has to run: no threshold needed")
 
-    @field_validator("expect")
-    @classmethod
-    def _parses(cls, texts: list[str]) -> list[str]:
-        check_all(texts)
-        return texts
+    @model_validator(mode="after")
+    def _applies(self) -> CaseSpec:
+        # A key of the other kind of case would be silently ignored: refused.
+        for key, kind in (("examples", "hunt"), ("engine", "replay")):
+            if key in self.model_fields_set and self.kind != kind:
+                raise ValueError(f"{key}: applies to {kind} cases only, this is a {self.kind} case")
+        check_all(self.expect, "expect.", {self.kind})
+        return self
 
 
 class SuiteSpec(BaseModel):
@@ -81,7 +85,16 @@ class SuiteSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str | None = None
+    expect: list[str] = Field(
+        default_factory=list, description="thresholds for every case that measures them"
+    )
     cases: list[CaseSpec] = Field(min_length=1)
+
+    @field_validator("expect")
+    @classmethod
+    def _parses(cls, texts: list[str]) -> list[str]:
+        check_all(texts)
+        return texts
 
     @field_validator("cases")
     @classmethod
@@ -103,6 +116,7 @@ class Run:
     path: Path  # the scenario file
     data: dict[str, Any]  # its mapping, read once
     overrides: list[tuple[str, Any]]
+    expect: tuple[str, ...]  # every threshold it is held to, from wherever it came
     command: str
 
     @property
@@ -128,37 +142,73 @@ def _value(value: Any) -> str:
 
 def load_suite(path: str | Path, extra: Sequence[str] = ()) -> Suite:
     """Read and validate a suite file, its scenarios and every case's overrides and
-    thresholds (`extra`: `check --expect`, on every case); ConfigError in one line."""
+    thresholds (`extra`: `check --expect`, held by every case that measures its
+    figure); ConfigError in one line naming the suite file, the case and the path."""
     p = Path(path)
+    raw = read_yaml_mapping(p)
     try:
-        spec = SuiteSpec.model_validate(read_yaml_mapping(p))
+        spec = SuiteSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{p}: {describe_error(exc.errors()[0])}") from None
+        raise ConfigError(f"{p}: {_case_error(raw, exc)}") from None
+    kinds = {case.kind for case in spec.cases}
+    for given, texts in (("expect:", spec.expect), ("check --expect", extra)):
+        for text in texts:
+            try:
+                e = parse_expectation(text)
+            except ExpectError as exc:
+                raise ConfigError(f"{p}: {given} {exc}") from None
+            if not e.kinds & kinds:
+                raise ConfigError(
+                    f"{p}: {given} {e.text!r}: no case of this suite measures {e.figure} "
+                    f"({' and '.join(sorted(e.kinds))} cases do; this suite has "
+                    f"{' and '.join(sorted(kinds))} cases)"
+                )
     runs: list[Run] = []
     for case in spec.cases:
+        where = f"{p}: case {case.name!r}"
         scenario_path = p.parent / case.scenario
-        data = read_yaml_mapping(scenario_path)
+        try:
+            data = read_yaml_mapping(scenario_path)
+        except ConfigError as exc:
+            why = str(exc).removeprefix(f"{scenario_path}: ")
+            raise ConfigError(
+                f"{where}: scenario {case.scenario}: {why} (paths are relative to the suite "
+                f"file: {scenario_path.resolve()})"
+            ) from None
         overrides = list(case.set.items())
         if case.design is not None:
             overrides.append(("design", case.design))
-        where = f"{p}: case {case.name!r}"
         scenario = scenario_from_data(data, overrides, where, f"on {scenario_path}")
-        for seed in case.seeds or [scenario.seed]:
-            runs.append(
-                Run(
-                    case,
-                    seed,
-                    scenario_path,
-                    data,
-                    overrides,
-                    _command(case, scenario_path, seed, extra),
-                )
+        wide = [t for t in (*spec.expect, *extra) if parse_expectation(t).applies(case.kind)]
+        own = [t for t in scenario.expect if parse_expectation(t).applies(case.kind)]
+        if not (case.expect or wide or own or case.smoke):
+            raise ConfigError(
+                f"{where}: no thresholds: give it expect: [...] (or smoke: true if it only "
+                "has to run)"
             )
+        for seed in case.seeds or [scenario.seed]:
+            command = _command(case, scenario_path, seed, wide)
+            expect = (*own, *case.expect, *wide)
+            runs.append(Run(case, seed, scenario_path, data, overrides, expect, command))
     return Suite(spec.name or p.stem, p, runs)
 
 
+def _case_error(raw: dict[str, Any], exc: ValidationError) -> str:
+    """A suite's validation error in one line, naming its case by name."""
+    error = exc.errors()[0]
+    loc = error["loc"]
+    cases = raw.get("cases")
+    if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int) and isinstance(cases, list):
+        entry = cases[loc[1]] if loc[1] < len(cases) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        label = f"case {name!r}" if name else f"case {loc[1] + 1}"
+        return f"{label}: {describe_error({**error, 'loc': loc[2:]})}"
+    return describe_error(error)
+
+
 def _command(case: CaseSpec, scenario: Path, seed: int, extra: Sequence[str]) -> str:
-    """The command that runs one case for one seed again, from here."""
+    """The command that runs one case for one seed again, from here, held to the
+    case's thresholds and `extra` (the scenario's own it holds by itself)."""
     where = os.path.relpath(scenario)
     parts = ["relaysim", case.kind, where]
     if case.design is not None:
@@ -168,14 +218,14 @@ def _command(case: CaseSpec, scenario: Path, seed: int, extra: Sequence[str]) ->
         parts += ["--set", f"{key}={_value(value)}"]
     if case.kind == "replay":
         parts += ["--engine", case.engine]
-        for text in (*case.expect, *extra):
-            parts += ["--expect", text]
     else:
         parts += ["--examples", str(case.examples)]
+    for text in (*case.expect, *extra):
+        parts += ["--expect", text]
     return shlex.join(parts)
 
 
-def run_one(run: Run, extra: Sequence[str] = ()) -> dict[str, Any]:
+def run_one(run: Run) -> dict[str, Any]:
     """Run one case for one seed (in a worker): its row. Never raises."""
     t0 = time.perf_counter()
     case = run.case
@@ -207,7 +257,7 @@ def run_one(run: Run, extra: Sequence[str] = ()) -> dict[str, Any]:
             doc = found.result(run.path.stem, scenario.design, run.seed, run.command)
             row["violations"] = []
             row["found"] = doc["failure"]
-        held_to = [parse_expectation(t) for t in (*scenario.expect, *case.expect, *extra)]
+        held_to = [parse_expectation(t) for t in run.expect]
         row["verdicts"] = [v.document() for v in judge(held_to, doc)]
         row["error"] = None
     except Exception as exc:  # a case that cannot run is that case's error, not the suite's
@@ -236,7 +286,6 @@ def run(
     suite: Suite,
     executor: cf.Executor,
     *,
-    extra: Sequence[str] = (),
     progress: Progress | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     label: str = "",
@@ -244,7 +293,7 @@ def run(
     """Run every case of `suite` on `executor`; the `relaysim.check/1` document,
     rows in the suite's order. `on_row` sees each row as it comes."""
     t0 = time.perf_counter()
-    futures = {executor.submit(run_one, r, tuple(extra)): i for i, r in enumerate(suite.runs)}
+    futures = {executor.submit(run_one, r): i for i, r in enumerate(suite.runs)}
     rows: list[dict[str, Any] | None] = [None] * len(futures)
     failed = 0
 
@@ -283,9 +332,29 @@ def run(
     }
 
 
+def unloadable(path: Path, message: str) -> dict[str, Any]:
+    """The `relaysim.check/1` document of a suite that did not load: one errored
+    run carrying `message`, so a pipeline's test report shows why."""
+    row: dict[str, Any] = {
+        "case": "load suite", "seed": None, "kind": None, "scenario": None,
+        "command": shlex.join(["relaysim", "check", str(path)]), "verdicts": [],
+        "violations": [], "error": message, "passed": False, "wall_seconds": 0.0,
+    }  # fmt: skip
+    return {
+        "schema": SCHEMA, "suite": path.stem, "file": str(path), "executor": None,
+        "cases": 0, "runs": 1, "failed": 1, "cancelled": None, "wall_seconds": 0.0,
+        "rows": [row],
+    }  # fmt: skip
+
+
+def _name(row: dict[str, Any]) -> str:
+    """A row's test name: `case [seed N]`."""
+    return row["case"] if row["seed"] is None else f"{row['case']} [seed {row['seed']}]"
+
+
 def line(row: dict[str, Any]) -> str:
     """One line for a row: PASS, FAIL with what failed, or ERROR."""
-    name = f"{row['case']} [seed {row['seed']}]"
+    name = _name(row)
     if row["error"] is not None:
         return f"ERROR {name}: {row['error']}"
     if row["passed"]:
@@ -328,7 +397,7 @@ def junit(doc: dict[str, Any]) -> str:
             suite,
             "testcase",
             classname=f"{doc['suite']}.{row['case']}",
-            name=f"{row['case']} [seed {row['seed']}]",
+            name=_name(row),
             time=f"{row['wall_seconds']:.3f}",
         )
         detail = "\n".join(

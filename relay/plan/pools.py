@@ -83,6 +83,7 @@ def cancellable() -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+        _received.clear()  # the run that was cancelled has said so: the next starts afresh
 
 
 def cancelled() -> Cancelled | None:

@@ -11,6 +11,12 @@ summary document's numbers (`relaysim.summary/3`: `requests`, `lost`, `crashes`,
 `hangs`, `invariants`, `windows_missed`), and rates derived from the counts:
 `overflow_rate`, `relay_overflow_rate`, `timeout_rate`, `error_rate`. A figure the
 run does not have (no latency when nothing completed) fails its threshold.
+
+Each figure knows which kinds of run measure it (`KINDS`, `Expectation.kinds`): a
+replay's summary (a sweep point's too), a load's (a replay's figures and the
+client's own), a hunt's result. A threshold no run of a command can measure is
+refused before anything runs (`for_kind`), and one given for several kinds of run
+(a suite's) is held only by the runs that measure it (`Expectation.applies`).
 """
 
 from __future__ import annotations
@@ -50,6 +56,14 @@ SUMMARY_FIGURES = (
 #: Figures of a hunt's result.
 HUNT_FIGURES = ("examples", "shrink_runs", "crashes", "hangs", "invariants", "windows_missed")
 FIGURES = tuple(dict.fromkeys(SUMMARY_FIGURES + HUNT_FIGURES))
+#: The kinds of run, each with the figures it measures: a load's summary is a
+#: replay's plus what the client saw of its own schedule.
+CLIENT_FIGURES = ("client.late_sends", "client.latest_send_ms")
+KINDS: dict[str, frozenset[str]] = {
+    "replay": frozenset(SUMMARY_FIGURES) - frozenset(CLIENT_FIGURES),
+    "load": frozenset(SUMMARY_FIGURES),
+    "hunt": frozenset(HUNT_FIGURES),
+}
 
 
 class ExpectError(ValueError):
@@ -64,6 +78,15 @@ class Expectation:
     figure: str
     op: str
     value: float
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The kinds of run that measure this threshold's figure."""
+        return frozenset(k for k, measured in KINDS.items() if self.figure in measured)
+
+    def applies(self, kind: str) -> bool:
+        """Whether a run of `kind` measures this threshold's figure."""
+        return self.figure in KINDS[kind]
 
     def holds(self, measured: float | None) -> bool:
         """Whether `measured` meets the threshold (a missing figure never does)."""
@@ -111,14 +134,30 @@ def parse(text: str) -> Expectation:
     return Expectation(" ".join(text.split()), figure, m["op"], value)
 
 
-def check_all(texts: Sequence[str], where: str = "") -> None:
+def check_all(
+    texts: Sequence[str], where: str = "", kinds: set[str] | frozenset[str] = frozenset(KINDS)
+) -> None:
     """A validator's check of a list of expectations: ValueError naming the first
-    that does not parse by its index (`where` before it: "expect.")."""
+    that does not parse, or that no run of `kinds` can measure, by its index
+    (`where` before it: "expect.")."""
     for i, text in enumerate(texts):
         try:
-            parse(text)
+            for_kind(text, kinds)
         except ExpectError as exc:
             raise ValueError(f"{where}{i}: {exc}") from None
+
+
+def for_kind(text: str, kinds: set[str] | frozenset[str]) -> Expectation:
+    """The expectation of `text` if a run of one of `kinds` measures its figure;
+    else ExpectError saying which kinds do."""
+    e = parse(text)
+    if not e.kinds & kinds:
+        measured = " and ".join(sorted(e.kinds))
+        asked = " or ".join(sorted(kinds))
+        raise ExpectError(
+            f"{e.text!r}: {e.figure} is measured by {measured} runs, not by {asked} runs"
+        )
+    return e
 
 
 def figures(doc: Mapping[str, Any]) -> dict[str, float | None]:

@@ -586,7 +586,7 @@ class Scenario(_Model):
     @field_validator("expect")
     @classmethod
     def _expectations(cls, texts: tuple[str, ...]) -> tuple[str, ...]:
-        check_expectations(texts, "expect.")
+        check_expectations(texts, "expect.", {"replay", "load"})  # a scenario's runs
         return texts
 
     @model_validator(mode="after")

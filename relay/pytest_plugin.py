@@ -100,7 +100,8 @@ class AdminClient:
         status, answer = await simnet.http(
             self.net, self.port, method, "/faults", data, simnet.ADMIN_TOKEN
         )
-        assert status == 200, f"{method} /faults: {status} {answer.decode(errors='replace')}"
+        if status != 200:  # raised, not asserted: `python -O` would drop an assert
+            raise AssertionError(f"{method} /faults: {status} {answer.decode(errors='replace')}")
         return json.loads(answer)
 
     async def inject(self, kind: str, node: int | None = None, factor: float | None = None) -> Any:
@@ -146,9 +147,10 @@ class Served:
         (the scenario's day from its opening, a Poisson `rate` per second, or the
         first attempts `arrivals`), over `connections`, waiting up to `drain` for the
         last replies: its `relaysim.summary/3` document (`relaysim load --json`)."""
-        from relay.serve import load, simnet
+        from relay.serve import load as loading
+        from relay.serve import simnet
 
-        doc, _ = await load.run(
+        doc, _ = await loading.run(
             self.scenario,
             simnet.SERVER_HOST,
             self.ports["dispatcher"],

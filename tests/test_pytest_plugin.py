@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
+import trio.testing
 
 from relay.api import Result
 from relay.pytest_plugin import Served
@@ -72,3 +73,20 @@ async def test_the_server_fixture_refuses_the_real_clock(
     with pytest.raises(pytest.fail.Exception, match="give the test pytest-trio's autojump_clock"):
         async with relaysim_server(CONFIGS / "smoke.yaml"):
             pass
+
+
+async def test_the_admin_client_injects_clears_and_reports_refusals(
+    relaysim_server: Callable[..., AbstractAsyncContextManager[Served]],
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Through the served tier's admin endpoint: a crash on legacy stays in effect
+    until cleared, and a fault the endpoint refuses is an AssertionError with its status."""
+    async with relaysim_server(CONFIGS / "smoke.yaml", {"design": "legacy"}) as served:
+        await served.admin.inject("crash", node=2)
+        crashed = await served.admin.state()
+        await served.admin.clear()
+        cleared = await served.admin.state()
+        with pytest.raises(AssertionError, match=r"POST /faults: 4\d\d .*meteor"):
+            await served.admin.inject("meteor", node=1)
+    assert [(f["kind"], f["node"]) for f in crashed["faults"]] == [("crash", 2)]
+    assert cleared["faults"] == []

@@ -35,7 +35,9 @@ from relay.core import summary as summaries
 from relay.core.tier import RelayTier
 from relay.plan import sweep as sweeps
 from relay.plan.pools import dask_pool, local_pool
+from relay.plan.replay import command as replay_command
 from relay.plan.replay import replay as _replay
+from relay.plan.replay import set_text
 from relay.scenario import schema
 from relay.scenario.bounds import clamped
 from relay.scenario.schema import ConfigError, Scenario
@@ -92,12 +94,15 @@ def load_scenario(source: ScenarioLike, overrides: Overrides = None) -> Scenario
 class Result:
     """One replay: `summary` (the `relaysim.summary/3` document, typed as
     `relay.core.summary.Summary`), `violations` (the checkers' findings, empty on
-    success), `scenario`, `tier` (the model after the run), and DataFrames."""
+    success), `scenario`, `tier` (the model after the run), `command` (the
+    `relaysim replay` command that runs it again, when the scenario came from a
+    file; else None), and DataFrames."""
 
     summary: summaries.Summary
     violations: list[str]
     scenario: Scenario
     tier: RelayTier
+    command: str | None = None
 
     @cached_property
     def timeline(self) -> pd.DataFrame:
@@ -153,11 +158,20 @@ def replay(
 ) -> Result:
     """Replay `scenario` (with `overrides`, and `seed` instead of its own) on
     `engine`; the checkers' findings are in `Result.violations`, never raised."""
-    pairs = _pairs(overrides) + ([("seed", seed)] if seed is not None else [])
+    given = _pairs(overrides)
+    pairs = given + ([("seed", seed)] if seed is not None else [])
+    source = scenario
     if not isinstance(scenario, Scenario) or pairs:
         scenario = load_scenario(scenario, pairs)
     done = _replay(scenario, engine=engine)
-    return Result(done.summary, [str(v) for v in done.violations], scenario, done.tier)
+    command = None
+    if not isinstance(source, Scenario | Mapping):  # a file: it can be run again
+        sets = [p if isinstance(p, str) else f"{p[0]}={set_text(p[1])}" for p in given]
+        command = replay_command(
+            source, design=scenario.design, seed=scenario.seed, engine=engine, sets=sets
+        )
+    violations = [str(v) for v in done.violations]
+    return Result(done.summary, violations, scenario, done.tier, command)
 
 
 def sweep(

@@ -18,6 +18,9 @@ from relay.engines.common import ENGINES, RunEnd
 from relay.scenario.build import new_tier
 from relay.testing import scenario
 
+# pytester: tests/test_pytest_plugin.py runs the docs' example suite in a pytest of its own.
+pytest_plugins = ["pytester"]
+
 # Property-test profiles. `ci` (the default) runs the same 150 examples every time,
 # so a red CI is never a fluke; `nightly` runs 3,000 fresh ones. Choose with
 # RELAYSIM_HYPOTHESIS=nightly or pytest's --hypothesis-profile=nightly.

@@ -83,18 +83,6 @@ def test_one_seed_repeats_a_run_byte_for_byte() -> None:
     assert once(4) != first
 
 
-async def http(net: SimNetwork, port: int, request: bytes) -> tuple[int, bytes]:
-    """One HTTP exchange from the client host over `net`: status and body."""
-    stream = await net.host(simnet.CLIENT_HOST).connect(simnet.SERVER_HOST, port)
-    await stream.send_all(request)
-    raw = b""
-    while chunk := await stream.receive_some():
-        raw += chunk
-    await stream.aclose()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), body
-
-
 def test_metrics_and_admin_answer_over_the_simulated_network() -> None:
     """/metrics parses as Prometheus text and the admin endpoint injects a crash,
     both reached over the simulated network; on legacy (no supervisor) the crash
@@ -103,9 +91,7 @@ def test_metrics_and_admin_answer_over_the_simulated_network() -> None:
     async def main() -> tuple[dict[str, float], int, dict[str, object]]:
         net = SimNetwork(1)
         async with simnet.serving(smoke("design=legacy"), net) as (_, ports):
-            host = f"Host: 127.0.0.1:{ports['metrics']}\r\n".encode()
-            status, body = await http(net, ports["metrics"], b"GET /metrics HTTP/1.1\r\n" + host
-                                      + b"\r\n")  # fmt: skip
+            status, body = await simnet.http(net, ports["metrics"], "GET", "/metrics")
             assert status == 200
             samples = {
                 s.name: s.value
@@ -113,13 +99,9 @@ def test_metrics_and_admin_answer_over_the_simulated_network() -> None:
                 for s in family.samples
             }
             fault = b'{"kind": "crash", "node": 1}'
-            admin = f"127.0.0.1:{ports['admin']}".encode()
-            posted, _ = await http(net, ports["admin"], b"POST /faults HTTP/1.1\r\nHost: " + admin
-                                   + b"\r\nAuthorization: Bearer " + simnet.ADMIN_TOKEN.encode()
-                                   + b"\r\nContent-Type: application/json\r\nContent-Length: "
-                                   + str(len(fault)).encode() + b"\r\n\r\n" + fault)  # fmt: skip
-            _, state = await http(net, ports["admin"], b"GET /faults HTTP/1.1\r\nHost: " + admin
-                                  + b"\r\n\r\n")  # fmt: skip
+            admin, token = ports["admin"], simnet.ADMIN_TOKEN
+            posted, _ = await simnet.http(net, admin, "POST", "/faults", fault, token)
+            _, state = await simnet.http(net, admin, "GET", "/faults")
         return samples, posted, json.loads(state)
 
     clock = trio.testing.MockClock(autojump_threshold=0)

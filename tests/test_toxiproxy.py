@@ -21,7 +21,6 @@ from relay.serve import simnet
 from relay.serve.protocol import Decoder, Frame, Type
 from tests.conftest import CONFIGS
 from tests.test_serve_cli import FAST, admin, relaysim, send_requests, serving
-from tests.test_simnet import http
 
 T = TypeVar("T")
 
@@ -76,7 +75,7 @@ def test_the_toxiproxy_routes_on_the_simulated_network() -> None:
             a, d = ports["admin"], ports["dispatcher"]
 
             async def ask(method: str, path: str, body: Any = None) -> tuple[int, Any]:
-                status, raw = await http(net, a, call(a, method, path, body))
+                status, raw = await simnet.exchange(net, a, call(a, method, path, body))
                 return status, json.loads(raw) if raw else None
 
             seen["bare"] = await round_trip(net, d)
@@ -157,7 +156,7 @@ def test_a_change_to_the_toxics_keeps_the_admin_rules(
         async with simnet.serving(smoke(), net) as (_, ports):
             a = ports["admin"]
             request = call(a, "POST", "/reset", authorization=authorization, **headers)
-            got, _ = await http(net, a, request)
+            got, _ = await simnet.exchange(net, a, request)
             return got
 
     assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == status

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -90,7 +89,8 @@ def replay(
 
     With --workers or --dask, a calendar's days are replayed in stretches at once
     and merged (relay.plan.split: a run without operator actions or faults)."""
-    from relay.plan.replay import replay as run_replay  # deferred: keeps --help fast
+    from relay.plan.replay import command as replay_command  # deferred: keeps --help fast
+    from relay.plan.replay import replay as run_replay
 
     sets = list(overrides)
     if design:
@@ -100,8 +100,14 @@ def replay(
     scenario = load_config(config, sets, json_path)
     check_output("--report", report_path, config, *([json_path] if json_path else []))
     held_to = scenario_expectations(scenario, "replay") + expectations_of(expectations)
-    command = _replay_command(
-        config, overrides, scenario.design, scenario.seed, engine, json_path, expectations
+    command = replay_command(
+        config,
+        design=scenario.design,
+        seed=scenario.seed,
+        engine=engine,
+        sets=overrides,
+        expect=expectations,
+        json_path=json_path,
     )
     log = logs.configure(log_format, log_level)
     log.info("replay.start", scenario=str(config), seed=scenario.seed, replay=command)
@@ -164,26 +170,6 @@ def _split(
         doc = split.run(scenario, running, len(parts), engine)
     doc["scenario"] = config.stem
     return doc, list(doc["violations"])
-
-
-def _replay_command(
-    config: Path,
-    overrides: tuple[str, ...],
-    design: str,
-    seed: int,
-    engine: str,
-    json_path: Path | None,
-    expectations: tuple[str, ...] = (),
-) -> str:
-    parts = ["relaysim", "replay", str(config), "--design", design, "--seed", str(seed)]
-    parts += ["--engine", engine]
-    for o in overrides:
-        parts += ["--set", o]
-    for e in expectations:
-        parts += ["--expect", e]
-    if json_path is not None:
-        parts += ["--json", str(json_path)]
-    return shlex.join(parts)
 
 
 @cli.command()

@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from relay.plan import pools
+from relay.plan.replay import command, set_text
 from relay.scenario.expect import ExpectError, check_all, judge
 from relay.scenario.expect import parse as parse_expectation
 from relay.scenario.schema import (
@@ -134,12 +134,6 @@ class Suite:
     runs: list[Run]
 
 
-def _value(value: Any) -> str:
-    """A `--set` value as the command line writes it (YAML, one line)."""
-    text = str(yaml.safe_dump(value, default_flow_style=True, width=10_000)).strip()
-    return text.removesuffix("...").strip()  # a plain scalar's document end marker
-
-
 def load_suite(path: str | Path, extra: Sequence[str] = ()) -> Suite:
     """Read and validate a suite file, its scenarios and every case's overrides and
     thresholds (`extra`: `check --expect`, held by every case that measures its
@@ -210,16 +204,19 @@ def _command(case: CaseSpec, scenario: Path, seed: int, extra: Sequence[str]) ->
     """The command that runs one case for one seed again, from here, held to the
     case's thresholds and `extra` (the scenario's own it holds by itself)."""
     where = os.path.relpath(scenario)
+    sets = [f"{key}={set_text(value)}" for key, value in case.set.items()]
+    if case.kind == "replay":
+        expect = [*case.expect, *extra]
+        return command(
+            where, design=case.design, seed=seed, engine=case.engine, sets=sets, expect=expect
+        )
     parts = ["relaysim", case.kind, where]
     if case.design is not None:
         parts += ["--design", case.design]
     parts += ["--seed", str(seed)]
-    for key, value in case.set.items():
-        parts += ["--set", f"{key}={_value(value)}"]
-    if case.kind == "replay":
-        parts += ["--engine", case.engine]
-    else:
-        parts += ["--examples", str(case.examples)]
+    for text in sets:
+        parts += ["--set", text]
+    parts += ["--examples", str(case.examples)]
     for text in (*case.expect, *extra):
         parts += ["--expect", text]
     return shlex.join(parts)

@@ -2,18 +2,25 @@
 
 This is where the parts meet: the load generator's municipalities and arrivals, the
 relay tier, a driver, the checkers and the summary. The CLI and the tests both call
-`replay`. Engines: `fast` (the discrete-event loop of `relay.engines.fast`, the
-default) and `trio` (one trio task per request under a MockClock, as the property
-tests and the server run the core).
+`replay`; `command` is the one spelling of the `relaysim replay` command that runs
+a replay again (printed by `replay`, `check` and the library's `Result`). Engines:
+`fast` (the discrete-event loop of `relay.engines.fast`, the default) and `trio`
+(one trio task per request under a MockClock, as the property tests and the server
+run the core).
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+
+import yaml
 
 from loadgen import calendar
 from relay.core import checkers, summary
@@ -96,3 +103,36 @@ def replay(
         actions=[e for e in events if isinstance(e, OperatorEvent)],
     )
     return ReplayResult(doc, violations, tier)
+
+
+def set_text(value: Any) -> str:
+    """A `--set` value as the command line writes it (YAML, one line)."""
+    text = str(yaml.safe_dump(value, default_flow_style=True, width=10_000)).strip()
+    return text.removesuffix("...").strip()  # a plain scalar's document end marker
+
+
+def command(
+    config: str | os.PathLike[str],
+    *,
+    design: str | None,
+    seed: int,
+    engine: str,
+    sets: Sequence[str] = (),
+    expect: Sequence[str] = (),
+    json_path: str | os.PathLike[str] | None = None,
+) -> str:
+    """The `relaysim replay` command (shell-quoted) that runs scenario file `config`
+    again: with `sets` (`KEY=VALUE` texts), on `design` (None: the file's), `seed`
+    and `engine`, held to the thresholds `expect`, writing `json_path`."""
+    parts = ["relaysim", "replay", os.fspath(config)]
+    if design is not None:
+        parts += ["--design", design]
+    parts += ["--seed", str(seed)]
+    for text in sets:
+        parts += ["--set", text]
+    parts += ["--engine", engine]
+    for text in expect:
+        parts += ["--expect", text]
+    if json_path is not None:
+        parts += ["--json", os.fspath(json_path)]
+    return shlex.join(parts)

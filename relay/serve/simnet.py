@@ -195,6 +195,38 @@ async def _act(here: Situation, actions: list[tuple[float, Action]], stop: list[
             stop.append(trio.current_time())
 
 
+async def exchange(net: SimNetwork, port: int, request: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 exchange from the client host with the server's `port` over
+    `net`: `request`'s bytes as they are, then everything until the server closes
+    (it does after one answer); the status and the body."""
+    stream = await net.host(CLIENT_HOST).connect(SERVER_HOST, port)
+    await stream.send_all(request)
+    raw = b""
+    while chunk := await stream.receive_some():
+        raw += chunk
+    await stream.aclose()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+async def http(
+    net: SimNetwork,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    token: str | None = None,
+) -> tuple[int, bytes]:
+    """`exchange` of a request as `relaysim fault` or a scrape sends it: the
+    endpoint's own Host, a body as JSON, `token` as a bearer."""
+    head = [f"{method} {path} HTTP/1.1", f"Host: {SERVER_HOST}:{port}"]
+    if token is not None:
+        head.append(f"Authorization: Bearer {token}")
+    if body:
+        head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return await exchange(net, port, "\r\n".join([*head, "", ""]).encode() + body)
+
+
 def digest(ledger: Ledger) -> str:
     """A fingerprint of everything `ledger` recorded: its counts by outcome, by
     arrival bucket and by node, the latencies (each bucket's sketch: its bins, exact

@@ -1,6 +1,8 @@
 """A test kit: small scenarios built in code, runs on either engine, and the
 worlds hypothesis draws. Shared by the test suite and `relaysim hunt`, so the hunt
 searches exactly the worlds the property tests check (`relay.testing.worlds`).
+The public front for users' own suites is `relay.testing.strategies` and
+`relay.testing.assertions` (with the pytest plugin, `relay.pytest_plugin`).
 """
 
 from __future__ import annotations

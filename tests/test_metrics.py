@@ -121,18 +121,24 @@ def parse_family(family: Any) -> dict[tuple[str, str], float]:
     return out
 
 
+def token_worker() -> Any:
+    """A stand-in for serve's SoftHSM2 lane as the collector reads it: ready, no
+    restarts, no calls timed yet (a real one needs the real clock)."""
+    return SimpleNamespace(
+        state=LaneState.READY,
+        restarts=0,
+        answered=LatencyHistogram(TOKEN_BUCKETS),
+        failed=LatencyHistogram(TOKEN_BUCKETS),
+    )
+
+
 def test_each_nodes_lane_state_agrees_with_its_stuck_flag() -> None:
     """With a token worker that is ready (SoftHSM2) and relay1's lane stalled by an
     injected hsm_stall, relay1's lane state is stuck, not ready, as its stuck flag
     says, while the others follow the worker; once the worker itself restarts,
     every node that is not stalled shows restarting; one state per node at 1."""
     scenario = load_scenario(CONFIGS / "smoke.yaml", ["design=legacy", "recovery.operators=false"])
-    worker: Any = SimpleNamespace(
-        state=LaneState.READY,
-        restarts=0,
-        answered=LatencyHistogram(TOKEN_BUCKETS),
-        failed=LatencyHistogram(TOKEN_BUCKETS),
-    )
+    worker = token_worker()
     scraped: list[Samples] = []
 
     def stall(here: simnet.Situation) -> None:

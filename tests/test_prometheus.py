@@ -209,6 +209,8 @@ async def test_a_real_prometheus_scrapes_serve_and_fires_the_hang_alert(tmp_path
     print("GET /api/v1/alerts  =>", json.dumps(hung))
     assert [(a["labels"]["node"], a["state"]) for a in hung] == [("relay1", "firing")]
     assert seen["hung before"] == []
+    # The alert's `for: 10s`, less the few ms a scrape's timestamp may precede its read.
+    assert seen["fired after"] > 9.9
     assert seen["rate"] < 200  # about 100 a second, as sent
     assert 0 < seen["p99"] < 1.0  # real seconds: at 60x a second is a minute of the scenario
     assert seen["recorded"] > 0
@@ -236,12 +238,15 @@ async def stall_and_watch(prom: int) -> dict[str, Any]:
         if a["labels"]["alertname"] == "RelaysimNodeHung"
     ]
     where = f"127.0.0.1:{admin['port']}"
+    stalled = trio.current_time()  # no later than the stall
     code, _, err = await relaysim(
         "fault", "--admin", where, "inject", "hsm_stall", "--node", "1", state=admin["state"]
     )
     assert code == 0, err
     firing = 'ALERTS{alertname="RelaysimNodeHung",alertstate="firing"}'
     await until(prom, firing, lambda v: v == 1)
+    seen["fired after"] = trio.current_time() - stalled
+    print(f"RelaysimNodeHung fired {seen['fired after']:.1f} s after relaysim fault started")
     seen["alerts"] = (await api(prom, "/api/v1/alerts"))["alerts"]
     stuck = 'relaysim_hsm_lane_state{node="relay1",state="stuck"}'
     seen["stuck"] = await until(prom, stuck, lambda v: v == 1)

@@ -10,7 +10,7 @@ CORE   := $(addprefix relay/core/,request.py ledger.py dispatcher.py node.py hsm
 BUILT  := $(VENV)/.compiled-stamp
 
 .PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm bench-net \
-	bench-sweep bench-validate bench-serve-memory bench-day-tcp bench-day-simnet bench-hunt-server bench-speed bench-toxics bench-year setup compile pure softhsm chromium hsm-token clean
+	bench-sweep bench-validate bench-serve-memory bench-day-tcp bench-day-simnet bench-hunt-server bench-speed bench-toxics bench-year setup compile pure softhsm prometheus chromium hsm-token clean
 
 setup: $(BUILT)
 
@@ -48,6 +48,24 @@ softhsm:
 	    apt-get update -qq && apt-get install -y -qq softhsm2 >/dev/null; \
 	  else echo "SoftHSM2 is missing: run  sudo apt-get install softhsm2  then make again"; exit 1; fi; }
 
+# Debian's Prometheus (prometheus and promtool), for the rule tests and the test that
+# scrapes a served tier, when missing: installed as root, else the one command to run.
+# Without its recommended node exporter, and with the packaged service stopped and
+# disabled if the init system started it: the tests run their own on a free loopback
+# port, and a daemon left on :9090 would be a surprise. (In a container policy-rc.d
+# or the absence of an init system already keeps it from starting.)
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Prometheus missing: installing Debian's prometheus"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus >/dev/null; \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1; \
+	    elif [ -x /etc/init.d/prometheus ]; then /etc/init.d/prometheus stop >/dev/null 2>&1; \
+	      update-rc.d prometheus disable >/dev/null 2>&1; fi; \
+	    command -v promtool >/dev/null; \
+	  else echo "Prometheus is missing: run  sudo apt-get install prometheus  then make again"; exit 1; fi; }
+
 # Debian's Chromium and its driver, for the report test, when missing (as root).
 chromium:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
@@ -71,7 +89,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKGS) tests
 
-pytest: $(BUILT) softhsm chromium
+pytest: $(BUILT) softhsm prometheus chromium
 	$(BIN)/pytest -q
 
 test: hsm-token lint typecheck pytest

@@ -33,7 +33,7 @@ from hsm_adapter.errors import (
     HsmStuck,
     HsmUnavailable,
 )
-from hsm_adapter.lane import LaneState, Pkcs11Hsm, open_pkcs11
+from hsm_adapter.lane import TOKEN_BUCKETS, LaneState, Pkcs11Hsm, open_pkcs11
 from hsm_adapter.testing import FaultyHsm, SimulatedHsm
 from hsm_adapter.token import TokenConfig, ensure, status
 from relay.cli import main
@@ -197,6 +197,39 @@ async def test_a_hung_worker_fails_at_the_deadline_and_the_lane_recovers(
         states = [state for _, state, _ in hsm.history]
         assert states == ["starting", "ready", "stuck", "restarting", "starting", "ready"]
         assert hsm.restarts == 1
+
+
+@pytest.mark.usefixtures("pin")
+async def test_token_calls_are_timed_answered_or_failed(
+    token: TokenConfig, mock_clock: trio.testing.MockClock
+) -> None:
+    """Each call's time from submission to its end is counted into TOKEN_BUCKETS: the
+    answered ones at the virtual time they took (none: the clock stands still), the
+    two a frozen worker holds as failed at their 0.4 s deadline, a call its caller
+    gave up on in neither."""
+    async with open_pkcs11(token, deadline=0.4) as hsm:
+        assert await hsm.verify(b"timed", await hsm.sign(b"timed"))
+        with trio.move_on_after(0):  # the caller gives up at once
+            await hsm.sign(b"given up")
+        pid = hsm.worker_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+
+        async def stuck(data: bytes) -> None:
+            with pytest.raises(HsmStuck):
+                await hsm.sign(data)
+
+        async def two() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stuck, b"into the frozen worker")
+                nursery.start_soon(stuck, b"queued behind it")
+
+        await frozen(mock_clock, 0.4, two)
+        await within_real(30, hsm.wait_ready)
+    half = TOKEN_BUCKETS.index(0.5)  # counts[i]: above bound i - 1, at most bound i
+    assert (hsm.answered.count, hsm.answered.total, hsm.answered.counts[0]) == (2, 0.0, 2)
+    assert (hsm.failed.count, hsm.failed.counts[half]) == (2, 2)
+    assert hsm.failed.total == pytest.approx(0.8)
 
 
 @pytest.mark.usefixtures("pin")

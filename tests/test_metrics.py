@@ -12,7 +12,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.core.ledger import OUTCOMES
+from hsm_adapter.lane import TOKEN_BUCKETS, LaneState
+from relay.core.events import FaultEvent
+from relay.core.ledger import OUTCOMES, LatencyHistogram
 from relay.core.request import Outcome
 from relay.scenario.schema import load_scenario
 from relay.serve import simnet
@@ -117,3 +119,47 @@ def parse_family(family: Any) -> dict[tuple[str, str], float]:
         elif s.name.endswith("_count"):
             out[(outcome, "count")] = s.value
     return out
+
+
+def token_worker() -> Any:
+    """A stand-in for serve's SoftHSM2 lane as the collector reads it: ready, no
+    restarts, no calls timed yet (a real one needs the real clock)."""
+    return SimpleNamespace(
+        state=LaneState.READY,
+        restarts=0,
+        answered=LatencyHistogram(TOKEN_BUCKETS),
+        failed=LatencyHistogram(TOKEN_BUCKETS),
+    )
+
+
+def test_each_nodes_lane_state_agrees_with_its_stuck_flag() -> None:
+    """With a token worker that is ready (SoftHSM2) and relay1's lane stalled by an
+    injected hsm_stall, relay1's lane state is stuck, not ready, as its stuck flag
+    says, while the others follow the worker; once the worker itself restarts,
+    every node that is not stalled shows restarting; one state per node at 1."""
+    scenario = load_scenario(CONFIGS / "smoke.yaml", ["design=legacy", "recovery.operators=false"])
+    worker = token_worker()
+    scraped: list[Samples] = []
+
+    def stall(here: simnet.Situation) -> None:
+        import trio
+
+        here.server.driver.apply(FaultEvent(trio.current_time(), "hsm_stall", 1))
+
+    def scrape(here: simnet.Situation) -> None:
+        scraped.append(parse(generate_latest(registry_for(here.server, worker)).decode()))
+        worker.state = LaneState.RESTARTING  # for the next scrape
+
+    simnet.run(
+        scenario, duration=30.0, rate=20.0, actions=[(5.0, stall), (10.0, scrape), (20.0, scrape)]
+    )
+    ready, restarting = scraped
+    nodes = [f"relay{n}" for n in range(1, 5)]
+    for s, others in ((ready, "ready"), (restarting, "restarting")):
+        for node in nodes:
+            states = {st.value: value(s, "relaysim_hsm_lane_state", node=node, state=st.value)
+                      for st in LaneState}  # fmt: skip
+            assert sum(states.values()) == 1
+            assert value(s, "relaysim_node_hsm_stuck", node=node) == states["stuck"]
+            assert states["stuck" if node == "relay1" else others] == 1
+    assert value(ready, "relaysim_hsm_token_call_duration_seconds_count", result="answered") == 0

@@ -267,8 +267,10 @@ async def test_a_stop_signal_under_load_loses_nothing_on_either_side(
 
 
 async def test_serve_on_the_softhsm_token(tmp_path: Path) -> None:
-    """With --hsm softhsm every request is signed on the real token; the lane shows
-    as ready in the metrics."""
+    """With --hsm softhsm every request is signed on the real token, each call timed
+    in real seconds; the lane shows as ready in the metrics, and once relay1's lane
+    is stalled (the token still answering the others), as stuck on relay1, as its
+    stuck flag says."""
     env = {**os.environ, "RELAYSIM_STATE": str(tmp_path), "RELAYSIM_HSM_PIN": "pin-4d2a"}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RELAYSIM_HSM_PIN", "pin-4d2a")
@@ -277,10 +279,25 @@ async def test_serve_on_the_softhsm_token(tmp_path: Path) -> None:
         with trio.fail_after(30):
             replies = await send_requests(port, 100)
             samples = await scrape(metrics)
+            # On fixed the stall lasts until a call on it passes its 2 s deadline:
+            # a scrape right after the inject sees it.
+            where = f"127.0.0.1:{admin['port']}"
+            stall = ("fault", "--admin", where, "inject", "hsm_stall", "--node", "1")
+            assert (await relaysim(*stall, state=admin["state"]))[0] == 0
+            stalled = await scrape(metrics)
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
     assert all(r.status == Status.COMPLETED for r in replies)
-    assert samples["relaysim_hsm_lane_state{state=ready}"] == 1
+    assert samples["relaysim_hsm_lane_state{node=relay1,state=ready}"] == 1
+    calls = "relaysim_hsm_token_call_duration_seconds"
+    answered = samples[f"{calls}_count{{result=answered}}"]
+    assert answered >= 100  # a sign at least for each request
+    assert samples[f"{calls}_bucket{{le=+Inf,result=answered}}"] == answered
+    assert 0 < samples[f"{calls}_sum{{result=answered}}"] / answered < 2.0  # within the deadline
+    assert stalled["relaysim_node_hsm_stuck{node=relay1}"] == 1
+    assert stalled["relaysim_hsm_lane_state{node=relay1,state=stuck}"] == 1
+    assert stalled["relaysim_hsm_lane_state{node=relay1,state=ready}"] == 0
+    assert stalled["relaysim_hsm_lane_state{node=relay2,state=ready}"] == 1
     assert proc.returncode == 0
 
 

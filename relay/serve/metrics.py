@@ -22,7 +22,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from hsm_adapter.lane import LaneState, Pkcs11Hsm
-from relay.core.ledger import OUTCOMES, Ledger, Tally
+from relay.core.hsm import HsmQueue
+from relay.core.ledger import OUTCOMES, LatencyHistogram, Ledger, Tally
 from relay.core.request import Outcome
 from relay.core.sketch import merged
 from relay.net import REAL, Network
@@ -102,7 +103,9 @@ class TierCollector(Collector):
             "relaysim_node_connections", "CS connections open on the node", labels=["node"]
         )
         stuck = GaugeMetricFamily(
-            "relaysim_node_hsm_stuck", "Node's HSM lane not answering", labels=["node"]
+            "relaysim_node_hsm_stuck",
+            'Node\'s HSM lane not answering: relaysim_hsm_lane_state{state="stuck"}',
+            labels=["node"],
         )
         outages = CounterMetricFamily(
             "relaysim_node_outages", "Crashes and hangs", labels=["node", "kind"]
@@ -111,7 +114,7 @@ class TierCollector(Collector):
             up.add_metric([node.name], float(node.up))
             attached.add_metric([node.name], float(on))
             conns.add_metric([node.name], node.active)
-            stuck.add_metric([node.name], float(node.hsm.stuck))
+            stuck.add_metric([node.name], float(lane_state(node.hsm, self.lane) is LaneState.STUCK))
             for kind in ("crash", "hang"):
                 count = sum(1 for o in node.outages if o.kind == kind)
                 outages.add_metric([node.name, kind], count)
@@ -129,19 +132,40 @@ class TierCollector(Collector):
             rejected.add_metric([code.name], stats.rejected[code.name])
         yield rejected
         yield from self._limits()
+        yield from self._hsm()
+
+    def _hsm(self) -> Iterator[Metric]:
+        """Each node's HSM lane as the node sees it; with a real token, its worker's
+        replacements and its calls' durations."""
         lane = self.lane
-        if lane is not None:
-            state = GaugeMetricFamily(
-                "relaysim_hsm_lane_state",
-                "Real HSM lane: 1 for its current state",
-                labels=["state"],
-            )
+        state = GaugeMetricFamily(
+            "relaysim_hsm_lane_state",
+            "Each node's HSM lane, 1 for the state it is in as the node sees it: stuck "
+            "while the node's lane stalls (an injected hsm_stall, cause 1), else the "
+            "token worker's state (one worker for every node, serve --hsm softhsm), or "
+            "ready (the simulated HSM)",
+            labels=["node", "state"],
+        )
+        for node in self.server.tier.nodes:
+            now = lane_state(node.hsm, lane)
             for each in LaneState:
-                state.add_metric([each.value], float(lane.state is each))
-            yield state
-            yield CounterMetricFamily(
-                "relaysim_hsm_lane_restarts", "Real HSM worker replacements", value=lane.restarts
-            )
+                state.add_metric([node.name, each.value], float(each is now))
+        yield state
+        if lane is None:
+            return
+        yield CounterMetricFamily(
+            "relaysim_hsm_lane_restarts", "Token worker replacements", value=lane.restarts
+        )
+        calls = HistogramMetricFamily(
+            "relaysim_hsm_token_call_duration_seconds",
+            "Token calls' time from submission to the token's answer (answered) or to "
+            "the lane failing them, stuck past the deadline or lost with the worker "
+            "(failed); real seconds (--hsm softhsm runs at --speed 1)",
+            labels=["result"],
+        )
+        for result, histogram in (("answered", lane.answered), ("failed", lane.failed)):
+            calls.add_metric([result], buckets=_buckets(histogram), sum_value=histogram.total)
+        yield calls
 
     def _limits(self) -> Iterator[Metric]:
         """The server's limits on clients, and what they refused or closed."""
@@ -274,6 +298,21 @@ class TierCollector(Collector):
             return [0] * (len(BUCKETS) + 1), 0.0
         whole = merged(ledger.latencies.values())  # its sketches, to a bin
         return [whole.at_most(b * speed) for b in BUCKETS] + [whole.count], whole.total / speed
+
+
+def lane_state(hsm: HsmQueue, lane: Pkcs11Hsm | None) -> LaneState:
+    """The state of a node's HSM lane as the node sees it: stuck while its own lane
+    stalls (the model's flag: it never reaches the token), else the real token
+    worker's state, or ready on the simulated HSM."""
+    if hsm.stuck:
+        return LaneState.STUCK
+    return LaneState.READY if lane is None else lane.state
+
+
+def _buckets(histogram: LatencyHistogram) -> list[tuple[str, float]]:
+    """A histogram's cumulative counts under Prometheus' `le` labels."""
+    labels = [*(f"{b:g}" for b in histogram.bounds), "+Inf"]
+    return list(zip(labels, histogram.cumulative(), strict=True))
 
 
 def registry_for(server: RelayServer, lane: Pkcs11Hsm | None = None) -> CollectorRegistry:

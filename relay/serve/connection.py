@@ -9,7 +9,6 @@ but the outbox's writes.
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,9 +138,7 @@ class Outbox:
                 data = batch[0] if len(batch) == 1 else b"".join(batch)
                 self.writing_since = since = now()
                 self._writing(since)
-                sent = written_now(self._stream, data)
-                if sent < len(data):  # the rest when the socket has room
-                    await self._stream.send_all(data[sent:] if sent else data)
+                await self._stream.send_all(data)
                 self.sent_at = now()
                 stats.replies += replies
                 replies = 0
@@ -162,65 +159,6 @@ class Outbox:
         not read cannot hold us); the caller closes the connection."""
         with trio.move_on_after(self._grace):
             await self.send(frame, reply=False)
-
-
-def written_now(stream: trio.abc.Stream, data: bytes) -> int:
-    """How much of `data` a real socket takes at once (0 for other streams).
-
-    A reply is a few dozen bytes into a socket buffer that is nearly always empty:
-    written directly, it costs no trip through trio's scheduler, where `send_all`
-    takes one even when the write succeeds at once (its checkpoint). On 2 cores that
-    trip is a fifth of serve's time per request (docs/performance.md). The reader
-    still checkpoints at every receive, so no connection can starve the others.
-    """
-    if type(stream) is not trio.SocketStream or _AB_OFF:
-        return 0
-    sock = stream.socket
-    fd = sock.fileno()
-    if fd < 0 or sock.did_shutdown_SHUT_WR:
-        return 0  # closed: send_all says so
-    try:
-        return os.write(fd, data)
-    except BlockingIOError:
-        return 0  # full: send_all waits for room
-    except OSError as exc:  # the peer reset or went: as send_all would say
-        raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
-
-
-_AB_OFF = bool(os.environ.get("RELAYSIM_AB_OFF"))
-
-
-async def received(stream: trio.abc.ReceiveStream, max_bytes: int) -> bytes | bytearray:
-    """`stream.receive_some(max_bytes)`; on a real socket, without trio's wrappers.
-
-    Same contract as trio's: one trip through the scheduler per call, whether the
-    bytes were there or had to be waited for (so a client that pipelines cannot
-    starve the others), no bytes lost to a cancellation, ClosedResourceError once
-    the stream is closed and BrokenResourceError if the peer reset it. What it
-    leaves out is the layers (a context manager, two method wrappers, an async
-    context manager) that cost serve a tenth of its time per request
-    (docs/performance.md).
-    """
-    if type(stream) is not trio.SocketStream or _AB_OFF:
-        return await stream.receive_some(max_bytes)
-    sock = stream.socket
-    await trio.lowlevel.checkpoint_if_cancelled()
-    waited = False
-    while True:
-        fd = sock.fileno()  # each time: a closed socket's number may be reused
-        if fd < 0:
-            raise trio.ClosedResourceError("the connection is closed")
-        try:
-            data = os.read(fd, max_bytes)
-        except BlockingIOError:
-            await trio.lowlevel.wait_readable(sock)
-            waited = True
-            continue
-        except OSError as exc:
-            raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
-        if not waited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
 
 
 class Operation:

@@ -75,7 +75,7 @@ from relay.engines.trio import (
     Waiting,
 )
 from relay.net import REAL, Network, linger
-from relay.serve.connection import Connection, Operation, Outbox, ServerStats, received
+from relay.serve.connection import Connection, Operation, Outbox, ServerStats
 from relay.serve.ports import PortError, check_range, listen
 from relay.serve.protocol import (
     MAX_FRAME,
@@ -386,7 +386,7 @@ class RelayServer:
         stats, clock = self.stats, self.driver.now
         while True:
             try:
-                data = await received(stream, 65536)
+                data = await stream.receive_some(65536)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             if not data:

@@ -131,8 +131,8 @@ def summary_table(doc: Mapping[str, Any], console: Console) -> None:
             f"relaysim predict, {predicted['samples']} draws x {len(predicted['seeds'])} seeds",
         )
     head.add_row(
-        "latency p50 / p90 / p99 / max (ms)",
-        " / ".join(_num(lat[k]) for k in ("p50", "p90", "p99", "max")),
+        "latency p50 / p90 / p95 / p99 / max (ms)",
+        " / ".join(_num(lat[k]) for k in ("p50", "p90", "p95", "p99", "max")),
     )
     client = doc.get("client")
     whose = ""

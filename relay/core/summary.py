@@ -188,6 +188,7 @@ class Latency(TypedDict):
 
     p50: float | None
     p90: float | None
+    p95: float | None
     p99: float | None
     max: float | None
     mean: float | None
@@ -319,9 +320,9 @@ def _ms(seconds: float) -> float | None:
 
 def latency(whole: Sketch) -> Latency:
     """A run's latency figures (ms) from the sketch of all its completed requests."""
-    p50, p90, p99, top = whole.quantiles((0.5, 0.9, 0.99, 1.0))
-    return {"p50": _ms(p50), "p90": _ms(p90), "p99": _ms(p99), "max": _ms(top),
-            "mean": _ms(whole.mean)}  # fmt: skip
+    p50, p90, p95, p99, top = whole.quantiles((0.5, 0.9, 0.95, 0.99, 1.0))
+    return {"p50": _ms(p50), "p90": _ms(p90), "p95": _ms(p95), "p99": _ms(p99),
+            "max": _ms(top), "mean": _ms(whole.mean)}  # fmt: skip
 
 
 #: The summary's name for the request count, then for each outcome's, in the order

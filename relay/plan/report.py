@@ -111,7 +111,10 @@ def _replay_section(name: str, doc: dict[str, Any]) -> list[str]:
         ("chip operations", f"{doc.get('chip_operations', 0):,}"),
         ("inconsistent (card reissued)", f"{doc.get('inconsistent', 0):,}"),
         ("duplicates applied", f"{doc.get('duplicates_applied', 0):,}"),
-        ("latency p50 / p90 / p99 ms", " / ".join(_num(lat[k]) for k in ("p50", "p90", "p99"))),
+        (
+            "latency p50 / p90 / p95 / p99 ms",
+            " / ".join(_num(lat[k]) for k in ("p50", "p90", "p95", "p99")),
+        ),
     ]
     client = doc.get("client")
     if client is None:

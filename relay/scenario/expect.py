@@ -48,7 +48,7 @@ SUMMARY_FIGURES = (
     "requests", "completed", "overflows", "timeouts", "errors", "lost",
     "relay_overflows", "crashes", "hangs", "outage_minutes", "chip_operations",
     "inconsistent", "duplicates_applied", "deduplicated", "sim_seconds", "wall_seconds",
-    "latency_ms.p50", "latency_ms.p90", "latency_ms.p99", "latency_ms.max", "latency_ms.mean",
+    "latency_ms.p50", "latency_ms.p90", "latency_ms.p95", "latency_ms.p99", "latency_ms.max", "latency_ms.mean",
     "backend.calls", "backend.waits", "backend.mean_wait_ms",
     "client.late_sends", "client.latest_send_ms",
     "overflow_rate", "relay_overflow_rate", "timeout_rate", "error_rate", "violations",

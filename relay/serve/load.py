@@ -474,6 +474,7 @@ def _document(
         doc["latency_ms"] = {
             "p50": h.get_value_at_percentile(50) / 1000.0,
             "p90": h.get_value_at_percentile(90) / 1000.0,
+            "p95": h.get_value_at_percentile(95) / 1000.0,
             "p99": h.get_value_at_percentile(99) / 1000.0,
             "max": h.get_max_value() / 1000.0,
             "mean": round(h.get_mean_value() / 1000.0, 3),

@@ -29,7 +29,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from relay.scenario.expect import SUMMARY_FIGURES, judge, parse
+from relay.scenario.expect import for_kind, judge, parse
 from relay.scenario.schema import Scenario
 
 __all__ = ["Replayed", "assert_holds", "failure"]
@@ -56,11 +56,8 @@ def failure(result: Replayed, *thresholds: str) -> str | None:
     `expect:`, with its seed and the command that reproduces it; None if it holds.
     A threshold that does not parse, or names a figure a replay does not have (a
     hunt's), raises ValueError before anything is judged."""
-    given = [parse(text) for text in thresholds]
-    for e in given:
-        if e.figure not in SUMMARY_FIGURES:
-            raise ValueError(f"{e.text!r}: {e.figure} is a hunt's figure; a replay has none")
-    own = [parse(text) for text in result.scenario.expect]
+    given = [for_kind(text, {"replay"}) for text in thresholds]  # ExpectError: a ValueError
+    own = [e for e in map(parse, result.scenario.expect) if e.applies("replay")]
     verdicts = judge([*own, *given], result.summary)
     failed = [v for v in verdicts if not v.passed]
     seed = result.scenario.seed

@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 
 from relay.cli import main
 from relay.cli.options import EXIT_CRASH, EXIT_HANG
-from relay.plan.hunt import PHASES, windows
+from relay.plan.hunt import PHASES
 from relay.plan.hunt_server import judge_server, run_server_world
 from relay.serve.connection import Outbox
 from relay.serve.rogues import ROGUES
+from relay.testing.verdicts import windows
 from relay.testing.worlds import MIN_SHARE, Case, ServerWorld, server_worlds
 from tests.conftest import CONFIGS
 

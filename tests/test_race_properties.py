@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, target
 
 from relay.core import checkers
 from relay.engines.common import ENGINES, Engine
-from relay.plan.hunt import judge, windows
+from relay.testing.verdicts import judge, windows
 from relay.testing.worlds import MIN_SHARE, Case, cases, run_case
 
 

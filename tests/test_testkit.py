@@ -77,3 +77,31 @@ def test_a_schedule_of_operators_actions_is_refused_at_once() -> None:
     """`detach` is an operator's action, not a fault: ValueError naming it, before any draw."""
     with pytest.raises(ValueError, match="detach: kinds are some of crash"):
         fault_schedules(kinds=["crash", "detach"])
+
+
+def test_a_failed_world_names_its_fault_and_the_call_that_runs_it_again() -> None:
+    """assert_world_holds on a legacy world where the timer race strikes names the
+    crash and its mechanism, and the call it prints runs the same world to the same
+    failure; the same world on fixed holds."""
+    from hypothesis import find
+    from hypothesis import settings as hsettings
+
+    from relay.testing import strategies
+    from relay.testing.assertions import assert_world_holds
+    from relay.testing.verdicts import judge
+
+    case = find(
+        strategies.cases(focus="timer"),
+        lambda c: judge(strategies.run_case(c, "legacy"), c) is not None,
+        settings=hsettings(derandomize=True, database=None, max_examples=300),
+    )
+    with pytest.raises(AssertionError) as caught:
+        assert_world_holds(strategies.run_case(case, "legacy"), case, "legacy")
+    message = str(caught.value)
+    assert "unallocated_free" in message
+    assert f"world seed {case.seed}" in message
+    call = message.split("run it again with: ", 1)[1]
+    # The call as printed, evaluated: `relay` is the package, `Case` the world's class.
+    again = eval(call, {"relay": relay, "Case": strategies.Case})
+    assert judge(again, case) == judge(strategies.run_case(case, "legacy"), case)
+    assert_world_holds(strategies.run_case(case, "fixed"), case, "fixed")

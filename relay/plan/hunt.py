@@ -28,54 +28,12 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings, target
 from hypothesis import seed as hypothesis_seed
 
-from relay.core import checkers
-from relay.core.tier import RelayTier
 from relay.plan import pools
 from relay.scenario.schema import Scenario
-from relay.testing.worlds import DRAIN_S, Case, ServerWorld, cases, run_case
+from relay.testing.verdicts import WINDOWS, Verdict, judge, windows
+from relay.testing.worlds import Case, ServerWorld, cases, run_case
 
-
-@dataclass(frozen=True)
-class Verdict:
-    """What went wrong in a world: crash, hang or invariant, and the details."""
-
-    kind: str  # "crash" | "hang" | "invariant"
-    mechanism: str
-    detail: str
-
-
-def judge_model(tier: RelayTier) -> Verdict | None:
-    """The model's own properties: no crash, no hang, the invariant checkers pass."""
-    for node in tier.nodes:
-        for o in node.outages:
-            return Verdict(o.kind, o.mechanism, f"{node.name} at {o.start:.6f} s")
-    violations = checkers.check_run(tier.ledger, tier.nodes)
-    if violations:
-        return Verdict("invariant", violations[0].checker, str(violations[0]))
-    return None
-
-
-def judge(tier: RelayTier, case: Case) -> Verdict | None:
-    """The properties: no crash, no hang, every request in time, invariants hold."""
-    verdict = judge_model(tier)
-    if verdict is not None:
-        return verdict
-    last_arrival = case.arrivals[-1][0]
-    if tier.ledger.last_outcome_at > last_arrival + case.timeout_s + DRAIN_S:
-        return Verdict("invariant", "liveness", "a request ended after its bound")
-    return None
-
-
-WINDOWS = ("same_tick_reset", "probe_collision")
 SCHEMA = "relaysim.hunt/1"
-
-
-def windows(tier: RelayTier) -> dict[str, int]:
-    """How often each race window (named in WINDOWS) was reached in a run."""
-    return {
-        "same_tick_reset": sum(n.timer.same_tick_resets for n in tier.nodes),
-        "probe_collision": sum(n.probe_collisions for n in tier.nodes),
-    }
 
 
 # Everything a search depends on is set here, so a profile loaded elsewhere (the

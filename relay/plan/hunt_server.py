@@ -37,21 +37,13 @@ from relay.core.rng import Streams
 from relay.core.tier import RelayTier
 from relay.net.toxics import Toxic, toxic_from
 from relay.plan import pools
-from relay.plan.hunt import (
-    SEARCH,
-    Found,
-    HuntResult,
-    Verdict,
-    count_world,
-    judge_model,
-    search_until_cancelled,
-    windows,
-)
+from relay.plan.hunt import SEARCH, Found, HuntResult, count_world, search_until_cancelled
 from relay.scenario.build import tier_params
 from relay.scenario.schema import Scenario
 from relay.serve import simnet
 from relay.serve.rogues import ROGUES
 from relay.serve.simnet import CLIENT_HOST, SERVER_HOST, Situation
+from relay.testing.verdicts import Verdict, judge_model, windows
 from relay.testing.worlds import ServerWorld, server_worlds, world_document
 
 COMPLETED, OVERFLOW, TIMEOUT, ERROR = (

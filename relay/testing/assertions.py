@@ -30,9 +30,12 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from relay.scenario.expect import for_kind, judge, parse
+from relay.core.tier import RelayTier
 from relay.scenario.schema import Scenario
+from relay.testing.verdicts import judge as judge_world
+from relay.testing.worlds import Case
 
-__all__ = ["Replayed", "assert_holds", "failure"]
+__all__ = ["Replayed", "assert_holds", "assert_world_holds", "failure"]
 
 
 class Replayed(Protocol):
@@ -91,3 +94,19 @@ def assert_holds(result: Replayed, *thresholds: str) -> None:
     found = failure(result, *thresholds)
     if found is not None:
         raise AssertionError(found)
+
+
+def assert_world_holds(tier: RelayTier, case: Case, design: str) -> None:
+    """Assert that a drawn race world (`run_case(case, design)`'s tier) had no crash,
+    no hang, no broken invariant and every request in time: the hunt's properties
+    (`relay.testing.verdicts.judge`). The AssertionError names what went wrong,
+    the world's seed, and the call that runs the same world again (a drawn world
+    is its arrivals and timings, which no scenario file holds)."""
+    __tracebackhide__ = True
+    verdict = judge_world(tier, case)
+    if verdict is not None:
+        raise AssertionError(
+            f"relaysim: {verdict.kind} ({verdict.mechanism}: {verdict.detail}) on {design}, "
+            f"world seed {case.seed}\n"
+            f"run it again with: relay.testing.strategies.run_case({case!r}, {design!r})"
+        )

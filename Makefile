@@ -10,7 +10,7 @@ CORE   := $(addprefix relay/core/,request.py ledger.py dispatcher.py node.py hsm
 BUILT  := $(VENV)/.compiled-stamp
 
 .PHONY: demo test lint typecheck pytest bench-replay bench-replay-trio bench-period bench-hsm bench-net \
-	bench-sweep bench-validate bench-serve-memory bench-day-tcp bench-day-simnet bench-hunt-server bench-speed bench-toxics bench-year setup compile pure softhsm prometheus chromium hsm-token clean
+	bench-sweep bench-validate bench-serve-memory bench-day-tcp bench-day-simnet bench-hunt-server bench-speed bench-toxics bench-year bench-serve-path setup compile pure softhsm prometheus chromium hsm-token clean
 
 setup: $(BUILT)
 
@@ -117,6 +117,10 @@ bench-hsm: $(BUILT) hsm-token
 # Serve mode over loopback against a bare trio echo server, then with SoftHSM2 signing.
 bench-net: $(BUILT) hsm-token
 	$(BIN)/python bench/net.py
+
+# Serve's per-request path besides the sockets: frames alone, then with the model (~10 s).
+bench-serve-path: $(BUILT)
+	$(BIN)/python bench/serve_path.py
 
 # What serve --toxics costs with no toxic on, against plain serve (~40 s).
 bench-toxics: $(BUILT)

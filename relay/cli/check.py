@@ -15,6 +15,7 @@ from relay.cli.options import (
     check_output,
     cli,
     executor,
+    exit_if_cancelled,
     expect_option,
     json_option,
     write_json,
@@ -91,14 +92,7 @@ def check(
         _write(junit_path, checks.junit(doc))
     if json_path is not None:
         write_json(json_path, doc)
-    if doc["cancelled"]:
-        cut = sum(1 for r in doc["rows"] if r["error"] == f"cancelled by {doc['cancelled']}")
-        click.echo(
-            f"cancelled by {doc['cancelled']}: {doc['runs'] - cut} of {doc['runs']} runs "
-            f"ended, {cut} cut short (errors in the JUnit and JSON)",
-            err=True,
-        )
-        sys.exit(pools.exit_code(doc["cancelled"]))
+    exit_if_cancelled(doc, "runs")
     held = doc["runs"] - doc["failed"]
     click.echo(
         f"{held} of {doc['runs']} runs held ({doc['cases']} cases) in {doc['wall_seconds']:.1f} s"

@@ -5,6 +5,7 @@ with errors that name what is wrong."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,6 +111,24 @@ def scenario_expectations(scenario: Any, kind: str) -> list[Any]:
     from relay.scenario.expect import parse
 
     return [e for e in map(parse, scenario.expect) if e.applies(kind)]
+
+
+def exit_if_cancelled(doc: dict[str, Any], unit: str) -> None:
+    """If a signal cut the run short (`doc["cancelled"]`, `relay.plan.pools`): say
+    how many of its `unit` ended, and exit 128 + the signal."""
+    name = doc.get("cancelled")
+    if not name:
+        return
+    from relay.plan import pools
+
+    rows = doc["rows"]
+    cut = sum(1 for r in rows if r["error"] == pools.cut_short(name))
+    click.echo(
+        f"relaysim: {pools.cut_short(name)}: {len(rows) - cut} of {len(rows)} {unit} ended, "
+        f"{cut} cut short (errors in what was written)",
+        err=True,
+    )
+    sys.exit(pools.exit_code(name))
 
 
 def judge(doc: Any, expectations: list[Any]) -> bool:

@@ -16,6 +16,7 @@ from relay.cli.options import (
     check_output,
     cli,
     executor,
+    exit_if_cancelled,
     expect_option,
     expectations_of,
     json_option,
@@ -91,14 +92,7 @@ def sweep(
     if not quiet:
         render.sweep_table(doc, render.wide_console())
         render.seeds_table(doc, render.wide_console())
-    if doc["cancelled"]:
-        cut = sum(1 for r in doc["rows"] if r["error"] == f"cancelled by {doc['cancelled']}")
-        click.echo(
-            f"relaysim: cancelled by {doc['cancelled']}: {doc['points'] - cut} of "
-            f"{doc['points']} points ended, {cut} cut short",
-            err=True,
-        )
-        sys.exit(pools.exit_code(doc["cancelled"]))
+    exit_if_cancelled(doc, "points")
     if doc["failed"]:
         click.echo(f"relaysim: {doc['failed']} of {doc['points']} points failed", err=True)
         sys.exit(EXIT_INVARIANT)

@@ -313,7 +313,7 @@ def run(
         cut = stop.name
         for i, r in enumerate(suite.runs):
             if rows[i] is None:
-                add(i, _errored(r, f"cancelled by {cut}"))
+                add(i, _errored(r, pools.cut_short(cut)))
     done = [r for r in rows if r is not None]
     return {
         "schema": SCHEMA,

@@ -51,6 +51,11 @@ class Cancelled(BaseException):
         return exit_code(self.name)
 
 
+def cut_short(name: str) -> str:
+    """The error of a run that the signal `name` cut short."""
+    return f"cancelled by {name}"
+
+
 def exit_code(name: str) -> int:
     """The exit code of a run cancelled by the signal `name`: 128 + its number, as a
     shell reports a process the signal ended (143 for SIGTERM, 130 for SIGINT)."""

@@ -341,7 +341,7 @@ def run(
     except pools.Cancelled as stop:  # the points cut short are errors; the rest stand
         cut = stop.name
         for i in sorted(left):
-            add(sweep.points[i], {"error": f"cancelled by {cut}"})
+            add(sweep.points[i], {"error": pools.cut_short(cut)})
     rows.sort(key=lambda r: (r["point"], -1 if r["seed"] is None else r["seed"]))
     wall = time.perf_counter() - t0
     return {

@@ -29,8 +29,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from relay.scenario.expect import for_kind, judge, parse
 from relay.core.tier import RelayTier
+from relay.scenario.expect import for_kind, judge, parse
 from relay.scenario.schema import Scenario
 from relay.testing.verdicts import judge as judge_world
 from relay.testing.worlds import Case

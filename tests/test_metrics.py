@@ -41,7 +41,8 @@ def test_the_figures_add_up_mid_run_as_prometheus_reads_them() -> None:
     overflow reasons (terminal_limit included) sum to the overflow outcomes, the
     outcomes and the in-flight requests to the requests, each outcome's duration
     histogram counts that outcome, the per-node outcomes stay within the totals,
-    and the scenario clock reads the virtual time of the scrape."""
+    and the scenario clock reads the time of day of the scrape: the day's opening,
+    when serve started, plus the virtual seconds since."""
     scenario = load_scenario(
         CONFIGS / "smoke.yaml", ["load.terminal_connections.overrides={Yokohama: 1}"]
     )
@@ -75,7 +76,8 @@ def test_the_figures_add_up_mid_run_as_prometheus_reads_them() -> None:
     on_nodes = sum(value(s, "relaysim_node_outcomes_total", node=n, outcome="completed")
                    for n in nodes)  # fmt: skip
     assert on_nodes == outcomes["completed"]
-    assert value(s, "relaysim_scenario_clock_seconds") == pytest.approx(at)
+    opens = scenario.load.service_hours[0]
+    assert value(s, "relaysim_scenario_clock_seconds") == pytest.approx(opens + at)
     assert value(s, "relaysim_serve_limit_bytes", limit="max_frame") == 65536
     assert value(s, "relaysim_serve_limit_seconds", limit="idle_timeout") > 0
     assert not [name for (name, _) in s if name == "relaysim_serve_limit"]  # units apart

@@ -83,9 +83,10 @@ class TierCollector(Collector):
         yield from self._per_node()
         yield GaugeMetricFamily(
             "relaysim_scenario_clock_seconds",
-            "The model's clock: scenario seconds since serve started (--speed of them a "
-            "real second)",
-            value=trio.current_time() - self.server.started_at,
+            "The scenario's time: seconds since the midnight of its first day (serve "
+            "starts at the day's opening and runs --speed of them a real second), the "
+            "scenario_time of serve's log",
+            value=self.server.clock.seconds(trio.current_time()),
         )
         yield GaugeMetricFamily(
             "relaysim_speed",

@@ -67,7 +67,7 @@ import trio
 from relay.core import summary
 from relay.core.ledger import OUTCOMES
 from relay.core.node import Node
-from relay.core.request import Request
+from relay.core.request import Outcome, Request
 from relay.core.tier import Flow, RelayTier, Result
 from relay.engines.trio import (
     Ended,
@@ -78,6 +78,7 @@ from relay.net import REAL, Network, linger
 from relay.scenario.schema import Scenario
 from relay.serve.clock import ScenarioClock
 from relay.serve.connection import Connection, Operation, Outbox, ServerStats
+from relay.serve.failures import FailureLog
 from relay.serve.ports import PortError, check_range, listen
 from relay.serve.protocol import (
     MAX_FRAME,
@@ -153,6 +154,7 @@ class RelayServer:
         # of the tier's log (a server given no clock counts the default scenario's day).
         self.clock = clock or ScenarioClock.of(Scenario(), scale)
         tier.log = self.clock.named(tier.log)
+        self.failures = FailureLog(tier.log, scale)  # failed requests logged, rate-limited
         self.stopping = False
         self._in_flight = 0
         self._idle = trio.Event()
@@ -217,6 +219,7 @@ class RelayServer:
         async with trio.open_nursery() as top:
             self._top = top.cancel_scope
             await top.start(self.driver.serve)
+            top.start_soon(self.failures.run)
             # Requests are carried on by the driver's conductor, which a stop never
             # cancels: each ends by its own deadlines and records its outcome, even
             # once its connection is gone (nothing accepted is lost); their replies
@@ -681,6 +684,8 @@ class RelayServer:
         outcome = req.outcome
         if outcome is None:
             return self._failed(frame, RuntimeError(f"request {req.id} ended without an outcome"))
+        if outcome is not Outcome.COMPLETED:
+            self.failures.failed(req, frame.id, self.driver.now())
         why = req.refusal
         body = b"" if why is None else why.encode()
         return Frame(Type.REPLY, frame.id, frame.key, frame.muni, STATUS_OF[outcome], body)

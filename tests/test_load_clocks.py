@@ -75,12 +75,14 @@ def seconds(s: Scenario, scenario_time: str) -> float:
     return at.total_seconds()
 
 
-async def test_a_rate_load_runs_on_the_servers_clock(
-    autojump_clock: trio.testing.MockClock,
+@pytest.mark.parametrize("rate", [5.0, None])
+async def test_a_load_started_after_serve_names_the_servers_clock(
+    autojump_clock: trio.testing.MockClock, rate: float | None
 ) -> None:
-    """A fixed-rate load has no day of its own: started an hour after serve, it
-    dates its start an hour after the day's opening, as the server's clock says
-    (INFO), not at midnight, and its timeline buckets from there."""
+    """Started an hour after serve: a fixed-rate load, which has no day of its own,
+    runs on the server's clock (INFO), its start and first bucket an hour past the
+    opening, not midnight; a day replay starts at the day's opening as ever, and
+    says the server's clock read an hour later then, in its summary and table."""
     s = load_scenario(CONFIGS / "smoke.yaml")
     net = SimNetwork(s.seed)
     async with simnet.serving(s, net) as (_, ports):
@@ -90,12 +92,23 @@ async def test_a_rate_load_runs_on_the_servers_clock(
             simnet.SERVER_HOST,
             ports["dispatcher"],
             duration=30.0,
-            rate=5.0,
+            rate=rate,
             connections=2,
             network=net.host(simnet.CLIENT_HOST),
         )
     client = doc["client"]
     assert client is not None
-    assert client["scenario_start"] == stamp(s, 3600.0)
-    first = doc["timeline"][0]["t"]
-    assert first == (s.load.service_hours[0] + 3600.0) // 300 * 300
+    assert client["server_scenario_start"] == stamp(s, 3600.0)
+    console = Console(record=True, width=200)
+    render.summary_table(doc, console)
+    said = [line for line in console.export_text().splitlines() if "serve's clock" in line]
+    if rate is not None:
+        assert client["scenario_start"] == stamp(s, 3600.0)
+        first = doc["timeline"][0]["t"]
+        assert first == (s.load.service_hours[0] + 3600.0) // 300 * 300
+        assert said == []
+    else:
+        assert client["scenario_start"] == stamp(s, 0.0)
+        [row] = said
+        assert stamp(s, 3600.0) in row
+        assert client["utc_start"] in row

@@ -178,6 +178,10 @@ def clocks_table(doc: Mapping[str, Any]) -> Table:
     table.add_column("real time (UTC)", justify="right")
     for row in ("start", "end"):
         table.add_row(row, client.get(f"scenario_{row}", "-"), client.get(f"utc_{row}", "-"))
+    served = client.get("server_scenario_start")
+    if served is not None and served != client.get("scenario_start"):
+        # A day replay starts at the day's opening; serve's log counts from its start.
+        table.add_row("serve's clock at start", served, client.get("utc_start", "-"))
     sim = doc["sim_seconds"]
     table.add_row("elapsed", f"{sim:,.1f} s", f"{sim / client['speed']:,.1f} s")
     wall = doc["wall_seconds"]

@@ -191,6 +191,9 @@ class ClientFigures(TypedDict):
     scenario_end: NotRequired[str]
     utc_start: NotRequired[str]
     utc_end: NotRequired[str]
+    # The server's scenario clock as the load started (INFO; None: not said): a day
+    # replay starts at the day's opening, so it differs when serve started earlier.
+    server_scenario_start: NotRequired[str | None]
 
 
 class Latency(TypedDict):

@@ -133,6 +133,7 @@ class LoadRun:
     # The scenario's time then: the day's opening, or for a rate the server's clock
     # (its INFO's scenario_clock_s; 0 if it does not say), or 0 for given arrivals.
     base: float = 0.0
+    served: float = 0.0  # the server's scenario clock then (INFO; 0: not said)
     scale: float = 1.0  # scenario seconds per real second: the server's speed
 
     def after(
@@ -327,11 +328,12 @@ def _agree(
             f"--speed {speed:g}: the server runs the model at {served:g}x real time; "
             f"start it with `serve --speed {speed:g}`, or leave --speed out"
         )
+    # The server's scenario clock as the load starts (its last INFO): a rate, which
+    # has no day of its own, runs on it; a day replay starts at the day's opening.
+    state.served = state.base = _server_clock(state.infos[-1] if state.infos else None)
     if rate is None:
         speed = served  # the scenario's day (or the arrivals given), at the server's pace
         state.base = 0.0 if given else opening(scenario)
-    else:  # a rate has no day of its own: it runs on the server's (the last INFO's)
-        state.base = _server_clock(state.infos[-1] if state.infos else None)
     state.scale = served
     # Replaying the day, the counter users retry as the scenario's do, and send their
     # operations' messages after their own steps (the server holds the connection
@@ -773,6 +775,11 @@ def _name_clocks(doc: summary.Summary, scenario: Scenario, state: LoadRun, end: 
     client["scenario_end"] = clock.scenario_time(clock.at(end))
     client["utc_start"] = clock.utc(state.origin)
     client["utc_end"] = clock.utc(clock.at(end))
+    # A day replay starts at the day's opening whenever it starts; serve's clock (its
+    # log's scenario_time) then reads later if serve started before the load.
+    client["server_scenario_start"] = (
+        calendar.when(scenario.date, state.served) if state.served else None
+    )
     for bucket in doc["timeline"]:
         at = clock.at(bucket["t"])
         named = cast("dict[str, Any]", bucket)  # keys of the load's (`summary.Bucket`)

@@ -119,6 +119,8 @@ def test_every_dashboard_query_names_metrics_serve_exports() -> None:
         "relaysim_request_duration_seconds_bucket",
         "relaysim_node_requests_total",
         "relaysim_node_outcomes_total",
+        "relaysim_node_overflows_total",
+        "relaysim_node_request_duration_seconds_bucket",
         "relaysim_scenario_clock_seconds",
         "relaysim_hsm_lane_state",
         "relaysim_hsm_token_call_duration_seconds_bucket",

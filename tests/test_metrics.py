@@ -41,7 +41,8 @@ def test_the_figures_add_up_mid_run_as_prometheus_reads_them() -> None:
     overflow reasons (terminal_limit included) sum to the overflow outcomes, the
     outcomes and the in-flight requests to the requests, each outcome's duration
     histogram counts that outcome, the per-node outcomes stay within the totals,
-    and the scenario clock reads the virtual time of the scrape."""
+    and the scenario clock reads the time of day of the scrape: the day's opening,
+    when serve started, plus the virtual seconds since."""
     scenario = load_scenario(
         CONFIGS / "smoke.yaml", ["load.terminal_connections.overrides={Yokohama: 1}"]
     )
@@ -75,7 +76,8 @@ def test_the_figures_add_up_mid_run_as_prometheus_reads_them() -> None:
     on_nodes = sum(value(s, "relaysim_node_outcomes_total", node=n, outcome="completed")
                    for n in nodes)  # fmt: skip
     assert on_nodes == outcomes["completed"]
-    assert value(s, "relaysim_scenario_clock_seconds") == pytest.approx(at)
+    opens = scenario.load.service_hours[0]
+    assert value(s, "relaysim_scenario_clock_seconds") == pytest.approx(opens + at)
     assert value(s, "relaysim_serve_limit_bytes", limit="max_frame") == 65536
     assert value(s, "relaysim_serve_limit_seconds", limit="idle_timeout") > 0
     assert not [name for (name, _) in s if name == "relaysim_serve_limit"]  # units apart
@@ -106,6 +108,71 @@ def test_durations_are_real_seconds_and_scenario_seconds_under_their_own_name() 
     assert model[("completed", "sum")] == pytest.approx(60.0)
     assert len(BUCKETS) + 1 == sum(1 for (o, le) in real if o == "completed" and le != "sum"
                                    and le != "count")  # fmt: skip
+
+
+def test_per_node_overflows_and_durations_add_up_to_the_nodes_outcomes() -> None:
+    """Scraped mid-run with relays of 3 connections each: the nodes refuse requests
+    at their limit (node_limit); each node's overflows are its overflow outcomes,
+    the nodes' node_limit overflows are the tier's, and each node's duration
+    histogram counts its outcomes, which over the nodes are every completed
+    request's, with the same sum of real seconds."""
+    scenario = load_scenario(CONFIGS / "smoke.yaml", ["relays.max_connections=3"])
+    scraped: list[str] = []
+
+    def scrape(here: simnet.Situation) -> None:
+        scraped.append(generate_latest(registry_for(here.server)).decode())
+
+    simnet.run(scenario, duration=20.0, rate=60.0, actions=[(15.0, scrape)])
+    s = parse(scraped[0])
+    nodes = [f"relay{n}" for n in range(1, 5)]
+    node_limit = [value(s, "relaysim_node_overflows_total", node=n, reason="node_limit")
+                  for n in nodes]  # fmt: skip
+    assert sum(node_limit) > 0
+    assert sum(node_limit) == value(s, "relaysim_overflows_total", reason="node_limit")
+    by_node = {(labels[0][1], labels[1][1]): v for (name, labels), v in s.items()
+               if name == "relaysim_node_overflows_total"}  # fmt: skip
+    for n in nodes:
+        mine = sum(v for (node, _), v in by_node.items() if node == n)
+        assert mine == value(s, "relaysim_node_outcomes_total", node=n, outcome="overflow")
+        for o in OUTCOMES:
+            counted = value(s, "relaysim_node_request_duration_seconds_count", node=n,
+                            outcome=o.value)  # fmt: skip
+            assert counted == value(s, "relaysim_node_outcomes_total", node=n, outcome=o.value)
+    for part in ("count", "sum"):
+        name = f"relaysim_node_request_duration_seconds_{part}"
+        on_nodes = sum(value(s, name, node=n, outcome="completed") for n in nodes)
+        whole = value(s, f"relaysim_request_duration_seconds_{part}", outcome="completed")
+        assert on_nodes == pytest.approx(whole)
+    assert value(s, "relaysim_request_duration_seconds_count", outcome="completed") > 100
+
+
+def test_per_node_durations_are_real_seconds_by_outcome() -> None:
+    """At --speed 60, a request completed on relay2 after 60 model seconds is counted
+    at le=1 of relay2's histogram with a sum of 1 real second, and relay3's refusal
+    at its limit at 0 under overflow and as relay3's node_limit overflow."""
+    ledger = serving_ledger(60.0)
+    done = ledger.open(cs=0, attempt=0, now=0.0)
+    ledger.at_node(done, 2)
+    ledger.close(done, Outcome.COMPLETED, now=60.0)
+    full = ledger.open(cs=1, attempt=0, now=0.0)
+    ledger.at_node(full, 3)
+    ledger.close(full, Outcome.OVERFLOW, now=0.0, refusal="node_limit")
+    nodes = [SimpleNamespace(number=n, name=f"relay{n}") for n in (2, 3)]
+    tier: Any = SimpleNamespace(ledger=ledger, nodes=nodes)
+    server: Any = SimpleNamespace(tier=tier, limits=SimpleNamespace(scale=60.0))
+    s: Samples = {}
+    for family in TierCollector(server)._per_node():
+        s.update({(x.name, tuple(sorted(x.labels.items()))): x.value for x in family.samples})
+    bucket = "relaysim_node_request_duration_seconds_bucket"
+    assert value(s, bucket, node="relay2", outcome="completed", le="1") == 1
+    assert value(s, bucket, node="relay2", outcome="completed", le="0.5") == 0
+    total = value(
+        s, "relaysim_node_request_duration_seconds_sum", node="relay2", outcome="completed"
+    )
+    assert total == pytest.approx(1.0)
+    assert value(s, bucket, node="relay3", outcome="overflow", le="0.005") == 1
+    assert value(s, "relaysim_node_overflows_total", node="relay3", reason="node_limit") == 1
+    assert value(s, "relaysim_node_overflows_total", node="relay2", reason="node_limit") == 0
 
 
 def parse_family(family: Any) -> dict[tuple[str, str], float]:

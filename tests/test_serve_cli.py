@@ -118,13 +118,16 @@ async def scrape(port: int) -> dict[str, float]:
 
 async def test_serve_answers_load_reports_metrics_and_stops_cleanly() -> None:
     """Requests over TCP get replies; /metrics parses and agrees with them; SIGTERM
-    drains and exits 0 with nothing in flight."""
+    drains and exits 0 with nothing in flight; every log line names its instant in
+    real UTC and in the scenario's time of day."""
+    began = dt.datetime.now(dt.UTC).replace(microsecond=0)
     async with serving(*FAST) as (proc, port, metrics, logs):
         with trio.fail_after(30):
             replies = await send_requests(port, 200)
             samples = await scrape(metrics)
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
+    ended = dt.datetime.now(dt.UTC)
     assert sorted(r.id for r in replies) == list(range(1, 201))
     done = sum(r.status == Status.COMPLETED for r in replies)
     assert done == 200
@@ -137,9 +140,21 @@ async def test_serve_answers_load_reports_metrics_and_stops_cleanly() -> None:
     assert samples["relaysim_rejected_input_total{code=BUSY}"] == 0  # every code, from 0
     assert samples["relaysim_connections_refused_total{limit=per_peer}"] == 0
     assert proc.returncode == 0
-    stopped = [json.loads(line) for line in logs if '"serve.stopped"' in line]
-    stamp = stopped[0].pop("timestamp")  # the real clock's UTC time: serve logs carry it
-    assert dt.datetime.fromisoformat(stamp).tzinfo is not None
+    lines = [json.loads(line) for line in logs]
+    # Every line names its instant: real time in UTC, within the test's, and the
+    # scenario's time of day, from the smoke day's opening (07:30) when serve started.
+    for line in lines:
+        assert line["utc"].endswith("Z")
+        assert began <= dt.datetime.fromisoformat(line["utc"]) <= ended
+        assert "t" not in line
+    opening = dt.datetime(2016, 3, 29, 7, 30)
+    for line in lines:  # at --speed 1, a scenario second a real one
+        assert opening <= dt.datetime.fromisoformat(line["scenario_time"])
+        assert dt.datetime.fromisoformat(line["scenario_time"]) <= opening + (ended - began)
+    assert lines[0]["event"] == "serve.started"
+    stopped = [line for line in lines if line["event"] == "serve.stopped"]
+    assert stopped[0].pop("utc") >= lines[0]["utc"]
+    assert stopped[0].pop("scenario_time") >= lines[0]["scenario_time"]
     assert stopped == [
         {
             "event": "serve.stopped",

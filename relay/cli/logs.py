@@ -1,9 +1,11 @@
 """structlog set-up: JSON lines for machines, a console renderer for people.
 
-Events carry virtual time `t` (seconds since midnight) and the node they concern;
-the model logs per-node events only, never per request, so a whole-day replay does
-not pay for logging it does not show. Loggers are not cached, so tests can capture
-them with `structlog.testing.capture_logs()`.
+A replay's events carry virtual time `t` (seconds since the first midnight) and
+the node they concern; the model logs per-node events only, never per request, so
+a whole-day replay does not pay for logging it does not show. Serve's events carry
+`scenario_time` and `utc` instead (`relay.serve.clock.ClockedLog`), and the console
+starts each line with the UTC. Loggers are not cached, so tests can capture them
+with `structlog.testing.capture_logs()`.
 """
 
 from __future__ import annotations
@@ -25,22 +27,15 @@ def configure(
     fmt: LogFormat = "console",
     level: str = "info",
     stream: TextIO | None = None,
-    *,
-    timestamps: bool = False,
 ) -> structlog.typing.FilteringBoundLogger:
-    """Configure structlog process-wide and return a logger for the run. With
-    `timestamps` (serve mode, which runs on the real clock) each event carries the
-    UTC time it was logged; a replay's events carry their virtual time instead."""
+    """Configure structlog process-wide and return a logger for the run."""
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(sort_keys=True)
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    stamp: list[structlog.typing.Processor] = (
-        [structlog.processors.TimeStamper(fmt="iso", utc=True)] if timestamps else []
+        else structlog.dev.ConsoleRenderer(colors=False, timestamp_key="utc")
     )
     structlog.configure(
-        processors=[*stamp, structlog.processors.add_log_level, renderer],
+        processors=[structlog.processors.add_log_level, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),

@@ -150,13 +150,14 @@ def summary_table(doc: Mapping[str, Any], console: Console) -> None:
             "late sends (> {:g} ms)".format(client["late_ms"]),
             f"{client['late_sends']:,} (worst {client['latest_send_ms']:,.0f} ms)",
         )
-        head.add_row("load ran / wall", f"{doc['sim_seconds']:.1f} s / {doc['wall_seconds']:.1f} s")
     else:
         head.add_row(
             "simulated / wall",
             f"{doc['sim_seconds'] / 3600:.1f} h / {doc['wall_seconds']:.1f} s ({doc['engine']})",
         )
     console.print(head)
+    if client is not None:
+        console.print(clocks_table(doc))
     if doc.get("blocking"):
         console.print(blocking_table(doc["blocking"]))
     if doc["nodes"]:
@@ -165,6 +166,27 @@ def summary_table(doc: Mapping[str, Any], console: Console) -> None:
         console.print(days_table(doc["days"]))
     if doc["events"]:
         console.print(events_table(doc["events"], dt.date.fromisoformat(doc["date"])))
+
+
+def clocks_table(doc: Mapping[str, Any]) -> Table:
+    """When a load ran, on its two clocks, each named: the scenario's date and time
+    of day, and real time in UTC; its start, end and length on each."""
+    client = doc["client"]
+    table = Table(title="when the load ran")
+    table.add_column("")
+    table.add_column("scenario time", justify="right")
+    table.add_column("real time (UTC)", justify="right")
+    for row in ("start", "end"):
+        table.add_row(row, client.get(f"scenario_{row}", "-"), client.get(f"utc_{row}", "-"))
+    served = client.get("server_scenario_start")
+    if served is not None and served != client.get("scenario_start"):
+        # A day replay starts at the day's opening; serve's log counts from its start.
+        table.add_row("serve's clock at start", served, client.get("utc_start", "-"))
+    sim = doc["sim_seconds"]
+    table.add_row("elapsed", f"{sim:,.1f} s", f"{sim / client['speed']:,.1f} s")
+    wall = doc["wall_seconds"]
+    table.caption = f"wall clock of the whole run, connecting included: {wall:,.1f} s"
+    return table
 
 
 def blocking_table(blocking: dict[str, Any]) -> Table:

@@ -130,7 +130,7 @@ def serve(
         stream = log_file.open("a", encoding="utf-8") if log_file else sys.stdout
     except OSError as exc:
         raise BadInput(f"--log-file {log_file}: cannot open: {exc.strerror}") from None
-    log = logs.configure(log_format, log_level, stream, timestamps=True)
+    log = logs.configure(log_format, log_level, stream)
 
     def announce(line: str) -> None:
         click.echo(line, err=True)

@@ -84,8 +84,10 @@ class Ledger:
     0.5% at every quantile, memory flat in the length of a run). With
     `latency_bounds` (serve mode's /metrics buckets) every request's time to its
     outcome goes instead into one `LatencyHistogram` per outcome (`by_outcome`;
-    `histogram` is the completed requests'). `samples` also keeps every completed
-    latency, exactly (to check the sketches against).
+    `histogram` is the completed requests'), and into one per node and outcome
+    (`node_durations`) for those placed on (or refused by) a node. `samples` also
+    keeps every completed latency, exactly (to check the sketches against).
+    Overflows a node refused are counted by node and reason (`node_refusals`).
     """
 
     def __init__(
@@ -94,7 +96,11 @@ class Ledger:
         self.by_outcome: dict[Outcome, LatencyHistogram] | None = None
         self.histogram: LatencyHistogram | None = None
         self._by_slot: list[LatencyHistogram] | None = None
+        self._bounds = list(latency_bounds or ())
+        # Serve mode's durations by node number and outcome.
+        self.node_durations: dict[int, dict[Outcome, LatencyHistogram]] | None = None
         if latency_bounds is not None:
+            self.node_durations = {}
             self.by_outcome = {o: LatencyHistogram(latency_bounds) for o in OUTCOMES}
             self.histogram = self.by_outcome[Outcome.COMPLETED]
             self._by_slot = [self.histogram, *self.by_outcome.values()]  # by Tally slot
@@ -109,6 +115,7 @@ class Ledger:
         self._sketch = Sketch()
         self.nodes: dict[int, Tally] = {}  # by node number
         self.refusals: dict[str, int] = {}
+        self.node_refusals: dict[int, dict[str, int]] = {}  # by node number, then reason
         self.violations: list[str] = []
         self.last_outcome_at = 0.0
         # Chip-writing operations (by key) and the registrations the backend applied.
@@ -170,11 +177,26 @@ class Ledger:
                 self.samples.append(now - req.arrived)
         elif self._by_slot is not None:
             self._by_slot[i].append(now - req.arrived)
+        node = req.node
         if refusal is not None:
             req.refusal = refusal
             self.refusals[refusal] = self.refusals.get(refusal, 0) + 1
+            if node >= 0:  # the node refused it (its connection limit)
+                by_reason = self.node_refusals.setdefault(node, {})
+                by_reason[refusal] = by_reason.get(refusal, 0) + 1
+        if self.node_durations is not None and node >= 0:
+            self._on_node(node)[outcome].append(now - req.arrived)
         if now > self.last_outcome_at:
             self.last_outcome_at = now
+
+    def _on_node(self, node: int) -> dict[Outcome, LatencyHistogram]:
+        """Node `node`'s duration histograms by outcome (serve mode), made when first
+        needed: nodes can be added during a run."""
+        assert self.node_durations is not None
+        by = self.node_durations.get(node)
+        if by is None:
+            by = self.node_durations[node] = {o: LatencyHistogram(self._bounds) for o in OUTCOMES}
+        return by
 
     def register(self, req: Request, idempotent: bool) -> bool:
         """The backend will apply `req`'s registration (it was forwarded to it). An

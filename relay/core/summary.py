@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +57,10 @@ class Bucket(Outcomes):
     t: int  # the bucket's start, seconds since the first midnight
     p50_ms: float | None
     p99_ms: float | None
+    # A load's (engine tcp) buckets also name their start, as the scenario's date and
+    # time of day (`scenario_time`) and as the real time in UTC when the load was
+    # there (`utc`): `relay.serve.load`. Not declared here: mypy will not let a
+    # literal with `**` build a TypedDict that has keys it may leave out.
 
 
 class RaceWindows(TypedDict):
@@ -181,6 +185,15 @@ class ClientFigures(TypedDict):
     round_trip_scenario_ms: float | None
     # How finely the server's clock wakes a wait (real ms, from INFO; 0: virtual).
     clock_resolution_ms: float | None
+    # When the load ran, on its two clocks: the scenario's date and time of day (the
+    # sim_start and sim_end of its ledger) and real time in UTC (ISO 8601, Z).
+    scenario_start: NotRequired[str]
+    scenario_end: NotRequired[str]
+    utc_start: NotRequired[str]
+    utc_end: NotRequired[str]
+    # The server's scenario clock as the load started (INFO; None: not said): a day
+    # replay starts at the day's opening, so it differs when serve started earlier.
+    server_scenario_start: NotRequired[str | None]
 
 
 class Latency(TypedDict):

@@ -32,6 +32,7 @@ from relay.net.sim import SimHost, SimNetwork
 from relay.scenario.build import build
 from relay.scenario.schema import Scenario
 from relay.serve.admin import Admin, serve_admin
+from relay.serve.clock import ScenarioClock
 from relay.serve.metrics import registry_for, serve_metrics, serving_ledger
 from relay.serve.ports import HOST
 from relay.serve.protocol import ErrorCode
@@ -129,6 +130,9 @@ async def _run(
     # The admin token goes there: a folder it cannot go to is said before any port
     # is bound (TokenError, one line naming it).
     usable_state(default_state())
+    # Every line logged, the model's and serve's own, names its instant twice.
+    clock = ScenarioClock.of(scenario, speed)
+    log = clock.named(log)
     # Latencies into a bounded histogram: a server may answer requests for weeks.
     tier = build(scenario, log, serving_ledger(speed)).tier
     async with contextlib.AsyncExitStack() as stack:
@@ -160,6 +164,7 @@ async def _run(
                     lane=lane,
                     ports=(port, metrics_port, admin_port),
                     toxics=toxics,
+                    clock=clock,
                 )
                 bound, scrape = ports["dispatcher"], ports["metrics"]
                 saved = token_path(admin.port)
@@ -214,6 +219,7 @@ async def start(
     ports: tuple[int, int, int] = (0, 0, 0),
     network: Network = REAL,
     toxics: bool = False,
+    clock: ScenarioClock | None = None,
 ) -> tuple[RelayServer, Admin, dict[str, int]]:
     """Serve `driver`'s tier for `scenario` in `nursery` on `network`: the server
     (dispatcher and relay ports), `/metrics` and the admin endpoint (token
@@ -223,7 +229,8 @@ async def start(
 
     The admin endpoint's Toxiproxy routes hold the toxics on the dispatcher and
     relay ports: on a simulated network, its own; on real sockets with `toxics`,
-    those of the in-process proxy every connection then passes through."""
+    those of the in-process proxy every connection then passes through. `clock`
+    names the server's instants (default: the scenario's day from its opening)."""
     about = {"scenario": scenario.name, "seed": scenario.seed, "speed": speed}
     table: SimNetwork | None = None
     serving = network
@@ -232,7 +239,8 @@ async def start(
         serving, table = proxy, proxy.sim
     elif isinstance(network, SimHost):
         table = network.net
-    server = RelayServer(driver.tier, driver, limits(scenario, drain, speed), about, serving)
+    clock = clock or ScenarioClock.of(scenario, speed)
+    server = RelayServer(driver.tier, driver, limits(scenario, drain, speed), about, serving, clock)
     admin = Admin(driver, secret, scale=speed)
     dispatcher, metrics_port, admin_port = ports
     bound = await nursery.start(server.serve, dispatcher)

@@ -41,7 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import trio
 from hdrh.histogram import HdrHistogram
@@ -56,6 +56,7 @@ from relay.core.rng import Streams
 from relay.net import REAL, Network
 from relay.scenario.build import tier_params
 from relay.scenario.schema import Scenario
+from relay.serve.clock import ScenarioClock
 from relay.serve.protocol import (
     OUTCOME_OF,
     VERSION,
@@ -117,6 +118,7 @@ class LoadRun:
     infos: list[dict[str, Any] | str] = field(default_factory=list)
     info_came: trio.Event = field(default_factory=trio.Event)
     origin: float = 0.0  # trio's clock when the schedule began: its time 0
+    utc0: float = 0.0  # the wall clock then (Unix seconds)
     _order: Iterator[int] = field(default_factory=itertools.count)
     # What the counter users send next, decided as replies come in: an operation's
     # next message after their own steps, or a retry after a failed one. A heap of
@@ -128,7 +130,10 @@ class LoadRun:
     step: Callable[[], float] = lambda: 60.0  # between two messages of an operation
     keys: random.Random = field(default_factory=random.Random)  # operations' keys
     sending: dict[int, tuple[bytes, int]] = field(default_factory=dict)  # id: (key, left)
-    base: float = 0.0  # the scenario's time then (the day's opening, or 0 for a rate)
+    # The scenario's time then: the day's opening, or for a rate the server's clock
+    # (its INFO's scenario_clock_s; 0 if it does not say), or 0 for given arrivals.
+    base: float = 0.0
+    served: float = 0.0  # the server's scenario clock then (INFO; 0: not said)
     scale: float = 1.0  # scenario seconds per real second: the server's speed
 
     def after(
@@ -167,7 +172,7 @@ class LoadRun:
 
     def scenario_time(self, real: float) -> float:
         """The scenario's time at trio's `real` instant (seconds since midnight of
-        the day, or since the start of a fixed-rate load)."""
+        the scenario's first day)."""
         return self.base + (real - self.origin) * self.scale
 
     histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 3_600_000_000, 3))
@@ -272,6 +277,7 @@ async def run(
                 await _ask(links, state, target)
             speed, messages = _agree(state, scenario, first, rate, speed, arrivals is not None)
             start = state.origin = trio.current_time()
+            state.utc0 = time.time()
             if progress is not None:
                 nursery.start_soon(_report, progress, state, start)
             sender = _Sender(state, links, target, nursery)
@@ -322,6 +328,9 @@ def _agree(
             f"--speed {speed:g}: the server runs the model at {served:g}x real time; "
             f"start it with `serve --speed {speed:g}`, or leave --speed out"
         )
+    # The server's scenario clock as the load starts (its last INFO): a rate, which
+    # has no day of its own, runs on it; a day replay starts at the day's opening.
+    state.served = state.base = _server_clock(state.infos[-1] if state.infos else None)
     if rate is None:
         speed = served  # the scenario's day (or the arrivals given), at the server's pace
         state.base = 0.0 if given else opening(scenario)
@@ -479,6 +488,7 @@ def _document(
             "max": h.get_max_value() / 1000.0,
             "mean": round(h.get_mean_value() / 1000.0, 3),
         }
+    _name_clocks(doc, scenario, state, end)
     return doc
 
 
@@ -544,6 +554,15 @@ def _speed(info: dict[str, Any] | None) -> float:
     except (TypeError, ValueError):
         return 1.0
     return speed if speed > 0 else 1.0
+
+
+def _server_clock(info: dict[str, Any] | str | None) -> float:
+    """The server's scenario clock from its INFO answer, seconds since the midnight
+    of the scenario's first day (0: not said)."""
+    value = info.get("scenario_clock_s") if isinstance(info, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) and value >= 0 else 0.0
+    return 0.0
 
 
 def _figures(info: dict[str, Any] | None) -> tuple[float, float, float] | None:
@@ -742,3 +761,27 @@ async def _report(progress: Callable[[LoadRun, float], None], state: LoadRun, st
     while True:
         await trio.sleep(0.5)
         progress(state, trio.current_time() - start)
+
+
+def _name_clocks(doc: summary.Summary, scenario: Scenario, state: LoadRun, end: float) -> None:
+    """Name when the load ran on its two clocks (`ScenarioClock`), in `doc`'s client
+    figures and in each bucket of its timeline: the scenario's date and time of day
+    (its ledger's time, from `state.base` at the start), and real time in UTC."""
+    clock = ScenarioClock(scenario.date, state.base, state.scale)
+    clock.start(state.origin, state.utc0)
+    client = doc["client"]
+    assert client is not None
+    client["scenario_start"] = clock.scenario_time(state.origin)
+    client["scenario_end"] = clock.scenario_time(clock.at(end))
+    client["utc_start"] = clock.utc(state.origin)
+    client["utc_end"] = clock.utc(clock.at(end))
+    # A day replay starts at the day's opening whenever it starts; serve's clock (its
+    # log's scenario_time) then reads later if serve started before the load.
+    client["server_scenario_start"] = (
+        calendar.when(scenario.date, state.served) if state.served else None
+    )
+    for bucket in doc["timeline"]:
+        at = clock.at(bucket["t"])
+        named = cast("dict[str, Any]", bucket)  # keys of the load's (`summary.Bucket`)
+        named["scenario_time"] = clock.scenario_time(at)
+        named["utc"] = clock.utc(at)

@@ -83,9 +83,10 @@ class TierCollector(Collector):
         yield from self._per_node()
         yield GaugeMetricFamily(
             "relaysim_scenario_clock_seconds",
-            "The model's clock: scenario seconds since serve started (--speed of them a "
-            "real second)",
-            value=trio.current_time() - self.server.started_at,
+            "The scenario's time: seconds since the midnight of its first day (serve "
+            "starts at the day's opening and runs --speed of them a real second), the "
+            "scenario_time of serve's log",
+            value=self.server.clock.seconds(trio.current_time()),
         )
         yield GaugeMetricFamily(
             "relaysim_speed",
@@ -243,8 +244,10 @@ class TierCollector(Collector):
         )
 
     def _per_node(self) -> Iterator[Metric]:
-        """Requests and outcomes by node (those placed on it, or refused by it)."""
-        tier = self.server.tier
+        """Requests, outcomes, the node's overflows and durations by node (those
+        placed on it, or refused by it)."""
+        tier, speed = self.server.tier, self.server.limits.scale
+        ledger = tier.ledger
         requests = CounterMetricFamily(
             "relaysim_node_requests",
             "Requests placed on (or refused by) the node",
@@ -255,12 +258,37 @@ class TierCollector(Collector):
             "Requests ended on the node, by outcome",
             labels=["node", "outcome"],
         )
+        overflows = CounterMetricFamily(
+            "relaysim_node_overflows",
+            "Overflows the node refused, by reason: node_limit, at its connection limit "
+            "(the CS's caps and terminals refuse before any node, no_node with none "
+            "attached: relaysim_overflows_total has every reason)",
+            labels=["node", "reason"],
+        )
+        durations = HistogramMetricFamily(
+            "relaysim_node_request_duration_seconds",
+            "Time from a request's arrival to its outcome on each node, real seconds, by outcome",
+            labels=["node", "outcome"],
+        )
+        labels = [*(f"{b:g}" for b in BUCKETS), "+Inf"]
+        none = LatencyHistogram([b * speed for b in BUCKETS])  # a node without any yet
         for node in tier.nodes:
-            tally = tier.ledger.nodes.get(node.number) or Tally()
+            tally = ledger.nodes.get(node.number) or Tally()
             requests.add_metric([node.name], tally.requests)
             for outcome in OUTCOMES:
                 outcomes.add_metric([node.name, outcome.value], tally.count(outcome))
-        yield from (requests, outcomes)
+            refused = ledger.node_refusals.get(node.number, {})
+            for reason in sorted({"node_limit", *refused}):  # node_limit from 0
+                overflows.add_metric([node.name, reason], refused.get(reason, 0))
+            on_node = (ledger.node_durations or {}).get(node.number, {})
+            for outcome in OUTCOMES:
+                histogram = on_node.get(outcome, none)
+                durations.add_metric(
+                    [node.name, outcome.value],
+                    buckets=list(zip(labels, histogram.cumulative(), strict=True)),
+                    sum_value=histogram.total / speed,
+                )
+        yield from (requests, outcomes, overflows, durations)
 
     def _durations(self) -> Iterator[Metric]:
         """Each outcome's time from arrival: in real seconds (what a client waited),

@@ -67,7 +67,7 @@ import trio
 from relay.core import summary
 from relay.core.ledger import OUTCOMES
 from relay.core.node import Node
-from relay.core.request import Request
+from relay.core.request import Outcome, Request
 from relay.core.tier import Flow, RelayTier, Result
 from relay.engines.trio import (
     Ended,
@@ -75,7 +75,10 @@ from relay.engines.trio import (
     Waiting,
 )
 from relay.net import REAL, Network, linger
+from relay.scenario.schema import Scenario
+from relay.serve.clock import ScenarioClock
 from relay.serve.connection import Connection, Operation, Outbox, ServerStats
+from relay.serve.failures import FailureLog
 from relay.serve.ports import PortError, check_range, listen
 from relay.serve.protocol import (
     MAX_FRAME,
@@ -127,6 +130,7 @@ class RelayServer:
         limits: Limits | None = None,
         about: dict[str, Any] | None = None,
         network: Network = REAL,
+        clock: ScenarioClock | None = None,
     ) -> None:
         self.tier = tier
         self.network = network  # where it listens: loopback's sockets, or a simulated one
@@ -146,6 +150,11 @@ class RelayServer:
         )
         self.stats = ServerStats()
         self.started_at = 0.0  # when serve began (trio's clock)
+        # Its instants named as the scenario's time of day and real UTC, in every line
+        # of the tier's log (a server given no clock counts the default scenario's day).
+        self.clock = clock or ScenarioClock.of(Scenario(), scale)
+        tier.log = self.clock.named(tier.log)
+        self.failures = FailureLog(tier.log, scale)  # failed requests logged, rate-limited
         self.stopping = False
         self._in_flight = 0
         self._idle = trio.Event()
@@ -206,9 +215,11 @@ class RelayServer:
         dispatcher's port. PortError names a port that cannot be had."""
         listeners = await self._listen(port)
         self.started_at = trio.current_time()
+        self.clock.start(self.started_at)
         async with trio.open_nursery() as top:
             self._top = top.cancel_scope
             await top.start(self.driver.serve)
+            top.start_soon(self.failures.run)
             # Requests are carried on by the driver's conductor, which a stop never
             # cancels: each ends by its own deadlines and records its outcome, even
             # once its connection is gone (nothing accepted is lost); their replies
@@ -673,6 +684,8 @@ class RelayServer:
         outcome = req.outcome
         if outcome is None:
             return self._failed(frame, RuntimeError(f"request {req.id} ended without an outcome"))
+        if outcome is not Outcome.COMPLETED:
+            self.failures.failed(req, frame.id, self.driver.now())
         why = req.refusal
         body = b"" if why is None else why.encode()
         return Frame(Type.REPLY, frame.id, frame.key, frame.muni, STATUS_OF[outcome], body)
@@ -681,16 +694,23 @@ class RelayServer:
         """What the server says of itself to an INFO frame (`relaysim load` asks at
         its start and end): who it is (`about`: scenario, seed, time scale), its
         design and switches, and its own figures so far, which a client cannot
-        know: outcomes, why overflows were refused, crashes, hangs and outage (`t`:
-        seconds since the server started); and what it holds: operations between
-        messages (by municipality), the CS connections held, input refused by code."""
-        tier, now = self.tier, trio.current_time()
+        know: outcomes, why overflows were refused, crashes, hangs and outage (`t`,
+        `end`: seconds since the server started; `scenario_time`, `scenario_end`:
+        the scenario's time of day); its clock now, named (`ScenarioClock`); and
+        what it holds: operations between messages (by municipality), the CS
+        connections held, input refused by code."""
+        tier, now, clock = self.tier, trio.current_time(), self.clock
         ledger = tier.ledger
-        rows = summary.events(tier.nodes, now)
-        for row in rows:
-            row["t"] = round(row["t"] - self.started_at, 3)
-            if row["end"] is not None:
-                row["end"] = round(row["end"] - self.started_at, 3)
+        rows: list[dict[str, Any]] = []
+        for row in summary.events(tier.nodes, now):
+            start, end = row["t"], row["end"]
+            rows.append({
+                **row,
+                "t": round(start - self.started_at, 3),
+                "end": None if end is None else round(end - self.started_at, 3),
+                "scenario_time": clock.scenario_time(start),
+                "scenario_end": None if end is None else clock.scenario_time(end),
+            })  # fmt: skip
         return {
             "protocol": VERSION,
             "speed": self.limits.scale,
@@ -700,6 +720,9 @@ class RelayServer:
             "design": tier.design.name,
             "switches": tier.design.switches(),
             "uptime_s": round(now - self.started_at, 3),
+            "scenario_clock_s": round(clock.seconds(now), 3),
+            "scenario_time": clock.scenario_time(now),
+            "utc": clock.utc(now),
             "requests": ledger.total.requests,
             "outcomes": {o.value: ledger.total.count(o) for o in OUTCOMES},
             "refusals": dict(sorted(ledger.refusals.items())),

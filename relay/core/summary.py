@@ -393,6 +393,26 @@ def _days(timeline: list[Bucket], rows: list[OutageRow], first: dt.date) -> list
     return [out[i] for i in sorted(out)]
 
 
+def node_row(n: Node, ledger: Ledger, end: float) -> NodeRow:
+    """Node `n`'s figures at `end`: its requests and outcomes in `ledger`, its
+    outages, its peak of connections and its race windows (a summary's row, and
+    what serve's INFO answer says of each node)."""
+    return {
+        "name": n.name,
+        **_outcomes(ledger.nodes.get(n.number, Tally())),
+        "crashes": sum(1 for o in n.outages if o.kind == "crash"),
+        "hangs": sum(1 for o in n.outages if o.kind == "hang"),
+        "outage_minutes": round(sum(o.minutes(end) for o in n.outages), 3),
+        "peak_connections": n.peak,
+        "max_connections": n.max_connections,
+        "hsm_calls": n.hsm.calls,
+        "race_windows": {
+            "same_tick_resets": n.timer.same_tick_resets,
+            "probe_collisions": n.probe_collisions,
+        },
+    }
+
+
 def build(
     *,
     scenario: str,
@@ -427,33 +447,10 @@ def build(
         timeline.append(
             {"t": int(b * BUCKET_S), **_outcomes(tally), "p50_ms": _ms(p50), "p99_ms": _ms(p99)}
         )
-    node_rows: list[NodeRow] = []
-    crashes_total = hangs_total = 0
-    outage_total = 0.0
-    for n in nodes:
-        tally = ledger.nodes.get(n.number, Tally())
-        crashes = sum(1 for o in n.outages if o.kind == "crash")
-        hangs = sum(1 for o in n.outages if o.kind == "hang")
-        outage = sum(o.minutes(sim_end) for o in n.outages)
-        crashes_total += crashes
-        hangs_total += hangs
-        outage_total += outage
-        node_rows.append(
-            {
-                "name": n.name,
-                **_outcomes(tally),
-                "crashes": crashes,
-                "hangs": hangs,
-                "outage_minutes": round(outage, 3),
-                "peak_connections": n.peak,
-                "max_connections": n.max_connections,
-                "hsm_calls": n.hsm.calls,
-                "race_windows": {
-                    "same_tick_resets": n.timer.same_tick_resets,
-                    "probe_collisions": n.probe_collisions,
-                },
-            }
-        )
+    node_rows = [node_row(n, ledger, sim_end) for n in nodes]
+    crashes_total = sum(r["crashes"] for r in node_rows)
+    hangs_total = sum(r["hangs"] for r in node_rows)
+    outage_total = sum(o.minutes(sim_end) for n in nodes for o in n.outages)
     lost = len(ledger.still_open)
     outages = events(nodes, sim_end)
     return {

@@ -682,8 +682,9 @@ class RelayServer:
         its start and end): who it is (`about`: scenario, seed, time scale), its
         design and switches, and its own figures so far, which a client cannot
         know: outcomes, why overflows were refused, crashes, hangs and outage (`t`:
-        seconds since the server started); and what it holds: operations between
-        messages (by municipality), the CS connections held, input refused by code."""
+        seconds since the server started), each node's figures (a summary's node
+        rows); and what it holds: operations between messages (by municipality), the
+        CS connections held, input refused by code."""
         tier, now = self.tier, trio.current_time()
         ledger = tier.ledger
         rows = summary.events(tier.nodes, now)
@@ -714,6 +715,7 @@ class RelayServer:
             "hangs": sum(r["kind"] == "hang" for r in rows),
             "outage_minutes": round(sum(r["outage_minutes"] for r in rows), 3),
             "events": rows,
+            "nodes": [summary.node_row(n, ledger, now) for n in tier.nodes],
         }
 
     def _failed(self, frame: Frame, exc: Exception) -> Frame:

@@ -135,11 +135,9 @@ def summary_table(doc: Mapping[str, Any], console: Console) -> None:
         " / ".join(_num(lat[k]) for k in ("p50", "p90", "p95", "p99", "max")),
     )
     client = doc.get("client")
-    whose = ""
-    if client is not None:  # a load: these are the server's, if it said
-        whose = " (the server's)" if client["server_figures"] else " (unknown: server silent)"
-    head.add_row("crashes / hangs" + whose, f"{doc['crashes']} / {doc['hangs']}")
-    head.add_row("outage minutes" + whose, f"{doc['outage_minutes']:,.1f}")
+    whose = "" if client is None else " (the server's)"  # a load: unknown if it did not say
+    head.add_row("crashes / hangs" + whose, f"{known(doc['crashes'])} / {known(doc['hangs'])}")
+    head.add_row("outage minutes" + whose, known(doc["outage_minutes"], ",.3f"))
     if doc["chip_operations"]:
         head.add_row(
             "chip operations / inconsistent / duplicates applied",
@@ -160,7 +158,8 @@ def summary_table(doc: Mapping[str, Any], console: Console) -> None:
     if doc.get("blocking"):
         console.print(blocking_table(doc["blocking"]))
     if doc["nodes"]:
-        console.print(nodes_table(doc["nodes"]))
+        title = "relay nodes" if client is None else "relay nodes (the server's, over the load)"
+        console.print(nodes_table(doc["nodes"], title))
     if len(doc["days"]) > 1:
         console.print(days_table(doc["days"]))
     if doc["events"]:
@@ -193,12 +192,18 @@ def blocking_table(blocking: dict[str, Any]) -> Table:
     return table
 
 
-def nodes_table(rows: list[dict[str, Any]]) -> Table:
+def known(value: float | None, spec: str = "") -> str:
+    """A figure as the JSON has it (`spec`: the digits it is rounded to), or
+    "unknown" where it is null (a load whose server could not say)."""
+    return "unknown" if value is None else format(value, spec)
+
+
+def nodes_table(rows: list[dict[str, Any]], title: str = "relay nodes") -> Table:
     """One row per relay node: its requests, outcomes, crashes and hangs, and the
     most connections it held at once against its limit."""
     cols = ("requests", "completed", "overflows", "timeouts", "errors", "crashes", "hangs")
     titles = ("requests", "done", "overflow", "timeout", "error", "crash", "hang")
-    nodes = Table(title="relay nodes")
+    nodes = Table(title=title)
     nodes.add_column("node")
     for title in titles:
         nodes.add_column(title, justify="right")
@@ -266,8 +271,8 @@ def days_table(days: list[dict[str, Any]]) -> Table:
             f"{share:.2f}",
             f"{d['timeouts']:,}",
             f"{d['errors']:,}",
-            str(d["crashes"] or ""),
-            str(d["hangs"] or ""),
+            "unknown" if d["crashes"] is None else str(d["crashes"] or ""),
+            "unknown" if d["hangs"] is None else str(d["hangs"] or ""),
         )
     return table
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -73,7 +73,9 @@ class NodeRow(Outcomes):
     crashes: int
     hangs: int
     outage_minutes: float
-    peak_connections: int
+    # The most connections held at once: a load's node rows, the server's figures over
+    # the load, have none (the server knows its peak since it started, not the load's).
+    peak_connections: NotRequired[int]
     max_connections: int
     hsm_calls: int
     race_windows: RaceWindows
@@ -94,8 +96,8 @@ class DayRow(Outcomes):
     """One calendar day of a multi-day run."""
 
     date: str
-    crashes: int
-    hangs: int
+    crashes: int | None  # None: a load whose server could not say (as the run's own)
+    hangs: int | None
 
 
 SizeRow = TypedDict(
@@ -207,9 +209,10 @@ class Summary(Outcomes):
     lost: int
     relay_overflows: int
     refusals: dict[str, int]
-    crashes: int
-    hangs: int
-    outage_minutes: float
+    # A load's are the server's, or None when it could not say (it stopped first).
+    crashes: int | None
+    hangs: int | None
+    outage_minutes: float | None
     chip_operations: int
     inconsistent: int
     duplicates_applied: int
@@ -218,10 +221,10 @@ class Summary(Outcomes):
     sim_seconds: float
     wall_seconds: float
     violations: list[str]
-    events: list[OutageRow]
+    events: list[OutageRow] | None  # None: a load whose server could not say
     blocking: Blocking | None
     backend: BackendFigures | None
-    nodes: list[NodeRow]
+    nodes: list[NodeRow] | None  # None: a load whose server could not say
     days: list[DayRow]
     timeline: list[Bucket]
     client: ClientFigures | None  # engine tcp (`relaysim load`); None for a replay
@@ -357,7 +360,7 @@ def events(nodes: Sequence[Node], end: float) -> list[OutageRow]:
     return sorted(rows, key=lambda r: (r["t"], r["node"]))
 
 
-def _days(timeline: list[Bucket], rows: list[OutageRow], first: dt.date) -> list[DayRow]:
+def by_day(timeline: list[Bucket], rows: list[OutageRow], first: dt.date) -> list[DayRow]:
     """Per calendar day: outcomes of the requests that arrived that day, and the
     crashes and hangs that began on it."""
     out: dict[int, DayRow] = {}
@@ -387,9 +390,9 @@ def _days(timeline: list[Bucket], rows: list[OutageRow], first: dt.date) -> list
     for e in rows:
         d = day(int(e["t"] // 86_400))
         if e["kind"] == "crash":
-            d["crashes"] += 1
+            d["crashes"] = (d["crashes"] or 0) + 1
         else:
-            d["hangs"] += 1
+            d["hangs"] = (d["hangs"] or 0) + 1
     return [out[i] for i in sorted(out)]
 
 
@@ -483,6 +486,6 @@ def build(
         "operators": [{"t": a.at, "action": a.action, "node": a.node} for a in actions],
         "expectations": [],
         "nodes": node_rows,
-        "days": _days(timeline, outages, date),
+        "days": by_day(timeline, outages, date),
         "timeline": timeline,
     }

@@ -16,7 +16,8 @@ Each request is recorded in a client-side `Ledger` in the scenario's time (opene
 when sent, closed by its reply), so the summary is the replay's document
 (`relaysim.summary/3`, engine `tcp`) and compares with a replay's: requests without
 a reply when the run ends are `lost`. Overflow replies carry their reason; the
-server's own figures (design, crashes, hangs, outage) come from its INFO answers.
+server's own figures (design, outages, nodes) come from its INFO answers
+(`relay.serve.figures`).
 Latency percentiles come from an HDR histogram (microseconds, 3 significant
 digits). Request ids start at 1 (the protocol's 0 means "no particular request").
 
@@ -56,6 +57,7 @@ from relay.core.rng import Streams
 from relay.net import REAL, Network
 from relay.scenario.build import tier_params
 from relay.scenario.schema import Scenario
+from relay.serve import figures
 from relay.serve.protocol import (
     OUTCOME_OF,
     VERSION,
@@ -111,6 +113,10 @@ class LoadRun:
     stopped_by_server: bool = False  # every connection got SHUTTING_DOWN
     refusal: str | None = None  # the server's words refusing a connection (BUSY), if any
     round_trips: list[float] = field(default_factory=list)  # INFO exchanges, real seconds
+    # Trio's clock half-way through each of them: about when the server answered
+    # (where its clock meets the load's).
+    heard_at: list[float] = field(default_factory=list)
+    silent_at_end: bool = False  # the server could not be asked for its figures at the end
     late: int = 0  # sent more than LATE_S after their schedule
     latest: float = 0.0  # the worst lateness, seconds
     # INFO answers, in order (for one that is not the server's, what is wrong with it)
@@ -292,6 +298,7 @@ async def run(
                 await state.all_answered.wait()
             end = state.scenario_time(trio.current_time())
             last = await _ask(links, state, target) if first is not None else None
+            state.silent_at_end = last is None
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:  # a nursery's one failure, as itself
         raise unwrap_group(group) from None
@@ -446,12 +453,10 @@ def _document(
         sim_end=end,
         wall_seconds=wall,
     )
-    before, after = _figures(first), _figures(last)
-    if before is not None and after is not None:
-        # The server's own figures over the load (the client cannot know them).
-        doc["crashes"] = int(after[0] - before[0])
-        doc["hangs"] = int(after[1] - before[1])
-        doc["outage_minutes"] = round(after[2] - before[2], 3)
+    # The server's own figures over the load (the client cannot know them), its
+    # clock put on the load's where the first INFO exchange met it.
+    shift = state.scenario_time(state.heard_at[0]) if state.heard_at else state.base
+    known = figures.put(doc, first, last, shift)
     quickest = min(state.round_trips) if state.round_trips else None
     doc["client"] = {
         "error_frames": dict(sorted(state.error_codes.items())),
@@ -460,7 +465,7 @@ def _document(
         "late_ms": LATE_S * 1000,
         "latest_send_ms": round(state.latest * 1000, 3),
         "stopped_by_server": state.stopped_by_server,
-        "server_figures": before is not None and after is not None,
+        "server_figures": known,
         "protocol_violations": dict(sorted(state.violations.items())),
         "speed": state.scale,
         "round_trip_ms": None if quickest is None else round(quickest * 1000, 3),
@@ -546,16 +551,6 @@ def _speed(info: dict[str, Any] | None) -> float:
     return speed if speed > 0 else 1.0
 
 
-def _figures(info: dict[str, Any] | None) -> tuple[float, float, float] | None:
-    """(crashes, hangs, outage minutes) from a server's INFO answer, if it has them."""
-    if info is None:
-        return None
-    try:
-        return float(info["crashes"]), float(info["hangs"]), float(info["outage_minutes"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 async def _ask(links: list[_Link], state: LoadRun, target: Target) -> dict[str, Any] | None:
     """The server's INFO answer (who it is, its own figures), on an open connection
     (the next one, if the server closes the one asked); None if none is open.
@@ -575,7 +570,9 @@ async def _ask(links: list[_Link], state: LoadRun, target: Target) -> dict[str, 
                 await state.info_came.wait()
                 state.info_came = trio.Event()
         if len(state.infos) > asked:
-            state.round_trips.append(trio.current_time() - sent)
+            now = trio.current_time()
+            state.round_trips.append(now - sent)
+            state.heard_at.append((sent + now) / 2)
             break
         if link.open:
             break  # a connection that stays silent: no other will do better
@@ -728,7 +725,7 @@ def _info(body: bytes) -> dict[str, Any] | str:
         if not number or not math.isfinite(value) or value < 0 or (speed and value == 0):
             least = "positive" if speed else ">= 0"
             return f"answer's {name} is {value!r}, not a finite number {least}"
-    return info
+    return figures.malformed(info) or info
 
 
 def _code_name(status: int) -> str:

@@ -1,0 +1,242 @@
+"""The load's summary never contradicts itself or hides what it saw (issue 27,
+finding 5): the server's outages are the one source of its crashes, hangs and
+outage (per day, per node and in all); what the server could not say is null and
+"unknown", with an exit code of its own; and `--quiet` still gives the result.
+
+In-process runs are the real server and client on the simulated network under
+trio's virtual clock. The CLI runs against a scripted server on loopback in a
+thread (tests/test_load_trust.py's).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from rich.console import Console
+
+from relay.cli import main, render
+from relay.cli.options import EXIT_SERVER_STOPPED
+from relay.core.events import FaultEvent
+from relay.core.summary import Summary
+from relay.engines.trio import TrioDriver
+from relay.net.sim import SimNetwork
+from relay.scenario.build import new_tier
+from relay.serve import load
+from relay.serve.protocol import Decoder, ErrorCode, Frame, Type, error_frame
+from relay.serve.server import RelayServer
+from relay.testing import scenario
+from tests.conftest import CONFIGS
+from tests.test_load import SERVER, against, small
+from tests.test_load_trust import in_a_thread, reply
+from tests.test_serve import FAST
+
+SMOKE = str(CONFIGS / "smoke.yaml")
+
+
+def legacy_server(net: SimNetwork, **over: Any) -> RelayServer:
+    """A legacy tier of two relays (nothing recovers by itself), on host SERVER."""
+    tier = new_tier(scenario(**{**FAST, "design": "legacy", **over}), cs_caps=[100] * 50)
+    return RelayServer(tier, TrioDriver(tier), network=net.host(SERVER))
+
+
+async def loaded_while(
+    server: RelayServer, net: SimNetwork, meanwhile: Callable[[], Awaitable[None]], **options: Any
+) -> tuple[Summary, load.LoadRun]:
+    """`load.run` of `small()` against `server`, with `meanwhile` running beside it."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(meanwhile)
+        return await against(server, small(), net, **options)
+
+
+def table(doc: Summary) -> str:
+    """The summary table as `relaysim load` prints it (no terminal)."""
+    out = io.StringIO()
+    render.summary_table(doc, Console(file=out, width=200))
+    return out.getvalue()
+
+
+def row(text: str, label: str) -> str:
+    """The value of the table row whose label starts with `label`."""
+    [line] = [line for line in text.splitlines() if f"│ {label}" in line]
+    return line.split("│")[2].strip()
+
+
+async def test_the_servers_outages_are_the_one_source_of_every_outage_figure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A crash and a hang during the load: the summary's events are the server's, on
+    the load's clock; crashes, hangs and outage minutes per day, per node and in
+    all are those events counted and summed; the table prints them as the JSON has
+    them."""
+    net = SimNetwork(1)
+    server = legacy_server(net)
+
+    async def faults() -> None:
+        await trio.sleep(0.5)  # virtual: half-way through the load
+        server.driver.apply(FaultEvent(trio.current_time(), "crash", 1))
+        await trio.sleep(0.2)
+        server.driver.apply(FaultEvent(trio.current_time(), "hsm_stall", 2))
+
+    with trio.fail_after(20):
+        doc, _ = await loaded_while(server, net, faults, duration=1.0, rate=400.0)
+    events, nodes = doc["events"], doc["nodes"]
+    assert events is not None
+    assert nodes is not None
+    assert [(e["node"], e["kind"], e["end"]) for e in events] == [
+        ("relay1", "crash", None),  # legacy: both still out when the load ends
+        ("relay2", "hang", None),
+    ]
+    assert [e["t"] for e in events] == pytest.approx([0.5, 0.7], abs=0.002)
+    # Each lasted from its start to the load's end.
+    assert [e["outage_minutes"] for e in events] == pytest.approx(
+        [(doc["sim_seconds"] - 0.5) / 60, (doc["sim_seconds"] - 0.7) / 60], abs=0.001
+    )
+    total = doc["outage_minutes"]
+    assert (doc["crashes"], doc["hangs"]) == (1, 1)
+    assert total == round(sum(e["outage_minutes"] for e in events), 3) > 0
+    [day] = doc["days"]
+    assert (day["crashes"], day["hangs"]) == (1, 1)
+    assert [(n["name"], n["crashes"], n["hangs"]) for n in nodes] == [
+        ("relay1", 1, 0),
+        ("relay2", 0, 1),
+    ]
+    assert sum(n["outage_minutes"] for n in nodes) == pytest.approx(total, abs=0.001)
+    # The nodes' counts are the server's over the load (here the only client's).
+    ledger = server.tier.ledger.nodes
+    assert [n["requests"] for n in nodes] == [ledger[1].requests, ledger[2].requests]
+    assert all(n["requests"] > 0 for n in nodes)
+    printed = table(doc)
+    assert row(printed, "crashes / hangs (the server's)") == "1 / 1"
+    assert row(printed, "outage minutes (the server's)") == f"{total:,.3f}"
+
+
+async def test_a_server_that_stops_mid_load_leaves_its_figures_unknown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server stops half-way through the load: it cannot be asked at the end, so
+    its crashes, hangs, outage, events and nodes are null (per day too), not 0, and
+    the table says "unknown"."""
+    net = SimNetwork(1)
+    server = legacy_server(net)
+
+    async def stop() -> None:
+        await trio.sleep(0.5)
+        server.stop()
+
+    with trio.fail_after(20):
+        doc, record = await loaded_while(server, net, stop, duration=1.0, rate=400.0)
+    assert doc["requests"] > 0
+    assert record.stopped_by_server
+    client = doc["client"]
+    assert client is not None
+    assert (client["stopped_by_server"], client["server_figures"]) == (True, False)
+    unknown = (doc["crashes"], doc["hangs"], doc["outage_minutes"], doc["events"], doc["nodes"])
+    assert unknown == (None, None, None, None, None)
+    assert [(d["crashes"], d["hangs"]) for d in doc["days"]] == [(None, None)]
+    printed = table(doc)
+    assert row(printed, "crashes / hangs (the server's)") == "unknown / unknown"
+    assert row(printed, "outage minutes (the server's)") == "unknown"
+
+
+#: What the scripted server says of itself: a relaysim dispatcher with its figures.
+INFO = json.dumps(
+    {
+        "protocol": 1,
+        "design": "fixed",
+        "speed": 1,
+        "uptime_s": 0,
+        "crashes": 0,
+        "hangs": 0,
+        "outage_minutes": 0,
+        "events": [],
+        "nodes": [],
+    }
+).encode()
+
+
+def stopping_after(n: int) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """A dispatcher that answers `n` requests and then stops as serve does: a
+    SHUTTING_DOWN notice, and any request that crossed it refused unread."""
+    answered = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal answered
+        decoder = Decoder()
+        with trio.move_on_after(30):  # bounded, whatever the client does
+            while data := await stream.receive_some(65536):
+                for frame in decoder.feed(data):
+                    if frame.type is Type.INFO:
+                        await stream.send_all(Frame(Type.INFO, frame.id, body=INFO).encode())
+                    elif answered >= n:
+                        refused = error_frame(ErrorCode.SHUTTING_DOWN, "stopping", frame.id)
+                        await stream.send_all(refused.encode())
+                    else:
+                        answered += 1
+                        await stream.send_all(reply(frame))
+                        if answered == n:
+                            notice = error_frame(ErrorCode.SHUTTING_DOWN, "server stopping")
+                            await stream.send_all(notice.encode())
+
+    return handle
+
+
+def cli(*args: str) -> int:
+    """`relaysim` in this process: its exit code."""
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_the_load_command_exits_7_and_says_unknown_when_the_server_stopped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`relaysim load` against a server that stops before the load has finished:
+    the table and the result line say "unknown", the JSON has null, and the exit
+    code is the documented one for it, not 0."""
+    out = tmp_path / "load.json"
+    with in_a_thread(stopping_after(20)) as port:
+        code = cli(
+            *("load", SMOKE, "--target", f"127.0.0.1:{port}", "--rate", "200"),
+            *("--duration", "5", "--connections", "1", "--json", str(out)),
+        )
+    printed = capsys.readouterr()
+    assert code == EXIT_SERVER_STOPPED == 7, printed.err
+    doc = json.loads(out.read_text())
+    assert (doc["crashes"], doc["hangs"], doc["outage_minutes"]) == (None, None, None)
+    assert doc["client"]["stopped_by_server"] is True
+    assert row(printed.out, "crashes / hangs (the server's)") == "unknown / unknown"
+    assert "the server's crashes unknown, hangs unknown, outage unknown min" in printed.out
+    assert "relaysim: the server stopped during the load: " in printed.err
+
+
+def test_quiet_still_prints_the_one_line_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`relaysim load --quiet` prints no table and no progress, but its result in one
+    line on stdout, with the figures the JSON has."""
+    out = tmp_path / "load.json"
+    with in_a_thread(stopping_after(10_000)) as port:
+        code = cli(
+            *("load", SMOKE, "--target", f"127.0.0.1:{port}", "--rate", "100"),
+            *("--duration", "0.3", "--connections", "1", "--quiet", "--json", str(out)),
+        )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    doc = json.loads(out.read_text())
+    assert doc["requests"] > 0
+    [line] = printed.out.splitlines()
+    assert line.startswith(
+        f"load smoke: {doc['requests']:,} requests, {doc['completed']:,} completed, "
+        f"{doc['overflows']:,} overflows (0.00%), "
+    )
+    assert line.endswith("; the server's crashes 0, hangs 0, outage 0.000 min")
+    assert "relaysim: load smoke:" not in printed.err  # no progress line (warnings may come)

@@ -1,19 +1,24 @@
 """The load's summary never contradicts itself or hides what it saw (issue 27,
 finding 5): the server's outages are the one source of its crashes, hangs and
 outage (per day, per node and in all); what the server could not say is null and
-"unknown", with an exit code of its own; and `--quiet` still gives the result.
+"unknown", with an exit code of its own; a signal gets the partial summary; and
+`--quiet` still gives the result.
 
 In-process runs are the real server and client on the simulated network under
 trio's virtual clock. The CLI runs against a scripted server on loopback in a
-thread (tests/test_load_trust.py's).
+thread (tests/test_load_trust.py's), and the signals go to a real `relaysim load`
+against a real `relaysim serve` (real time, every wait bounded).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import pytest
@@ -36,6 +41,8 @@ from tests.conftest import CONFIGS
 from tests.test_load import SERVER, against, small
 from tests.test_load_trust import in_a_thread, reply
 from tests.test_serve import FAST
+from tests.test_serve_cli import FAST as SERVE_FAST
+from tests.test_serve_cli import scrape, serving
 
 SMOKE = str(CONFIGS / "smoke.yaml")
 
@@ -240,3 +247,101 @@ def test_quiet_still_prints_the_one_line_result(
     )
     assert line.endswith("; the server's crashes 0, hangs 0, outage 0.000 min")
     assert "relaysim: load smoke:" not in printed.err  # no progress line (warnings may come)
+
+
+async def test_a_signal_stops_the_sending_and_the_summary_is_the_partial_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A first signal half-way through a 2 s load stops the sending; what was owed is
+    still answered, the server is asked for its figures, and the summary is the
+    partial run's, naming the signal."""
+    net = SimNetwork(1)
+    server = legacy_server(net)
+
+    async def signals(stop: Callable[[str], None]) -> None:
+        await trio.sleep(1.0)
+        stop("SIGINT")
+
+    with trio.fail_after(20):
+        doc, record = await against(server, small(), net, duration=2.0, rate=200.0, signals=signals)
+    client = doc["client"]
+    assert client is not None
+    assert (client["cancelled"], record.cancelled) == ("SIGINT", "SIGINT")
+    assert 150 < doc["requests"] < 250  # about a second's worth, not two
+    assert doc["requests"] == server.tier.ledger.total.requests
+    assert doc["lost"] == 0
+    assert client["server_figures"] is True
+    assert doc["sim_seconds"] < 1.5
+
+
+async def test_a_second_signal_stops_waiting_for_replies(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With replies still owed (a 4 s backend), a second signal ends the wait at
+    once: the unanswered requests are lost, and the server was not asked (its
+    figures unknown, without claiming it was silent)."""
+    net = SimNetwork(1)
+    server = legacy_server(net, backend={"service_ms": {"dist": "constant", "mean": 4000}})
+
+    async def signals(stop: Callable[[str], None]) -> None:
+        await trio.sleep(0.5)
+        stop("SIGTERM")
+        await trio.sleep(0.1)
+        stop("SIGTERM")
+
+    with trio.fail_after(20):
+        doc, record = await against(server, small(), net, duration=2.0, rate=200.0, signals=signals)
+    assert record.cancelled == "SIGTERM"
+    assert doc["lost"] > 0
+    assert doc["sim_seconds"] == pytest.approx(0.6, abs=0.01)
+    assert doc["crashes"] is None
+    assert record.silent_at_end is False
+
+
+async def everything(stream: trio.abc.ReceiveStream) -> str:
+    """What a child process wrote to `stream`, to its end."""
+    data = b""
+    while chunk := await stream.receive_some(1 << 16):
+        data += chunk
+    return data.decode()
+
+
+async def test_ctrl_c_and_sigterm_print_and_write_the_partial_summary(tmp_path: Path) -> None:
+    """A real `relaysim load` against a real `relaysim serve`, signalled while it
+    sends: SIGINT exits 130 and SIGTERM 143, each after printing the table and the
+    result line (marked cancelled) and writing --json with the partial summary."""
+    got = []
+    async with serving(*SERVE_FAST) as (proc, port, metrics, _):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            out = tmp_path / f"{signum.name}.json"
+            cmd = [sys.executable, "-m", "relay", "load", SMOKE, "--target", f"127.0.0.1:{port}"]
+            cmd += ["--rate", "100", "--duration", "60", "--json", str(out)]
+            loading = await trio.lowlevel.open_process(cmd, stdout=PIPE, stderr=PIPE)
+            assert loading.stdout is not None
+            assert loading.stderr is not None
+            with trio.fail_after(60):
+                before = (await scrape(metrics))["relaysim_requests_total"]
+                # Until the load is under way (each scrape is a real round trip).
+                while (await scrape(metrics))["relaysim_requests_total"] < before + 30:
+                    pass
+                loading.send_signal(signum)
+                stdout, stderr = await everything(loading.stdout), await everything(loading.stderr)
+                await loading.wait()
+            await loading.stdout.aclose()
+            await loading.stderr.aclose()
+            doc = json.loads(out.read_text()) if out.exists() else None
+            got.append((signum, loading.returncode, stdout, stderr, doc))
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            await proc.wait()
+    for signum, code, stdout, stderr, doc in got:
+        assert code == 128 + signum, stderr
+        assert doc is not None, stderr
+        assert doc["client"]["cancelled"] == signum.name
+        assert 30 <= doc["requests"] < 100 * 60 / 2  # stopped long before its minute
+        assert doc["lost"] == 0
+        assert doc["client"]["server_figures"] is True
+        assert "│ requests" in stdout  # the table
+        assert f"{doc['requests']:,} requests" in stdout
+        assert stdout.rstrip().endswith(f"(cancelled by {signum.name})")
+        assert f"relaysim: cancelled by {signum.name}: " in stderr

@@ -1,6 +1,7 @@
 """How `relaysim load` ends: its table, its one-line result, the `--json` summary,
-what it warns of, and its exit code, for a load that ran its course and one the
-server stopped."""
+what it warns of, and its exit code, for a load that ran its course, one the server
+stopped, and one a signal cut short (the partial run's summary, then 128 + the
+signal's number)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from relay.cli.options import (
     write_json,
 )
 from relay.core.summary import Summary
+from relay.plan import pools
 
 if TYPE_CHECKING:  # the CLI imports trio (which load needs) only when it loads
     from relay.serve.load import LoadRun
@@ -30,6 +32,7 @@ def result_line(doc: Summary) -> str:
     requests = doc["requests"]
     share = 100 * doc["overflows"] / requests if requests else 0.0
     p99 = doc["latency_ms"]["p99"]
+    cut = doc["client"]["cancelled"] if doc["client"] is not None else None
     return (
         f"load {doc['scenario']}: {requests:,} requests, {doc['completed']:,} completed, "
         f"{doc['overflows']:,} overflows ({share:.2f}%), {doc['timeouts']:,} timeouts, "
@@ -37,6 +40,7 @@ def result_line(doc: Summary) -> str:
         + ("-" if p99 is None else f"{p99:,.1f} ms")
         + f"; the server's crashes {render.known(doc['crashes'])}, hangs "
         f"{render.known(doc['hangs'])}, outage {render.known(doc['outage_minutes'], ',.3f')} min"
+        + (f" ({pools.cut_short(cut)})" if cut else "")
     )
 
 
@@ -50,9 +54,10 @@ def finish(
     json_path: Path | None,
 ) -> None:
     """Print and write what the load found (`record`: its `LoadRun`), then exit with
-    its code: EXIT_INVARIANT for a request without a reply or a broken protocol,
-    EXIT_SERVER_STOPPED when the server stopped (or stopped answering) before the
-    load finished, EXIT_THRESHOLD for a failed threshold; else return (0)."""
+    its code: 128 + the signal's number if one cut it short, EXIT_INVARIANT for a
+    request without a reply or a broken protocol, EXIT_SERVER_STOPPED when the
+    server stopped (or stopped answering) before the load finished, EXIT_THRESHOLD
+    for a failed threshold; else return (0)."""
     if not quiet:
         render.summary_table(doc, render.wide_console())
     held = judge(doc, held_to)
@@ -66,6 +71,13 @@ def finish(
         click.echo(f"relaysim: the server broke the protocol: {what}", err=True)
     if doc["lost"]:
         click.echo(f"relaysim: {doc['lost']} requests had no reply", err=True)
+    if record.cancelled is not None:
+        click.echo(
+            f"relaysim: {pools.cut_short(record.cancelled)}: {record.sent:,} requests sent, "
+            "the rest of the schedule was not; the summary is the load's until then",
+            err=True,
+        )
+        sys.exit(pools.exit_code(record.cancelled))
     if doc["lost"] or broken:
         sys.exit(EXIT_INVARIANT)
     if record.stopped_by_server or record.silent_at_end:
@@ -86,7 +98,7 @@ def _warn(doc: Summary, record: LoadRun, duration: float) -> None:
     if record.error_codes:
         codes = ", ".join(f"{code} {n:,}" for code, n in sorted(record.error_codes.items()))
         click.echo(f"relaysim: error frames from the server: {codes}", err=True)
-    if not doc["requests"] and not record.stopped_by_server:
+    if not doc["requests"] and not record.stopped_by_server and record.cancelled is None:
         click.echo(
             f"relaysim: warning: no request was due in {duration:g} s; at the server's "
             f"{record.scale:g}x the day's first requests come slowly: give --rate, a longer "

@@ -202,9 +202,14 @@ def load(
     expectations: tuple[str, ...],
     quiet: bool,
 ) -> None:
-    """Send an open-model load to a serving tier; print the replay's summary (engine tcp)."""
+    """Send an open-model load to a serving tier; print the replay's summary (engine tcp).
+
+    SIGINT (Ctrl-C) or SIGTERM stops it: the summary so far is printed and written,
+    and it exits 130 or 143.
+    """
     import trio
 
+    from relay.plan import pools
     from relay.serve import load as loading
 
     if rate is not None and speed is not None:
@@ -228,6 +233,7 @@ def load(
                     speed=speed if rate is None else None,
                     connections=connections,
                     progress=hook,
+                    signals=pools.signalled,
                 )
             )
         except loading.LoadError as exc:

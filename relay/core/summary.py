@@ -171,6 +171,7 @@ class ClientFigures(TypedDict):
     late_ms: float  # the threshold
     latest_send_ms: float  # the worst lateness
     stopped_by_server: bool  # the server stopped during the load (SHUTTING_DOWN)
+    cancelled: str | None  # the signal that cut the load short (SIGINT, SIGTERM), if one did
     server_figures: bool  # crashes, hangs and outage are the server's own (INFO)
     # What the server sent that breaks the protocol, by kind: replies to ids never
     # sent or answered already, bytes that are no frame, an INFO that is no object.

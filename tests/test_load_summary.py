@@ -1,8 +1,8 @@
 """The load's summary never contradicts itself or hides what it saw (issue 27,
 finding 5): the server's outages are the one source of its crashes, hangs and
 outage (per day, per node and in all); what the server could not say is null and
-"unknown", with an exit code of its own; a signal gets the partial summary; and
-`--quiet` still gives the result.
+"unknown", with an exit code of its own; a signal gets the partial summary; off a
+terminal, progress comes as lines, and `--quiet` still gives the result.
 
 In-process runs are the real server and client on the simulated network under
 trio's virtual clock. The CLI runs against a scripted server on loopback in a
@@ -26,7 +26,7 @@ import trio
 import trio.testing
 from rich.console import Console
 
-from relay.cli import main, render
+from relay.cli import main, progress, render
 from relay.cli.options import EXIT_SERVER_STOPPED
 from relay.core.events import FaultEvent
 from relay.core.summary import Summary
@@ -345,3 +345,83 @@ async def test_ctrl_c_and_sigterm_print_and_write_the_partial_summary(tmp_path: 
         assert f"{doc['requests']:,} requests" in stdout
         assert stdout.rstrip().endswith(f"(cancelled by {signum.name})")
         assert f"relaysim: cancelled by {signum.name}: " in stderr
+
+
+async def test_off_a_terminal_the_load_prints_a_line_every_interval(
+    autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not on a terminal, `relaysim load`'s progress is a line on stderr every 10 s of
+    the load (virtual here), saying how far it got; nothing with --quiet."""
+    net = SimNetwork(1)
+    server = legacy_server(net)
+    off = Console(file=io.StringIO())  # not a terminal
+    assert not off.is_terminal
+    with progress.load("smoke", 25.0, quiet=False, interval=10.0, console=off) as hook:
+        assert hook is not None
+        with trio.fail_after(60):
+            doc, _ = await against(server, small(), net, duration=25.0, rate=5.0, progress=hook)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        "relaysim: load smoke: 10 of 25 s (real)",
+        "relaysim: load smoke: 20 of 25 s (real)",
+    ]
+    sent = [int(line.split(", ")[1].removesuffix(" sent").replace(",", "")) for line in lines]
+    assert 0 < sent[0] < sent[1] < doc["requests"]  # about 50, 100 and 125
+    with progress.load("smoke", 25.0, quiet=True, interval=10.0, console=off) as quiet:
+        assert quiet is None
+
+
+def test_progress_lines_keep_to_their_interval_without_bursts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run of many's lines (sweep, check) come once an interval of the clock has
+    passed, whenever the hook is called; one called late writes one line, not the
+    ones it missed."""
+    now = [100.0]
+    monkeypatch.setattr(progress, "CLOCK", lambda: now[0])
+    off = Console(file=io.StringIO())
+    with progress.runs(
+        "sweep caps", 4, what="points", quiet=False, interval=10.0, console=off
+    ) as hook:
+        assert hook is not None
+        for t, done in ((5, 0), (10, 1), (12, 1), (47, 3), (49, 3), (50, 4)):
+            now[0] = 100.0 + t
+            hook(done, 0, 4)
+    assert capsys.readouterr().err.splitlines() == [
+        "relaysim: sweep caps: 1 of 4 points done, 0 failed, 10 s",
+        "relaysim: sweep caps: 3 of 4 points done, 0 failed, 47 s",
+        "relaysim: sweep caps: 4 of 4 points done, 0 failed, 50 s",
+    ]
+
+
+SWEEP = f"""
+base: {SMOKE}
+name: two
+points:
+  - {{relays.count: 2}}
+  - {{relays.count: 3}}
+"""
+
+
+def test_a_sweep_off_a_terminal_prints_lines_and_quiet_its_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`relaysim sweep` in a CI log (no terminal) prints progress lines on stderr as
+    its clock passes each interval (here a clock 10 s on at every reading), and with
+    --quiet prints its result in one line instead of nothing."""
+    ticks = iter(range(0, 10**6, 10))
+    monkeypatch.setattr(progress, "CLOCK", lambda: float(next(ticks)))
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(SWEEP, encoding="utf-8")
+    assert cli("sweep", str(sweep), "--workers", "1") == 0
+    printed = capsys.readouterr()
+    lines = printed.err.splitlines()
+    assert lines
+    assert all(line.startswith("relaysim: sweep two: ") for line in lines)
+    assert lines[-1].startswith("relaysim: sweep two: 2 of 2 points done, 0 failed, ")
+    assert cli("sweep", str(sweep), "--workers", "1", "--quiet") == 0
+    quiet = capsys.readouterr()
+    [line] = quiet.out.splitlines()
+    assert line.startswith("2 points in ")
+    assert line.endswith(" on 1 local worker")
+    assert quiet.err == ""

@@ -439,7 +439,13 @@ def sweep_table(doc: dict[str, Any], console: Console) -> None:
         cells.append(r.get("error") or "")
         table.add_row(*cells)
     console.print(table)
-    console.print(
-        f"{doc['points']} points in {doc['wall_seconds']:.1f} s "
+    console.print(sweep_result(doc))
+
+
+def sweep_result(doc: dict[str, Any]) -> str:
+    """A sweep's result in one line: its points, how many failed, how long it took."""
+    failed = f", {doc['failed']} failed" if doc["failed"] else ""
+    return (
+        f"{doc['points']} points{failed} in {doc['wall_seconds']:.1f} s "
         f"({doc['points_per_minute']:.1f} per minute) on {doc['executor']}"
     )

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import click
 from rich.console import Console
 
-from relay.cli import load_verdict, logs, render
+from relay.cli import load_verdict, logs, progress, render
 from relay.cli.options import (
     BadInput,
     cli,
@@ -189,7 +189,8 @@ def serve(
 @set_option
 @json_option("Write the summary.")
 @expect_option
-@click.option("--quiet", is_flag=True, help="No progress line, no table: the one-line result.")
+@click.option("--quiet", is_flag=True, help="No progress, no table: the one-line result.")
+@progress.interval_option
 def load(
     config: Path,
     target: str,
@@ -201,6 +202,7 @@ def load(
     json_path: Path | None,
     expectations: tuple[str, ...],
     quiet: bool,
+    progress_interval: float,
 ) -> None:
     """Send an open-model load to a serving tier; print the replay's summary (engine tcp).
 
@@ -217,10 +219,10 @@ def load(
     host, port = _address("--target", target)
     scenario = load_config(config, list(overrides), json_path)
     held_to = scenario_expectations(scenario, "load") + expectations_of(expectations, kind="load")
-    console = Console()
-    with render.load_progress(
-        scenario.name, duration, enabled=not quiet and console.is_terminal, console=console
-    ) as hook:
+    shown = progress.load(
+        scenario.name, duration, quiet=quiet, interval=progress_interval, console=Console()
+    )
+    with shown as hook:
         try:
             doc, record = trio.run(
                 functools.partial(

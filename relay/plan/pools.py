@@ -114,14 +114,19 @@ def checkpoint() -> None:
 
 
 def harvest(
-    executor: cf.Executor, futures: Mapping[cf.Future[R], K]
+    executor: cf.Executor,
+    futures: Mapping[cf.Future[R], K],
+    tick: Callable[[], None] | None = None,
 ) -> Iterator[tuple[K, R | Exception]]:
     """Each future's key and its result (or the exception its worker died of), as
-    they complete. When the run is cancelled it stops every worker (`halt`) and
-    raises Cancelled; the caller still has what came before."""
+    they complete; `tick` is called after each wait (at least every POLL_S), so a
+    progress line can come while no result does. When the run is cancelled it stops
+    every worker (`halt`) and raises Cancelled; the caller still has what came before."""
     pending = set(futures)
     while pending:
         done, pending = cf.wait(pending, timeout=POLL_S, return_when=cf.FIRST_COMPLETED)
+        if tick is not None:
+            tick()
         for future in done:
             try:
                 yield futures[future], future.result()

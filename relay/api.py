@@ -135,7 +135,7 @@ class Result:
     def nodes(self) -> pd.DataFrame:
         """One row per relay node: requests, outcomes, crashes, hangs, outage
         minutes, connections, HSM calls and the race windows it met."""
-        return pd.json_normalize([dict(n) for n in self.summary["nodes"]], sep="_")
+        return pd.json_normalize([dict(n) for n in self.summary["nodes"] or []], sep="_")
 
     def plot(self) -> Any:
         """The day's traffic (requests and overflows per 5 minutes) as a matplotlib

@@ -105,13 +105,14 @@ def test_engines_give_identical_summaries(case: str) -> None:
 def test_the_cases_exercise_what_they_are_named_for() -> None:
     """The agreement means something: each case shows the mechanism it is named for."""
     legacy, _ = both("legacy crashes, hangs and a timer race")
-    kinds = {(e["kind"], e["mechanism"]) for e in legacy["events"]}
+    kinds = {(e["kind"], e["mechanism"]) for e in legacy["events"] or []}
     assert {("crash", "injected_crash"), ("hang", "injected_stall")} <= kinds
     assert ("crash", "unallocated_free") in kinds  # the injected timer race, met
     assert legacy["errors"] > 0
     operators, _ = both("operators detach, attach and add")
-    assert [n["name"] for n in operators["nodes"]] == ["relay1", "relay2", "relay3"]
-    assert all(n["requests"] > 0 for n in operators["nodes"])
+    nodes = operators["nodes"] or []  # a replay's are always there
+    assert [n["name"] for n in nodes] == ["relay1", "relay2", "relay3"]
+    assert all(n["requests"] > 0 for n in nodes)
     slow, _ = both("the backend slowdown")
     backend = slow["backend"]
     assert backend is not None
@@ -150,4 +151,4 @@ def test_the_conductor_that_sleeps_takes_the_same_steps(
     )
     sleeping = replay(s, engine="trio").summary
     assert without_engine(sleeping) == without_engine(jumping)
-    assert jumping["crashes"] > 0 or jumping["lost"] == 1
+    assert (jumping["crashes"] or 0) > 0 or jumping["lost"] == 1

@@ -23,6 +23,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from hsm_adapter.token import TokenConfig, ensure
+from relay.cli.options import EXIT_SERVER_STOPPED
 from relay.serve.protocol import Decoder, Frame, Status, Type
 from tests.conftest import CONFIGS
 
@@ -228,7 +229,8 @@ async def test_a_stop_signal_under_load_loses_nothing_on_either_side(
 ) -> None:
     """SIGTERM or SIGHUP (a terminal gone away) while `relaysim load` sends 300
     requests a second: serve drains, logs its stop and removes its admin token; the
-    load stops when told, exits 0 with nothing lost, and every request it sent has
+    load stops when told, exits 7 (the server stopped first: its own figures are
+    unknown) with nothing lost, and every request it sent has
     exactly one outcome on both sides: admitted and answered with the outcome the
     server recorded, or refused unread with SHUTTING_DOWN (the client's error)."""
     slow = [*FAST, "--set", "backend.service_ms={dist: exponential, mean: 200}"]
@@ -257,12 +259,13 @@ async def test_a_stop_signal_under_load_loses_nothing_on_either_side(
     [stopped] = [json.loads(line) for line in logs if '"serve.stopped"' in line]
     assert stopping["signal"] == signum.name
     assert not list(Path(admin["state"]).glob("admin-*.token"))
-    assert (code, proc.returncode) == (0, 0), (
+    assert (code, proc.returncode) == (EXIT_SERVER_STOPPED, 0), (
         err,
         {k: doc[k] for k in ("requests", "lost", "completed", "errors", "client")},
         stopped,
     )
     assert "the server stopped during the load" in err
+    assert (doc["crashes"], doc["hangs"], doc["outage_minutes"]) == (None, None, None)
     assert 300 <= doc["requests"] < 300 * 30 / 2
     assert doc["lost"] == 0
     # Every request the client sent reached the server once: admitted or refused.

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from relay.cli import render
+from relay.cli import progress
 from relay.cli.options import (
     EXIT_THRESHOLD,
     BadInput,
@@ -39,7 +39,8 @@ from relay.scenario.schema import ConfigError
 )
 @click.option("--dask", "dask_address", metavar="ADDRESS", help="Run on a Dask cluster instead.")
 @expect_option
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bar or lines.")
+@progress.interval_option
 def check(
     suite_file: Path,
     junit_path: Path | None,
@@ -48,6 +49,7 @@ def check(
     dask_address: str | None,
     expectations: tuple[str, ...],
     quiet: bool,
+    progress_interval: float,
 ) -> None:
     """Run a suite of cases (replays and hunts held to thresholds) in parallel.
 
@@ -70,15 +72,17 @@ def check(
         if json_path is not None:
             write_json(json_path, doc)
         raise BadInput(str(exc)) from None
-    err = Console(stderr=True)
-    show = not quiet and err.is_terminal
     click.echo(f"suite {suite.name}: {len(suite.runs)} runs on {label}")
+    bar_of = progress.runs(
+        f"check {suite.name}",
+        len(suite.runs),
+        what="runs",
+        quiet=quiet,
+        interval=progress_interval,
+        console=Console(stderr=True),
+    )
     try:
-        with (
-            pools.cancellable(),
-            pool as running,
-            render.sweep_progress(suite.name, len(suite.runs), enabled=show, console=err) as bar,
-        ):
+        with pools.cancellable(), pool as running, bar_of as bar:
             doc = checks.run(
                 suite,
                 running,

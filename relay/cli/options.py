@@ -20,6 +20,9 @@ EXIT_HANG = 3
 EXIT_INVARIANT = 4
 EXIT_INCONCLUSIVE = 5
 EXIT_THRESHOLD = 6  # the run went through, but a threshold (--expect) failed
+# load: the server stopped (or stopped answering) before the load finished, so its
+# own figures over the load (crashes, hangs, outage) are unknown.
+EXIT_SERVER_STOPPED = 7
 
 F = TypeVar("F", bound=Callable[..., Any])
 

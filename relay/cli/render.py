@@ -135,11 +135,9 @@ def summary_table(doc: Mapping[str, Any], console: Console) -> None:
         " / ".join(_num(lat[k]) for k in ("p50", "p90", "p95", "p99", "max")),
     )
     client = doc.get("client")
-    whose = ""
-    if client is not None:  # a load: these are the server's, if it said
-        whose = " (the server's)" if client["server_figures"] else " (unknown: server silent)"
-    head.add_row("crashes / hangs" + whose, f"{doc['crashes']} / {doc['hangs']}")
-    head.add_row("outage minutes" + whose, f"{doc['outage_minutes']:,.1f}")
+    whose = "" if client is None else " (the server's)"  # a load: unknown if it did not say
+    head.add_row("crashes / hangs" + whose, f"{known(doc['crashes'])} / {known(doc['hangs'])}")
+    head.add_row("outage minutes" + whose, known(doc["outage_minutes"], ",.3f"))
     if doc["chip_operations"]:
         head.add_row(
             "chip operations / inconsistent / duplicates applied",
@@ -161,7 +159,8 @@ def summary_table(doc: Mapping[str, Any], console: Console) -> None:
     if doc.get("blocking"):
         console.print(blocking_table(doc["blocking"]))
     if doc["nodes"]:
-        console.print(nodes_table(doc["nodes"]))
+        title = "relay nodes" if client is None else "relay nodes (the server's, over the load)"
+        console.print(nodes_table(doc["nodes"], title))
     if len(doc["days"]) > 1:
         console.print(days_table(doc["days"]))
     if doc["events"]:
@@ -215,12 +214,18 @@ def blocking_table(blocking: dict[str, Any]) -> Table:
     return table
 
 
-def nodes_table(rows: list[dict[str, Any]]) -> Table:
+def known(value: float | None, spec: str = "") -> str:
+    """A figure as the JSON has it (`spec`: the digits it is rounded to), or
+    "unknown" where it is null (a load whose server could not say)."""
+    return "unknown" if value is None else format(value, spec)
+
+
+def nodes_table(rows: list[dict[str, Any]], title: str = "relay nodes") -> Table:
     """One row per relay node: its requests, outcomes, crashes and hangs, and the
     most connections it held at once against its limit."""
     cols = ("requests", "completed", "overflows", "timeouts", "errors", "crashes", "hangs")
     titles = ("requests", "done", "overflow", "timeout", "error", "crash", "hang")
-    nodes = Table(title="relay nodes")
+    nodes = Table(title=title)
     nodes.add_column("node")
     for title in titles:
         nodes.add_column(title, justify="right")
@@ -288,8 +293,8 @@ def days_table(days: list[dict[str, Any]]) -> Table:
             f"{share:.2f}",
             f"{d['timeouts']:,}",
             f"{d['errors']:,}",
-            str(d["crashes"] or ""),
-            str(d["hangs"] or ""),
+            "unknown" if d["crashes"] is None else str(d["crashes"] or ""),
+            "unknown" if d["hangs"] is None else str(d["hangs"] or ""),
         )
     return table
 
@@ -316,7 +321,7 @@ def events_table(events: list[dict[str, Any]], first: dt.date) -> Table:
             e["node"],
             e["kind"],
             e["mechanism"],
-            f"{e['outage_minutes']:.1f}",
+            f"{e['outage_minutes']:,.3f}",
         )
     return table
 
@@ -442,7 +447,7 @@ def sweep_table(doc: dict[str, Any], console: Console) -> None:
                 f"{r['errors']:,}",
                 str(r["crashes"]),
                 str(r["hangs"]),
-                f"{r['outage_minutes']:.1f}",
+                f"{r['outage_minutes']:,.3f}",
                 _num(r["p99_ms"]),
                 _where(r),
             ]
@@ -456,7 +461,13 @@ def sweep_table(doc: dict[str, Any], console: Console) -> None:
         cells.append(r.get("error") or "")
         table.add_row(*cells)
     console.print(table)
-    console.print(
-        f"{doc['points']} points in {doc['wall_seconds']:.1f} s "
+    console.print(sweep_result(doc))
+
+
+def sweep_result(doc: dict[str, Any]) -> str:
+    """A sweep's result in one line: its points, how many failed, how long it took."""
+    failed = f", {doc['failed']} failed" if doc["failed"] else ""
+    return (
+        f"{doc['points']} points{failed} in {doc['wall_seconds']:.1f} s "
         f"({doc['points_per_minute']:.1f} per minute) on {doc['executor']}"
     )

@@ -11,10 +11,8 @@ from typing import Any, Literal
 import click
 from rich.console import Console
 
-from relay.cli import logs, render
+from relay.cli import load_verdict, logs, progress, render
 from relay.cli.options import (
-    EXIT_INVARIANT,
-    EXIT_THRESHOLD,
     BadInput,
     cli,
     config_argument,
@@ -22,11 +20,9 @@ from relay.cli.options import (
     expect_option,
     expectations_of,
     json_option,
-    judge,
     load_config,
     scenario_expectations,
     set_option,
-    write_json,
 )
 
 
@@ -193,7 +189,8 @@ def serve(
 @set_option
 @json_option("Write the summary.")
 @expect_option
-@click.option("--quiet", is_flag=True, help="No progress line, no table.")
+@click.option("--quiet", is_flag=True, help="No progress, no table: the one-line result.")
+@progress.interval_option
 def load(
     config: Path,
     target: str,
@@ -205,10 +202,16 @@ def load(
     json_path: Path | None,
     expectations: tuple[str, ...],
     quiet: bool,
+    progress_interval: float,
 ) -> None:
-    """Send an open-model load to a serving tier; print the replay's summary (engine tcp)."""
+    """Send an open-model load to a serving tier; print the replay's summary (engine tcp).
+
+    SIGINT (Ctrl-C) or SIGTERM stops it: the summary so far is printed and written,
+    and it exits 130 or 143.
+    """
     import trio
 
+    from relay.plan import pools
     from relay.serve import load as loading
 
     if rate is not None and speed is not None:
@@ -216,10 +219,10 @@ def load(
     host, port = _address("--target", target)
     scenario = load_config(config, list(overrides), json_path)
     held_to = scenario_expectations(scenario, "load") + expectations_of(expectations, kind="load")
-    console = Console()
-    with render.load_progress(
-        scenario.name, duration, enabled=not quiet and console.is_terminal, console=console
-    ) as hook:
+    shown = progress.load(
+        scenario.name, duration, quiet=quiet, interval=progress_interval, console=Console()
+    )
+    with shown as hook:
         try:
             doc, record = trio.run(
                 functools.partial(
@@ -232,46 +235,15 @@ def load(
                     speed=speed if rate is None else None,
                     connections=connections,
                     progress=hook,
+                    signals=pools.signalled,
                 )
             )
         except loading.LoadError as exc:
             raise BadInput(str(exc)) from None
     doc["scenario"] = config.stem
-    if not quiet:
-        render.summary_table(doc, render.wide_console())
-    held = judge(doc, held_to)
-    if json_path is not None:
-        write_json(json_path, doc)
-    for warning in (loading.behind(doc), loading.unfaithful(doc)):
-        if warning is not None:
-            click.echo(f"relaysim: warning: {warning}", err=True)
-    if record.error_codes:
-        codes = ", ".join(f"{code} {n:,}" for code, n in sorted(record.error_codes.items()))
-        click.echo(f"relaysim: error frames from the server: {codes}", err=True)
-    if not doc["requests"] and not record.stopped_by_server:
-        click.echo(
-            f"relaysim: warning: no request was due in {duration:g} s; at the server's "
-            f"{record.scale:g}x the day's first requests come slowly: give --rate, a longer "
-            "--duration, or start serve with --speed",
-            err=True,
-        )
-    if record.stopped_by_server:
-        click.echo(
-            f"relaysim: the server stopped during the load: {record.sent:,} requests sent, "
-            "the rest of the schedule was not",
-            err=True,
-        )
-    broken = record.violations
-    if broken:
-        what = ", ".join(f"{kind.replace('_', ' ')} {n:,}" for kind, n in sorted(broken.items()))
-        click.echo(f"relaysim: the server broke the protocol: {what}", err=True)
-    if doc["lost"]:
-        click.echo(f"relaysim: {doc['lost']} requests had no reply", err=True)
-    if doc["lost"] or broken:
-        sys.exit(EXIT_INVARIANT)
-    if not held:
-        click.echo("relaysim: a threshold (--expect) failed", err=True)
-        sys.exit(EXIT_THRESHOLD)
+    load_verdict.finish(
+        doc, record, duration=duration, quiet=quiet, held_to=held_to, json_path=json_path
+    )
 
 
 @cli.command()

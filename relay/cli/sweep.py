@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from relay.cli import render
+from relay.cli import progress, render
 from relay.cli.options import (
     EXIT_INVARIANT,
     EXIT_THRESHOLD,
@@ -41,6 +41,7 @@ from relay.scenario.schema import ConfigError
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Write the rows as CSV.")
 @expect_option
 @quiet_option
+@progress.interval_option
 def sweep(
     sweep_file: Path,
     workers: int | None,
@@ -50,6 +51,7 @@ def sweep(
     csv_path: Path | None,
     expectations: tuple[str, ...],
     quiet: bool,
+    progress_interval: float,
 ) -> None:
     """Run what-if points of a scenario in parallel; one row of figures per point."""
     import csv
@@ -67,14 +69,16 @@ def sweep(
         raise BadInput(str(exc)) from None
     for line in plan.warnings:
         click.echo(f"relaysim: warning: {sweep_file}: {line}", err=True)
-    err = Console(stderr=True)
-    show = not quiet and err.is_terminal
+    bar_of = progress.runs(
+        f"sweep {plan.name}",
+        len(plan.points),
+        what="points",
+        quiet=quiet,
+        interval=progress_interval,
+        console=Console(stderr=True),
+    )
     try:
-        with (
-            pools.cancellable(),
-            pool as running,
-            render.sweep_progress(plan.name, len(plan.points), enabled=show, console=err) as bar,
-        ):
+        with pools.cancellable(), pool as running, bar_of as bar:
             doc = sweeps.run(plan, running, progress=bar, label=label, expect=expectations)
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
@@ -92,6 +96,8 @@ def sweep(
     if not quiet:
         render.sweep_table(doc, render.wide_console())
         render.seeds_table(doc, render.wide_console())
+    else:  # the table's last line alone: what a CI log needs
+        click.echo(render.sweep_result(doc))
     exit_if_cancelled(doc, "points")
     if doc["failed"]:
         click.echo(f"relaysim: {doc['failed']} of {doc['points']} points failed", err=True)

@@ -77,7 +77,9 @@ class NodeRow(Outcomes):
     crashes: int
     hangs: int
     outage_minutes: float
-    peak_connections: int
+    # The most connections held at once: a load's node rows, the server's figures over
+    # the load, have none (the server knows its peak since it started, not the load's).
+    peak_connections: NotRequired[int]
     max_connections: int
     hsm_calls: int
     race_windows: RaceWindows
@@ -98,8 +100,8 @@ class DayRow(Outcomes):
     """One calendar day of a multi-day run."""
 
     date: str
-    crashes: int
-    hangs: int
+    crashes: int | None  # None: a load whose server could not say (as the run's own)
+    hangs: int | None
 
 
 SizeRow = TypedDict(
@@ -173,6 +175,7 @@ class ClientFigures(TypedDict):
     late_ms: float  # the threshold
     latest_send_ms: float  # the worst lateness
     stopped_by_server: bool  # the server stopped during the load (SHUTTING_DOWN)
+    cancelled: str | None  # the signal that cut the load short (SIGINT, SIGTERM), if one did
     server_figures: bool  # crashes, hangs and outage are the server's own (INFO)
     # What the server sent that breaks the protocol, by kind: replies to ids never
     # sent or answered already, bytes that are no frame, an INFO that is no object.
@@ -220,9 +223,10 @@ class Summary(Outcomes):
     lost: int
     relay_overflows: int
     refusals: dict[str, int]
-    crashes: int
-    hangs: int
-    outage_minutes: float
+    # A load's are the server's, or None when it could not say (it stopped first).
+    crashes: int | None
+    hangs: int | None
+    outage_minutes: float | None
     chip_operations: int
     inconsistent: int
     duplicates_applied: int
@@ -231,10 +235,10 @@ class Summary(Outcomes):
     sim_seconds: float
     wall_seconds: float
     violations: list[str]
-    events: list[OutageRow]
+    events: list[OutageRow] | None  # None: a load whose server could not say
     blocking: Blocking | None
     backend: BackendFigures | None
-    nodes: list[NodeRow]
+    nodes: list[NodeRow] | None  # None: a load whose server could not say
     days: list[DayRow]
     timeline: list[Bucket]
     client: ClientFigures | None  # engine tcp (`relaysim load`); None for a replay
@@ -370,7 +374,7 @@ def events(nodes: Sequence[Node], end: float) -> list[OutageRow]:
     return sorted(rows, key=lambda r: (r["t"], r["node"]))
 
 
-def _days(timeline: list[Bucket], rows: list[OutageRow], first: dt.date) -> list[DayRow]:
+def by_day(timeline: list[Bucket], rows: list[OutageRow], first: dt.date) -> list[DayRow]:
     """Per calendar day: outcomes of the requests that arrived that day, and the
     crashes and hangs that began on it."""
     out: dict[int, DayRow] = {}
@@ -400,10 +404,30 @@ def _days(timeline: list[Bucket], rows: list[OutageRow], first: dt.date) -> list
     for e in rows:
         d = day(int(e["t"] // 86_400))
         if e["kind"] == "crash":
-            d["crashes"] += 1
+            d["crashes"] = (d["crashes"] or 0) + 1
         else:
-            d["hangs"] += 1
+            d["hangs"] = (d["hangs"] or 0) + 1
     return [out[i] for i in sorted(out)]
+
+
+def node_row(n: Node, ledger: Ledger, end: float) -> NodeRow:
+    """Node `n`'s figures at `end`: its requests and outcomes in `ledger`, its
+    outages, its peak of connections and its race windows (a summary's row, and
+    what serve's INFO answer says of each node)."""
+    return {
+        "name": n.name,
+        **_outcomes(ledger.nodes.get(n.number, Tally())),
+        "crashes": sum(1 for o in n.outages if o.kind == "crash"),
+        "hangs": sum(1 for o in n.outages if o.kind == "hang"),
+        "outage_minutes": round(sum(o.minutes(end) for o in n.outages), 3),
+        "peak_connections": n.peak,
+        "max_connections": n.max_connections,
+        "hsm_calls": n.hsm.calls,
+        "race_windows": {
+            "same_tick_resets": n.timer.same_tick_resets,
+            "probe_collisions": n.probe_collisions,
+        },
+    }
 
 
 def build(
@@ -440,33 +464,10 @@ def build(
         timeline.append(
             {"t": int(b * BUCKET_S), **_outcomes(tally), "p50_ms": _ms(p50), "p99_ms": _ms(p99)}
         )
-    node_rows: list[NodeRow] = []
-    crashes_total = hangs_total = 0
-    outage_total = 0.0
-    for n in nodes:
-        tally = ledger.nodes.get(n.number, Tally())
-        crashes = sum(1 for o in n.outages if o.kind == "crash")
-        hangs = sum(1 for o in n.outages if o.kind == "hang")
-        outage = sum(o.minutes(sim_end) for o in n.outages)
-        crashes_total += crashes
-        hangs_total += hangs
-        outage_total += outage
-        node_rows.append(
-            {
-                "name": n.name,
-                **_outcomes(tally),
-                "crashes": crashes,
-                "hangs": hangs,
-                "outage_minutes": round(outage, 3),
-                "peak_connections": n.peak,
-                "max_connections": n.max_connections,
-                "hsm_calls": n.hsm.calls,
-                "race_windows": {
-                    "same_tick_resets": n.timer.same_tick_resets,
-                    "probe_collisions": n.probe_collisions,
-                },
-            }
-        )
+    node_rows = [node_row(n, ledger, sim_end) for n in nodes]
+    crashes_total = sum(r["crashes"] for r in node_rows)
+    hangs_total = sum(r["hangs"] for r in node_rows)
+    outage_total = sum(o.minutes(sim_end) for n in nodes for o in n.outages)
     lost = len(ledger.still_open)
     outages = events(nodes, sim_end)
     return {
@@ -499,6 +500,6 @@ def build(
         "operators": [{"t": a.at, "action": a.action, "node": a.node} for a in actions],
         "expectations": [],
         "nodes": node_rows,
-        "days": _days(timeline, outages, date),
+        "days": by_day(timeline, outages, date),
         "timeline": timeline,
     }

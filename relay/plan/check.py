@@ -267,7 +267,8 @@ def run_one(run: Run) -> dict[str, Any]:
     return row
 
 
-Progress = Callable[[int, int, int], None]  # (done, failed, total)
+# (done, failed, total): after each result, and on each wait for one (POLL_S)
+Progress = Callable[[int, int, int], None]
 
 
 def _errored(run: Run, error: str) -> dict[str, Any]:
@@ -294,18 +295,22 @@ def run(
     rows: list[dict[str, Any] | None] = [None] * len(futures)
     failed = 0
 
+    def report() -> None:
+        if progress is not None:
+            progress(sum(r is not None for r in rows), failed, len(futures))
+
     def add(i: int, row: dict[str, Any]) -> None:
         nonlocal failed
         rows[i] = row
         failed += not row["passed"]
         if on_row is not None:
             on_row(row)
-        if progress is not None:
-            progress(sum(r is not None for r in rows), failed, len(futures))
+        report()
 
     cut: str | None = None
     try:
-        for i, row in pools.harvest(executor, futures):
+        # `report` on every wait too, as sweeps do: a line off a terminal on time.
+        for i, row in pools.harvest(executor, futures, report):
             if isinstance(row, Exception):
                 row = _errored(suite.runs[i], f"worker: {type(row).__name__}: {row}")
             add(i, row)

@@ -7,7 +7,8 @@ write what they have, and exit with the signal's code. The signal handler only
 notes the signal (`cancellable`); the loops that wait on workers (`harvest`) or
 run worlds (`checkpoint`) look at it between results, so nothing is interrupted
 halfway through writing a row, and the first signal undoes the handlers: a second
-one acts at once, as it would have without us.
+one acts at once, as it would have without us. `load` runs under trio, which takes
+the signals itself: `signalled` hands them to the run as they come.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import concurrent.futures as cf
 import multiprocessing
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 from typing import TypeVar
@@ -91,6 +92,16 @@ def cancellable() -> Iterator[None]:
         _received.clear()  # the run that was cancelled has said so: the next starts afresh
 
 
+async def signalled(stop: Callable[[str], None]) -> None:
+    """Inside a trio run: call `stop` with each SIGTERM's or SIGINT's name as it
+    arrives, instead of trio raising KeyboardInterrupt or the process ending."""
+    import trio  # deferred: the runs of many need no trio
+
+    with trio.open_signal_receiver(*SIGNALS) as received:
+        async for signum in received:
+            stop(signal.Signals(signum).name)
+
+
 def cancelled() -> Cancelled | None:
     """The signal that cancelled the run, if one has."""
     return Cancelled(_received[0]) if _received else None
@@ -103,14 +114,19 @@ def checkpoint() -> None:
 
 
 def harvest(
-    executor: cf.Executor, futures: Mapping[cf.Future[R], K]
+    executor: cf.Executor,
+    futures: Mapping[cf.Future[R], K],
+    tick: Callable[[], None] | None = None,
 ) -> Iterator[tuple[K, R | Exception]]:
     """Each future's key and its result (or the exception its worker died of), as
-    they complete. When the run is cancelled it stops every worker (`halt`) and
-    raises Cancelled; the caller still has what came before."""
+    they complete; `tick` is called after each wait (at least every POLL_S), so a
+    progress line can come while no result does. When the run is cancelled it stops
+    every worker (`halt`) and raises Cancelled; the caller still has what came before."""
     pending = set(futures)
     while pending:
         done, pending = cf.wait(pending, timeout=POLL_S, return_when=cf.FIRST_COMPLETED)
+        if tick is not None:
+            tick()
         for future in done:
             try:
                 yield futures[future], future.result()

@@ -105,9 +105,9 @@ def _replay_section(name: str, doc: dict[str, Any]) -> list[str]:
         ("timeouts", f"{doc['timeouts']:,}"),
         ("errors", f"{doc['errors']:,}"),
         ("lost", f"{doc['lost']:,}"),
-        ("crashes", f"{doc['crashes']:,}"),
-        ("hangs", f"{doc['hangs']:,}"),
-        ("outage minutes", f"{doc['outage_minutes']:,.1f}"),
+        ("crashes", _known(doc["crashes"], ",")),
+        ("hangs", _known(doc["hangs"], ",")),
+        ("outage minutes", _known(doc["outage_minutes"], ",.3f")),
         ("chip operations", f"{doc.get('chip_operations', 0):,}"),
         ("inconsistent (card reissued)", f"{doc.get('inconsistent', 0):,}"),
         ("duplicates applied", f"{doc.get('duplicates_applied', 0):,}"),
@@ -170,9 +170,11 @@ def _replay_section(name: str, doc: dict[str, Any]) -> list[str]:
             for n in doc["nodes"]
         ]
         out.append(_table([*header, "outage min"], per_node))
-    events = doc.get("events") or []
+    events = doc.get("events")
     if events:
         out.append(_img(_outages(events, doc, start), "outage timeline: crashes and hangs"))
+    elif events is None:  # a load whose server could not be asked at the end
+        out.append("<p>Crashes and hangs unknown: the server did not say.</p>")
     else:
         out.append("<p>No crash or hang during the run.</p>")
     return out
@@ -488,3 +490,9 @@ def _e(value: Any) -> str:
 
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:,.1f}"
+
+
+def _known(x: float | None, spec: str) -> str:
+    """A figure as the summary has it, or "unknown" where it is null (a load whose
+    server could not say)."""
+    return "unknown" if x is None else format(x, spec)

@@ -289,7 +289,8 @@ def run_point(
     return row
 
 
-Progress = Callable[[int, int, int], None]  # (done, failed, total)
+# (done, failed, total): after each result, and on each wait for one (POLL_S)
+Progress = Callable[[int, int, int], None]
 
 
 def run(
@@ -318,6 +319,10 @@ def run(
     rows: list[dict[str, Any]] = []
     failed = 0
 
+    def report() -> None:
+        if progress:
+            progress(len(rows), failed, len(futures))
+
     def add(point: Point, figures: dict[str, Any]) -> None:
         nonlocal failed
         row = {"point": point.index, "label": point.label, "values": point.values, **figures}
@@ -327,13 +332,14 @@ def run(
             row["goal_met"] = sweep.spec.goal.met(row)
         failed += row["error"] is not None
         rows.append(row)
-        if progress:
-            progress(len(rows), failed, len(futures))
+        report()
 
     cut: str | None = None
     left = set(futures.values())  # the points without a row yet
     try:
-        for i, figures in pools.harvest(executor, futures):
+        # `report` on every wait too: off a terminal its line comes on time (every
+        # 10 s), not only when a point ends.
+        for i, figures in pools.harvest(executor, futures, report):
             if isinstance(figures, Exception):
                 figures = {"error": f"worker: {type(figures).__name__}: {figures}"}
             left.discard(i)

@@ -16,7 +16,8 @@ Each request is recorded in a client-side `Ledger` in the scenario's time (opene
 when sent, closed by its reply), so the summary is the replay's document
 (`relaysim.summary/3`, engine `tcp`) and compares with a replay's: requests without
 a reply when the run ends are `lost`. Overflow replies carry their reason; the
-server's own figures (design, crashes, hangs, outage) come from its INFO answers.
+server's own figures (design, outages, nodes) come from its INFO answers
+(`relay.serve.figures`).
 Latency percentiles come from an HDR histogram (microseconds, 3 significant
 digits). Request ids start at 1 (the protocol's 0 means "no particular request").
 
@@ -27,6 +28,11 @@ notice (the server is stopping) and nothing more is sent there, while replies ow
 still arrive; a request that crossed the notice comes back refused with its id,
 booked as that request's error. Once every connection is shutting down the load
 stops (`stopped_by_server`): later requests of the schedule are never sent.
+
+A signal (`run`'s `signals`: the CLI's SIGINT and SIGTERM) stops the sending
+between two requests; what is owed is still awaited up to the drain, the server
+asked for its figures, and the summary is the partial run's. A second signal stops
+the waiting too.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, cast
 
@@ -56,6 +62,7 @@ from relay.core.rng import Streams
 from relay.net import REAL, Network
 from relay.scenario.build import tier_params
 from relay.scenario.schema import Scenario
+from relay.serve import figures
 from relay.serve.clock import ScenarioClock
 from relay.serve.protocol import (
     OUTCOME_OF,
@@ -112,6 +119,14 @@ class LoadRun:
     stopped_by_server: bool = False  # every connection got SHUTTING_DOWN
     refusal: str | None = None  # the server's words refusing a connection (BUSY), if any
     round_trips: list[float] = field(default_factory=list)  # INFO exchanges, real seconds
+    # Trio's clock half-way through each of them: about when the server answered
+    # (where its clock meets the load's).
+    heard_at: list[float] = field(default_factory=list)
+    silent_at_end: bool = False  # the server could not be asked for its figures at the end
+    cancelled: str | None = None  # the signal that cut the load short, if one did
+    send_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    end_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    in_send: bool = False  # a frame is being written: a first signal waits for it
     late: int = 0  # sent more than LATE_S after their schedule
     latest: float = 0.0  # the worst lateness, seconds
     # INFO answers, in order (for one that is not the server's, what is wrong with it)
@@ -150,6 +165,18 @@ class LoadRun:
                 self._later(now + self.step(), req.cs, req.attempt, key, left - 1, link)
         elif self.counters.retries(outcome.value, req.attempt):
             self._later(now + self.think(), req.cs, req.attempt + 1, self.key(), left)
+
+    def interrupt(self, name: str) -> None:
+        """Signal `name` arrived: the first stops the sending (between two frames: a
+        frame cut in half would garble the connection for the last INFO); a second
+        stops waiting for replies and for the server's figures too."""
+        if self.cancelled is None:
+            self.cancelled = name
+            if not self.in_send:
+                self.send_scope.cancel()
+            return
+        self.send_scope.cancel()
+        self.end_scope.cancel()
 
     def key(self) -> bytes:
         """A new operation's idempotency key (from the seed: a run repeats)."""
@@ -257,11 +284,14 @@ async def run(
     progress: Callable[[LoadRun, float], None] | None = None,
     network: Network = REAL,
     arrivals: Sequence[tuple[float, int]] | None = None,
+    signals: Callable[[Callable[[str], None]], Awaitable[None]] | None = None,
 ) -> tuple[summary.Summary, LoadRun]:
     """Run the load against `host`:`port` on `network`; the summary document and the
     live record. `arrivals`: the first attempts' (seconds from the start, CS), in
     time order, instead of the scenario's day or a rate (a hunt's drawn world); the
-    counter users retry and send their operations' next messages as the day's do."""
+    counter users retry and send their operations' next messages as the day's do.
+    `signals`: a task given `LoadRun.interrupt`, which it calls with a signal's name
+    as each arrives (`relay.plan.pools.signalled`)."""
     wall0 = time.perf_counter()
     state = LoadRun()
     links: list[_Link] = []
@@ -270,6 +300,8 @@ async def run(
         for _ in range(connections):
             links.append(_Link(await target.connect()))
         async with trio.open_nursery() as nursery:
+            if signals is not None:
+                nursery.start_soon(signals, state.interrupt)
             for link in links:
                 nursery.start_soon(_receive, link, links, state)
             first = await _ask(links, state, target)
@@ -286,18 +318,25 @@ async def run(
                 if arrivals is not None
                 else schedule(scenario, duration=duration, rate=rate, speed=speed)
             )
-            await sender.send(plan, messages, drain)
-            if not state.stopped_by_server:
-                # An open model runs for its duration, whether or not anything was due.
-                await trio.sleep_until(start + duration)
+            with state.send_scope:  # a signal ends the sending here
+                await sender.send(plan, messages, drain)
+                if not state.stopped_by_server and state.cancelled is None:
+                    # An open model runs for its duration, whether or not anything was due.
+                    await trio.sleep_until(start + duration)
             # Load has stopped: wait for the answers still due, up to `drain`.
             state.sending_done = True
             if not state.pending or not any(link.open for link in links):
                 state.all_answered.set()
-            with trio.move_on_after(drain):
-                await state.all_answered.wait()
-            end = state.scenario_time(trio.current_time())
-            last = await _ask(links, state, target) if first is not None else None
+            drained: float | None = None
+            last: dict[str, Any] | None = None
+            with state.end_scope:  # a second signal: the summary now, without them
+                with trio.move_on_after(drain):
+                    await state.all_answered.wait()
+                drained = trio.current_time()
+                last = await _ask(links, state, target) if first is not None else None
+            end = state.scenario_time(trio.current_time() if drained is None else drained)
+            # Not asked (a second signal) is not silent: the cancel says why.
+            state.silent_at_end = last is None and not state.end_scope.cancel_called
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:  # a nursery's one failure, as itself
         raise unwrap_group(group) from None
@@ -407,6 +446,8 @@ class _Sender:
                 state.late += 1
                 state.latest = max(state.latest, late)
             await self._one(usable, step)
+            if state.cancelled is not None:
+                return  # a signal came while the frame was written
 
     async def _one(self, link: _Link, step: Next) -> None:
         """Send one message on `link`, booked in the ledger first (the reply may be
@@ -420,6 +461,7 @@ class _Sender:
         state.last_id = rid
         state.sending[rid] = (step.key, step.left)
         state.sent += again is None
+        state.in_send = True
         try:
             await link.stream.send_all(frame.encode())
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -429,6 +471,8 @@ class _Sender:
                 state.errors += 1
                 state.ledger.close(req, Outcome.ERROR, state.scenario_time(trio.current_time()))
                 state.answered += 1
+        finally:
+            state.in_send = False
 
 
 def _document(
@@ -455,12 +499,10 @@ def _document(
         sim_end=end,
         wall_seconds=wall,
     )
-    before, after = _figures(first), _figures(last)
-    if before is not None and after is not None:
-        # The server's own figures over the load (the client cannot know them).
-        doc["crashes"] = int(after[0] - before[0])
-        doc["hangs"] = int(after[1] - before[1])
-        doc["outage_minutes"] = round(after[2] - before[2], 3)
+    # The server's own figures over the load (the client cannot know them), its
+    # clock put on the load's where the first INFO exchange met it.
+    shift = state.scenario_time(state.heard_at[0]) if state.heard_at else state.base
+    known = figures.put(doc, first, last, shift)
     quickest = min(state.round_trips) if state.round_trips else None
     doc["client"] = {
         "error_frames": dict(sorted(state.error_codes.items())),
@@ -469,7 +511,8 @@ def _document(
         "late_ms": LATE_S * 1000,
         "latest_send_ms": round(state.latest * 1000, 3),
         "stopped_by_server": state.stopped_by_server,
-        "server_figures": before is not None and after is not None,
+        "cancelled": state.cancelled,
+        "server_figures": known,
         "protocol_violations": dict(sorted(state.violations.items())),
         "speed": state.scale,
         "round_trip_ms": None if quickest is None else round(quickest * 1000, 3),
@@ -565,16 +608,6 @@ def _server_clock(info: dict[str, Any] | str | None) -> float:
     return 0.0
 
 
-def _figures(info: dict[str, Any] | None) -> tuple[float, float, float] | None:
-    """(crashes, hangs, outage minutes) from a server's INFO answer, if it has them."""
-    if info is None:
-        return None
-    try:
-        return float(info["crashes"]), float(info["hangs"]), float(info["outage_minutes"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 async def _ask(links: list[_Link], state: LoadRun, target: Target) -> dict[str, Any] | None:
     """The server's INFO answer (who it is, its own figures), on an open connection
     (the next one, if the server closes the one asked); None if none is open.
@@ -594,7 +627,9 @@ async def _ask(links: list[_Link], state: LoadRun, target: Target) -> dict[str, 
                 await state.info_came.wait()
                 state.info_came = trio.Event()
         if len(state.infos) > asked:
-            state.round_trips.append(trio.current_time() - sent)
+            now = trio.current_time()
+            state.round_trips.append(now - sent)
+            state.heard_at.append((sent + now) / 2)
             break
         if link.open:
             break  # a connection that stays silent: no other will do better
@@ -747,7 +782,7 @@ def _info(body: bytes) -> dict[str, Any] | str:
         if not number or not math.isfinite(value) or value < 0 or (speed and value == 0):
             least = "positive" if speed else ">= 0"
             return f"answer's {name} is {value!r}, not a finite number {least}"
-    return info
+    return figures.malformed(info) or info
 
 
 def _code_name(status: int) -> str:

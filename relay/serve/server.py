@@ -696,9 +696,10 @@ class RelayServer:
         design and switches, and its own figures so far, which a client cannot
         know: outcomes, why overflows were refused, crashes, hangs and outage (`t`,
         `end`: seconds since the server started; `scenario_time`, `scenario_end`:
-        the scenario's time of day); its clock now, named (`ScenarioClock`); and
-        what it holds: operations between messages (by municipality), the CS
-        connections held, input refused by code."""
+        the scenario's time of day), each node's figures (a summary's node rows);
+        its clock now, named (`ScenarioClock`); and what it holds: operations
+        between messages (by municipality), the CS connections held, input refused
+        by code."""
         tier, now, clock = self.tier, trio.current_time(), self.clock
         ledger = tier.ledger
         rows: list[dict[str, Any]] = []
@@ -737,6 +738,7 @@ class RelayServer:
             "hangs": sum(r["kind"] == "hang" for r in rows),
             "outage_minutes": round(sum(r["outage_minutes"] for r in rows), 3),
             "events": rows,
+            "nodes": [summary.node_row(n, ledger, now) for n in tier.nodes],
         }
 
     def _failed(self, frame: Frame, exc: Exception) -> Frame:

@@ -192,7 +192,7 @@ async def test_a_hung_worker_fails_at_the_deadline_and_the_lane_recovers(
         ]
         # Refused at once while it is replaced: the replacement runs on real
         # processes, so it may be anywhere from stuck to starting again by now.
-        with pytest.raises(HsmUnavailable, match="HSM lane (stuck|restarting|starting)"):
+        with pytest.raises(HsmUnavailable, match=r"HSM lane (stuck|restarting|starting)"):
             await hsm.sign(b"while the worker is replaced")
         await within_real(30, hsm.wait_ready)
         assert await hsm.verify(b"again", await hsm.sign(b"again"))

@@ -14,14 +14,15 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
+from typing import Final
 
 from relay.core.request import Outcome, Request
 from relay.core.sketch import Sketch
 
-BUCKET_S = 300.0
+BUCKET_S: Final = 300.0
 OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
-_SLOT = {o: i for i, o in enumerate(OUTCOMES, 1)}  # an outcome's slot in Tally.counts
-_COMPLETED = _SLOT[Outcome.COMPLETED]
+_SLOT: Final = {o: i for i, o in enumerate(OUTCOMES, 1)}  # an outcome's slot in Tally.counts
+_COMPLETED: Final = _SLOT[Outcome.COMPLETED]
 
 
 class Tally:

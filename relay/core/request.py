@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from array import array
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class Outcome(enum.StrEnum):
@@ -42,7 +42,7 @@ class Phase(enum.Enum):
     __hash__ = object.__hash__
 
 
-_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+_TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
     Phase.RECEIVED: frozenset({Phase.ALLOCATED, Phase.FAILED}),
     Phase.ALLOCATED: frozenset({Phase.HSM_PENDING, Phase.FAILED}),
     Phase.HSM_PENDING: frozenset({Phase.FORWARDED, Phase.FAILED}),
@@ -64,7 +64,7 @@ class LatencySink(Protocol):
     def append(self, seconds: float, /) -> None: ...
 
 
-_NO_LATENCIES: array[float] = array("d")
+_NO_LATENCIES: Final[array[float]] = array("d")
 
 
 class Request:

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from relay.core import agenda
 from relay.core.design import Design, preset
 from relay.core.dispatcher import Dispatcher, Refused
 from relay.core.hsm import HsmQueue
@@ -79,6 +80,34 @@ def test_hsm_lane_is_first_come_first_served() -> None:
     assert lane.submit(21.0) == math.inf
     lane.restart(22.0)
     assert lane.submit(22.0) == 22.5
+
+
+def test_the_agendas_heap_pops_waits_by_instant_then_by_when_they_began() -> None:
+    """The agenda's own heap gives its waits in (instant, sequence) order, ties
+    and pushes between pops included: the order both engines follow."""
+    rng = random.Random(7)
+    waits = [
+        agenda._Due(rng.choice([1.0, 2.0, rng.random() * 3]), seq, None, agenda._DONE, None, 0)
+        for seq in range(3000)
+    ]
+    rng.shuffle(waits)
+    heap: list[agenda._Due] = []
+    popped: list[agenda._Due] = []
+    for i, wait in enumerate(waits):
+        agenda._push(heap, wait)
+        if i % 3 == 2:
+            popped.append(agenda._pop(heap))
+    while heap:
+        popped.append(agenda._pop(heap))
+    pending: list[tuple[float, int]] = []
+    expected: list[tuple[float, int]] = []
+    for i, wait in enumerate(waits):
+        pending.append((wait.at, wait.seq))
+        if i % 3 == 2:
+            pending.sort()
+            expected.append(pending.pop(0))
+    expected += sorted(pending)
+    assert [(w.at, w.seq) for w in popped] == expected
 
 
 def test_monitor_collision_matches_brute_force() -> None:

@@ -446,7 +446,7 @@ class RelayTier:
                 break
             # The counter's own steps before the operation's next message (the
             # resident, the card): the connection stays open meanwhile.
-            think.deadline = _FOREVER if client else now + self._between()
+            think.deadline = _FOREVER if client else now + self._between.draw()
             result, now = yield think
             if result is _ABANDONED:
                 break  # the client's next message never came
@@ -504,10 +504,10 @@ class RelayTier:
             # same key until it is confirmed.
             if not self.design.resend_chip_operations or req.attempt >= self._max_resends:
                 return None
-            return Retry(now + self._think(), req.cs, req.attempt + 1, req.key, True, left)
+            return Retry(now + self._think.draw(), req.cs, req.attempt + 1, req.key, True, left)
         if not self._counters.retries(outcome.value, req.attempt):
             return None
-        return Retry(now + self._think(), req.cs, req.attempt + 1, messages=left)
+        return Retry(now + self._think.draw(), req.cs, req.attempt + 1, messages=left)
 
     # -- operators ----------------------------------------------------------------
 

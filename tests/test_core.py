@@ -70,6 +70,20 @@ def test_timer_reset_in_expiry_tick_is_the_race_window() -> None:
     assert (t.same_tick_resets, t.pending) == (2, 1)
 
 
+@pytest.mark.parametrize("resolution", [0.015625, 0.01, 0.0153])
+def test_timer_judges_the_expiry_tick_by_floor_division(resolution: float) -> None:
+    """`reset` agrees with comparing the two floor divisions for every reset near
+    and far from the expiry (its shortcut for far ones changes no answer)."""
+    rng = random.Random(3)
+    for _ in range(20_000):
+        start = rng.uniform(0.0, 6e6)
+        expiry = start + 19.0
+        now = expiry - rng.choice([rng.uniform(0.0, 10 * resolution), rng.uniform(0.0, 19.0)])
+        timer = OsTimer(timeout=19.0, resolution=resolution)
+        timer.reset(now, expiry, scoped=True)
+        assert timer.same_tick_resets == (now // resolution == expiry // resolution)
+
+
 def test_hsm_lane_is_first_come_first_served() -> None:
     """Calls queue behind each other; a stuck lane never answers."""
     lane = HsmQueue(lambda: 0.5)

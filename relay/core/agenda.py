@@ -78,9 +78,10 @@ class _Due:
     """One wait in the agenda: due `at`, begun `seq`-th; a flow's `waiter` wakes with
     `result` (its node: `number`), or a counter user's `retry` (no waiter) arrives.
 
-    Ordered by (at, seq) itself: compiled, comparing two of these is a comparison of
-    two doubles, where a heap of tuples compared element by element through Python
-    objects (a sixth of a whole day's instructions)."""
+    Ordered by (at, seq) (`__lt__`; the agenda's heap compares the two fields
+    itself): compiled, comparing two of these is a comparison of two doubles, where
+    a heap of tuples compared element by element through Python objects (a sixth of
+    a whole day's instructions)."""
 
     __slots__ = ("at", "number", "result", "retry", "seq", "waiter")
 

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from relay.core import agenda
 from relay.core.design import Design, preset
 from relay.core.dispatcher import Dispatcher, Refused
 from relay.core.hsm import HsmQueue
@@ -69,6 +70,20 @@ def test_timer_reset_in_expiry_tick_is_the_race_window() -> None:
     assert (t.same_tick_resets, t.pending) == (2, 1)
 
 
+@pytest.mark.parametrize("resolution", [0.015625, 0.01, 0.0153])
+def test_timer_judges_the_expiry_tick_by_floor_division(resolution: float) -> None:
+    """`reset` agrees with comparing the two floor divisions for every reset near
+    and far from the expiry (its shortcut for far ones changes no answer)."""
+    rng = random.Random(3)
+    for _ in range(20_000):
+        start = rng.uniform(0.0, 6e6)
+        expiry = start + 19.0
+        now = expiry - rng.choice([rng.uniform(0.0, 10 * resolution), rng.uniform(0.0, 19.0)])
+        timer = OsTimer(timeout=19.0, resolution=resolution)
+        timer.reset(now, expiry, scoped=True)
+        assert timer.same_tick_resets == (now // resolution == expiry // resolution)
+
+
 def test_hsm_lane_is_first_come_first_served() -> None:
     """Calls queue behind each other; a stuck lane never answers."""
     lane = HsmQueue(lambda: 0.5)
@@ -79,6 +94,34 @@ def test_hsm_lane_is_first_come_first_served() -> None:
     assert lane.submit(21.0) == math.inf
     lane.restart(22.0)
     assert lane.submit(22.0) == 22.5
+
+
+def test_the_agendas_heap_pops_waits_by_instant_then_by_when_they_began() -> None:
+    """The agenda's own heap gives its waits in (instant, sequence) order, ties
+    and pushes between pops included: the order both engines follow."""
+    rng = random.Random(7)
+    waits = [
+        agenda._Due(rng.choice([1.0, 2.0, rng.random() * 3]), seq, None, agenda._DONE, None, 0)
+        for seq in range(3000)
+    ]
+    rng.shuffle(waits)
+    heap: list[agenda._Due] = []
+    popped: list[agenda._Due] = []
+    for i, wait in enumerate(waits):
+        agenda._push(heap, wait)
+        if i % 3 == 2:
+            popped.append(agenda._pop(heap))
+    while heap:
+        popped.append(agenda._pop(heap))
+    pending: list[tuple[float, int]] = []
+    expected: list[tuple[float, int]] = []
+    for i, wait in enumerate(waits):
+        pending.append((wait.at, wait.seq))
+        if i % 3 == 2:
+            pending.sort()
+            expected.append(pending.pop(0))
+    expected += sorted(pending)
+    assert [(w.at, w.seq) for w in popped] == expected
 
 
 def test_monitor_collision_matches_brute_force() -> None:

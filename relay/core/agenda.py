@@ -37,10 +37,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from heapq import heappop, heappush
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from relay.core.events import Event, in_order
 from relay.core.tier import Effect, RelayTier, Result, Retry
+
+if TYPE_CHECKING:
+    # mypyc's native 64-bit integer, for the heap's indices (plain int when run
+    # interpreted: annotations are never evaluated).
+    from mypy_extensions import i64
 
 _DONE: Final = Result.DONE
 _UNANSWERED: Final = Result.UNANSWERED
@@ -73,9 +78,10 @@ class _Due:
     """One wait in the agenda: due `at`, begun `seq`-th; a flow's `waiter` wakes with
     `result` (its node: `number`), or a counter user's `retry` (no waiter) arrives.
 
-    Ordered by (at, seq) itself: compiled, comparing two of these is a comparison of
-    two doubles, where a heap of tuples compared element by element through Python
-    objects (a sixth of a whole day's instructions)."""
+    Ordered by (at, seq) (`__lt__`; the agenda's heap compares the two fields
+    itself): compiled, comparing two of these is a comparison of two doubles, where
+    a heap of tuples compared element by element through Python objects (a sixth of
+    a whole day's instructions)."""
 
     __slots__ = ("at", "number", "result", "retry", "seq", "waiter")
 
@@ -97,6 +103,66 @@ class _Due:
 
     def __lt__(self, other: _Due) -> bool:
         return self.at < other.at or (self.at == other.at and self.seq < other.seq)
+
+
+# The heap of waits, in compiled code: `heapq`'s algorithm on `_Due`s, each
+# comparison two native doubles (and a native int on a tie) read from the objects,
+# where `heapq` asks Python's rich comparison for each (and the module's dict for
+# `heappush` itself, on every call). Any heap pops these in the same order: (at,
+# seq) is a total order, seq being unique.
+
+
+def _push(heap: list[_Due], item: _Due) -> None:
+    """Add `item` to `heap`."""
+    heap.append(item)
+    _sift_down(heap, 0, len(heap) - 1)
+
+
+def _pop(heap: list[_Due]) -> _Due:
+    """Remove and return the earliest of `heap` (not empty)."""
+    last = heap.pop()
+    if not heap:
+        return last
+    first = heap[0]
+    heap[0] = last
+    _sift_up(heap, 0)
+    return first
+
+
+def _sift_down(heap: list[_Due], start: i64, pos: i64) -> None:
+    # heapq's _siftdown: move heap[pos] up towards `start` while it is earlier than
+    # its parent.
+    item = heap[pos]
+    at, seq = item.at, item.seq
+    while pos > start:
+        parentpos = (pos - 1) >> 1
+        parent = heap[parentpos]
+        if at < parent.at or (at == parent.at and seq < parent.seq):
+            heap[pos] = parent
+            pos = parentpos
+            continue
+        break
+    heap[pos] = item
+
+
+def _sift_up(heap: list[_Due], pos: i64) -> None:
+    # heapq's _siftup: move the smaller child up until a leaf, then put heap[pos]'s
+    # item there and sift it down (fewer comparisons than stopping early).
+    end: i64 = len(heap)
+    start = pos
+    item = heap[pos]
+    child = 2 * pos + 1
+    while child < end:
+        right = child + 1
+        if right < end:
+            a, b = heap[child], heap[right]
+            if not (a.at < b.at or (a.at == b.at and a.seq < b.seq)):
+                child = right
+        heap[pos] = heap[child]
+        pos = child
+        child = 2 * pos + 1
+    heap[pos] = item
+    _sift_down(heap, start, pos)
 
 
 class Agenda:
@@ -184,7 +250,7 @@ class Agenda:
                 return CHECK
             self.now = t
             if heap and heap[0].at == t:
-                due = heappop(heap)
+                due = _pop(heap)
                 if stale and due.seq in stale:
                     stale.discard(due.seq)
                     continue
@@ -211,7 +277,7 @@ class Agenda:
         the run is over), without taking it."""
         heap, stale = self._heap, self._stale
         while heap and stale and heap[0].seq in stale:
-            stale.discard(heappop(heap).seq)
+            stale.discard(_pop(heap).seq)
         t_arrival = self._t_arrival
         if heap and heap[0].at <= t_arrival:
             t = heap[0].at
@@ -247,9 +313,9 @@ class Agenda:
         deadline, number = effect.deadline, effect.node.number
         self._seq += 1
         if finish <= deadline:
-            heappush(self._heap, _Due(finish, self._seq, waiter, _DONE, None, number))
+            _push(self._heap, _Due(finish, self._seq, waiter, _DONE, None, number))
         else:
-            heappush(self._heap, _Due(deadline, self._seq, waiter, _UNANSWERED, None, number))
+            _push(self._heap, _Due(deadline, self._seq, waiter, _UNANSWERED, None, number))
         return self._seq
 
     def answer(self, seq: int, waiter: object, number: int, now: float, result: Result) -> None:
@@ -257,7 +323,7 @@ class Agenda:
         `result`: its service answered before its deadline."""
         self._stale.add(seq)
         self._seq += 1
-        heappush(self._heap, _Due(now, self._seq, waiter, result, None, number))
+        _push(self._heap, _Due(now, self._seq, waiter, result, None, number))
 
     def ended(self, retry: Retry | None) -> None:
         """A flow ended; the counter user tries again at `retry.at`, if at all."""
@@ -265,7 +331,7 @@ class Agenda:
             if retry.at > self.horizon:
                 self.horizon = retry.at
             self._seq += 1
-            heappush(self._heap, _Due(retry.at, self._seq, None, _DONE, retry, 0))
+            _push(self._heap, _Due(retry.at, self._seq, None, _DONE, retry, 0))
 
     def settle(self) -> None:
         """Take in what the last step changed: the actions the model scheduled
@@ -292,9 +358,7 @@ class Agenda:
         for due in moved:
             self._stale.add(due.seq)
             self._seq += 1
-            heappush(
-                self._heap, _Due(self.now, self._seq, due.waiter, _UNANSWERED, None, due.number)
-            )
+            _push(self._heap, _Due(self.now, self._seq, due.waiter, _UNANSWERED, None, due.number))
 
     @property
     def pending(self) -> bool:

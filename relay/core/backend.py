@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import math
 
-from relay.core.rng import Sampler
+from relay.core.rng import Sampler, draws
 
 
 class Backend:
@@ -58,7 +58,7 @@ class Backend:
         capacity: int | None = None,
     ) -> None:
         """`log_per_char` in seconds; `capacity`: requests held at once (None: no bound)."""
-        self._base = self._service = service
+        self._base = self._service = draws(service)
         self._slowdown = 1.0
         self._base_chars = base_chars
         self._growth = growth_chars
@@ -90,7 +90,7 @@ class Backend:
         # Swap the sampler rather than multiply on every request: replays never pay.
         base = self._base
         self._slowdown = factor
-        self._service = base if factor == 1.0 else (lambda: base() * factor)
+        self._service = base if factor == 1.0 else draws(lambda: base.draw() * factor)
 
     def submit(self, now: float) -> float:
         """Forward a request at `now`; returns when the answer arrives."""
@@ -115,7 +115,7 @@ class Backend:
             logged = max(start, self._log_free) + self.name_chars * self._per_char
             self._log_free = start = logged
         self._last = now
-        done = start + self._service()
+        done = start + self._service.draw()
         if slots is not None:
             heapq.heappush(slots, done)
         return done

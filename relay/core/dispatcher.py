@@ -98,7 +98,8 @@ class Dispatcher:
         On success the connection is counted open on both the CS and the node until
         `release` is called.
         """
-        self.attempts[cs] += 1
+        attempts = self.attempts
+        attempts[cs] = attempts[cs] + 1
         full = self._cs_full(cs)
         if full is not None:
             return full
@@ -111,7 +112,8 @@ class Dispatcher:
         """Open a connection from CS `cs` directly on `node`, bypassing the choice of
         node (a client of the node's own port). The CS's limits and the node's still
         apply; attachment does not: that is the distributor's business."""
-        self.attempts[cs] += 1
+        attempts = self.attempts
+        attempts[cs] = attempts[cs] + 1
         full = self._cs_full(cs)
         if full is not None:
             return full

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from relay.core.rng import Sampler
+from relay.core.rng import Sampler, draws
 
 
 class HsmQueue:
@@ -22,7 +22,7 @@ class HsmQueue:
     __slots__ = ("_service", "busy_until", "calls", "epoch", "stuck")
 
     def __init__(self, service: Sampler) -> None:
-        self._service = service
+        self._service = draws(service)
         self.busy_until = 0.0
         self.calls = 0
         self.stuck = False  # a lane that lost a reply never answers again (cause 1)
@@ -36,7 +36,7 @@ class HsmQueue:
         if self.stuck:
             return math.inf
         start = self.busy_until if self.busy_until > now else now
-        self.busy_until = start + self._service()
+        self.busy_until = start + self._service.draw()
         return self.busy_until
 
     def stop(self) -> None:

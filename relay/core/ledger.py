@@ -14,14 +14,15 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
+from typing import Final
 
 from relay.core.request import Outcome, Request
 from relay.core.sketch import Sketch
 
-BUCKET_S = 300.0
+BUCKET_S: Final = 300.0
 OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
-_SLOT = {o: i for i, o in enumerate(OUTCOMES, 1)}  # an outcome's slot in Tally.counts
-_COMPLETED = _SLOT[Outcome.COMPLETED]
+_SLOT: Final = {o: i for i, o in enumerate(OUTCOMES, 1)}  # an outcome's slot in Tally.counts
+_COMPLETED: Final = _SLOT[Outcome.COMPLETED]
 
 
 class Tally:
@@ -106,7 +107,9 @@ class Ledger:
             self._by_slot = [self.histogram, *self.by_outcome.values()]  # by Tally slot
         self.samples: array[float] | None = array("d") if samples else None
         self._next_id = 0
-        self._open: dict[int, Request] = {}
+        # The requests without an outcome yet, in the order they were opened: by
+        # identity (compiled, a pointer's hash; an id would be boxed at every look-up).
+        self._open: dict[Request, None] = {}
         self.total = Tally()
         self.buckets: dict[int, Tally] = {}
         self.latencies: dict[int, Sketch] = {}  # completed, by bucket, seconds
@@ -129,11 +132,13 @@ class Ledger:
         card's chip and must be registered."""
         rid = self._next_id
         self._next_id = rid + 1
-        req = self._open[rid] = Request(rid, cs, attempt, now, key=rid if key < 0 else key)
+        req = Request(rid, cs, attempt, now, key=rid if key < 0 else key)
+        self._open[req] = None
         if chip:
             req.chip = True
             self.chip_operations.add(req.key)
-        self.total.counts[0] += 1
+        total = self.total.counts
+        total[0] = total[0] + 1
         # Arrivals come in time order: the bucket of the last one is nearly always
         # this one's, so its tally and sketch are kept at hand (no lookup, no fmod).
         b = int(now / BUCKET_S) if now >= 0 else int(now // BUCKET_S)
@@ -144,8 +149,9 @@ class Ledger:
                 self.latencies[b] = Sketch()
             self._bucket, self._tally, self._sketch = b, tally, self.latencies[b]
         tally = self._tally
-        tally.counts[0] += 1
-        req.bucket_counts = tally.counts
+        counts = tally.counts
+        counts[0] = counts[0] + 1
+        req.bucket_counts = counts
         histogram = self.histogram
         req.bucket_latencies = self._sketch if histogram is None else histogram
         return req
@@ -156,23 +162,33 @@ class Ledger:
         tally = self.nodes.get(number)
         if tally is None:
             tally = self.nodes[number] = Tally()
-        tally.counts[0] += 1
-        req.node_counts = tally.counts
+        counts = tally.counts
+        counts[0] = counts[0] + 1
+        req.node_counts = counts
 
     def close(self, req: Request, outcome: Outcome, now: float, refusal: str | None = None) -> None:
         """`req` ended with `outcome` at `now`."""
-        if self._open.pop(req.id, None) is None:
+        if req not in self._open:
             self.violations.append(f"request {req.id}: second outcome {outcome.value} at {now}")
             return
+        del self._open[req]
         req.outcome = outcome
         i = _SLOT[outcome]
-        self.total.counts[i] += 1
-        req.bucket_counts[i] += 1
+        # `c[i] = c[i] + 1`, not `c[i] += 1`: compiled, an int's addition, where `+=`
+        # on a list item is the interpreter's generic in-place add.
+        total = self.total.counts
+        total[i] = total[i] + 1
+        counts = req.bucket_counts
+        counts[i] = counts[i] + 1
         node_counts = req.node_counts
         if node_counts is not None:
-            node_counts[i] += 1
+            node_counts[i] = node_counts[i] + 1
         if i == _COMPLETED:
-            req.bucket_latencies.append(now - req.arrived)
+            latencies = req.bucket_latencies
+            if isinstance(latencies, Sketch):
+                latencies.append(now - req.arrived)  # compiled: a native call
+            else:
+                latencies.append(now - req.arrived)
             if self.samples is not None:
                 self.samples.append(now - req.arrived)
         elif self._by_slot is not None:
@@ -223,7 +239,7 @@ class Ledger:
     @property
     def still_open(self) -> list[Request]:
         """Requests with no outcome yet (lost, once the run is over)."""
-        return list(self._open.values())
+        return list(self._open)
 
     @property
     def closed(self) -> int:

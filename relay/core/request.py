@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from array import array
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class Outcome(enum.StrEnum):
@@ -38,11 +38,11 @@ class Phase(enum.Enum):
     CLEANED = "cleaned"
 
     # Members are singletons compared by identity; hashing them by identity keeps
-    # the per-step transition check in C (Enum's own __hash__ is Python code).
+    # look-ups by phase in C (Enum's own __hash__ is Python code).
     __hash__ = object.__hash__
 
 
-_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+_TRANSITIONS: Final[dict[Phase, frozenset[Phase]]] = {
     Phase.RECEIVED: frozenset({Phase.ALLOCATED, Phase.FAILED}),
     Phase.ALLOCATED: frozenset({Phase.HSM_PENDING, Phase.FAILED}),
     Phase.HSM_PENDING: frozenset({Phase.FORWARDED, Phase.FAILED}),
@@ -51,6 +51,29 @@ _TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.FAILED: frozenset({Phase.CLEANED}),
     Phase.CLEANED: frozenset(),
 }
+
+
+class _Moves:
+    """A phase and the moves the table allows out of it, each the next phase's own
+    `_Moves`: a request holds its phase's, so a move is checked by identity over a
+    list or two, with no hashing (compiled: native attribute reads)."""
+
+    __slots__ = ("out", "phase")
+
+    def __init__(self, phase: Phase) -> None:
+        self.phase = phase
+        self.out: list[_Moves] = []
+
+
+def _moves() -> dict[Phase, _Moves]:
+    """`_TRANSITIONS` as linked `_Moves`, in the table's order."""
+    moves = {phase: _Moves(phase) for phase in _TRANSITIONS}
+    for phase, allowed in _TRANSITIONS.items():
+        moves[phase].out = [moves[to] for to in Phase if to in allowed]
+    return moves
+
+
+_START: Final = _moves()[Phase.RECEIVED]
 
 
 class LifecycleError(Exception):
@@ -64,7 +87,7 @@ class LatencySink(Protocol):
     def append(self, seconds: float, /) -> None: ...
 
 
-_NO_LATENCIES: array[float] = array("d")
+_NO_LATENCIES: Final[array[float]] = array("d")
 
 
 class Request:
@@ -88,6 +111,7 @@ class Request:
         self.arrived = arrived  # seconds since midnight
         self.node = -1  # index of the relay node serving it, -1 before routing
         self.phase = Phase.RECEIVED
+        self._moves = _START  # the moves out of `phase` (`_TRANSITIONS`)
         self.area: int | None = None  # work-area handle once allocated
         self.outcome: Outcome | None = None  # set by the ledger when the request ends
         self.refusal: str | None = None  # why an overflow was refused (Refused.reason)
@@ -108,6 +132,9 @@ class Request:
 
     def advance(self, to: Phase) -> None:
         """Move to phase `to`, or raise LifecycleError if the table forbids it."""
-        if to not in _TRANSITIONS[self.phase]:
-            raise LifecycleError(f"request {self.id}: {self.phase.value} -> {to.value}")
-        self.phase = to
+        for moves in self._moves.out:
+            if moves.phase is to:
+                self._moves = moves
+                self.phase = to
+                return
+        raise LifecycleError(f"request {self.id}: {self.phase.value} -> {to.value}")

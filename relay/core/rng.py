@@ -7,10 +7,9 @@ draw in one place does not shift the numbers another place sees.
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,15 +32,76 @@ class Streams:
         return random.Random(f"relaysim:{self.seed}:{name}")
 
 
-def blocks(draw: Callable[[], Any]) -> Sampler:
-    """A sampler handing out, one by one, the values of the arrays `draw` returns
-    (numpy draws a block at a time; a draw per call costs a generator step)."""
+class Draws:
+    """A sampler the compiled core calls natively: `draw()` gives the next value
+    (a direct C call, where calling a sampler goes through Python's calling
+    convention); calling it does the same, so it is a `Sampler` too."""
 
-    def values() -> Iterator[float]:
-        while True:
-            yield from draw().tolist()
+    __slots__ = ()
 
-    return values().__next__
+    def draw(self) -> float:
+        """The next value."""
+        raise NotImplementedError
+
+    def __call__(self) -> float:
+        return self.draw()
+
+
+class _Blocks(Draws):
+    """The values of the arrays `source` returns, one by one."""
+
+    __slots__ = ("_at", "_source", "_values")
+
+    def __init__(self, source: Callable[[], Any]) -> None:
+        self._source = source
+        self._values: list[float] = []
+        self._at = 0
+
+    def draw(self) -> float:
+        """The next value; the next array's first once this one is used up."""
+        at, values = self._at, self._values
+        if at == len(values):
+            values = self._values = self._source().tolist()
+            at = 0
+        self._at = at + 1
+        return values[at]
+
+
+class _Constant(Draws):
+    """The same value every time."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: float) -> None:
+        self._value = value
+
+    def draw(self) -> float:
+        """The value."""
+        return self._value
+
+
+class _Calls(Draws):
+    """What a plain sampler (any function of no argument) returns."""
+
+    __slots__ = ("_sampler",)
+
+    def __init__(self, sampler: Sampler) -> None:
+        self._sampler = sampler
+
+    def draw(self) -> float:
+        """The sampler's next value."""
+        return self._sampler()
+
+
+def draws(sampler: Sampler) -> Draws:
+    """`sampler` as `Draws`: itself when it is one, else its calls."""
+    return sampler if isinstance(sampler, Draws) else _Calls(sampler)
+
+
+def blocks(source: Callable[[], Any]) -> Draws:
+    """A sampler handing out, one by one, the values of the arrays `source`
+    returns (numpy draws a block at a time)."""
+    return _Blocks(source)
 
 
 BLOCK = 4096  # values drawn per numpy call
@@ -59,18 +119,18 @@ class Duration:
     cv: float = 0.5
     spread: float = 0.5
 
-    def sampler(self, rng: random.Random, scale: float = 1.0) -> Sampler:
+    def sampler(self, rng: random.Random, scale: float = 1.0) -> Draws:
         """A zero-argument function drawing values (times `scale`) seeded from `rng`.
 
         Values are drawn by numpy in blocks of `BLOCK` and handed out one by one: a
-        draw costs a generator step instead of a Python-level `random` call, which
-        matters at two draws per request and a million requests a day. The block
+        draw costs a list index instead of a Python-level `random` call, which
+        matters at three draws per message and a million messages a day. The block
         generator is seeded from `rng`, so the sequence is a pure function of the
         scenario's seed.
         """
         mean = self.mean * scale
         if self.dist == "constant":
-            return itertools.repeat(mean).__next__
+            return _Constant(mean)
         gen = np.random.default_rng(rng.getrandbits(128))
         if self.dist == "exponential":
             return blocks(lambda: gen.exponential(mean, BLOCK))

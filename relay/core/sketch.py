@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterable, Sequence
+from typing import Final
 
-ALPHA = 0.005  # relative accuracy of every quantile
-GAMMA = (1.0 + ALPHA) / (1.0 - ALPHA)
-_LOG_GAMMA = math.log(GAMMA)
-FLOOR = 1e-6  # seconds: values at or below count in the bin of zero
+ALPHA: Final = 0.005  # relative accuracy of every quantile
+GAMMA: Final = (1.0 + ALPHA) / (1.0 - ALPHA)
+_LOG_GAMMA: Final = math.log(GAMMA)
+FLOOR: Final = 1e-6  # seconds: values at or below count in the bin of zero
 
 
 class Sketch:

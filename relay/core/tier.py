@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from relay.core.backend import Backend
@@ -62,7 +61,6 @@ class Result(enum.Enum):
     ABANDONED = "abandoned"
 
 
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x
 class Wait:
     """An effect: what a flow waits for on `node`, until `deadline` at the latest,
     for message `request`.
@@ -71,11 +69,23 @@ class Wait:
     registry): when its simulated service finishes (`finish`), whether nothing will
     answer it (`silent`), whether a real device performs it (`device`), and
     whether, in serve mode, its client ends it (`client`: the operation's next
-    message). Methods, not class attributes: compiled, each is a native call."""
+    message). Methods, not class attributes: compiled, each is a native call.
 
-    node: Node
-    deadline: float
-    request: Request | None = None
+    A plain class, not a dataclass: compiled, its constructor is native (a
+    dataclass's, `slots=True` or not, runs interpreted: 3% of a whole day)."""
+
+    __slots__ = ("deadline", "node", "request")
+
+    def __init__(self, node: Node, deadline: float, request: Request | None = None) -> None:
+        self.node = node
+        self.deadline = deadline
+        self.request = request
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(node={self.node!r}, deadline={self.deadline!r}, "
+            f"request={self.request!r})"
+        )
 
     def device(self) -> bool:
         """Whether a real device (the HSM) performs it when there is one."""
@@ -153,16 +163,35 @@ class Think(Wait):
 Effect = Wait
 
 
-@dataclass(frozen=True, slots=True)
 class Retry:
-    """A counter user will try the operation again: a new request at `at`."""
+    """A counter user will try the operation again: a new request at `at`.
 
-    at: float
-    cs: int
-    attempt: int
-    key: int = -1  # the operation's idempotency key, for a chip-writing re-send
-    chip: bool = False
-    messages: int = 1  # the operation's messages still to send, the failed one first
+    A plain class, not a frozen dataclass: compiled, its constructor is native (a
+    dataclass's runs interpreted). Nothing changes one once made."""
+
+    __slots__ = ("at", "attempt", "chip", "cs", "key", "messages")
+
+    def __init__(
+        self,
+        at: float,
+        cs: int,
+        attempt: int,
+        key: int = -1,
+        chip: bool = False,
+        messages: int = 1,
+    ) -> None:
+        self.at = at
+        self.cs = cs
+        self.attempt = attempt
+        self.key = key  # the operation's idempotency key, for a chip-writing re-send
+        self.chip = chip
+        self.messages = messages  # the operation's messages still to send, the failed one first
+
+    def __repr__(self) -> str:
+        return (
+            f"Retry(at={self.at!r}, cs={self.cs!r}, attempt={self.attempt!r}, key={self.key!r}, "
+            f"chip={self.chip!r}, messages={self.messages!r})"
+        )
 
 
 Flow = Generator[Effect, tuple[Result, float], Retry | None]
@@ -417,7 +446,7 @@ class RelayTier:
                 break
             # The counter's own steps before the operation's next message (the
             # resident, the card): the connection stays open meanwhile.
-            think.deadline = _FOREVER if client else now + self._between()
+            think.deadline = _FOREVER if client else now + self._between.draw()
             result, now = yield think
             if result is _ABANDONED:
                 break  # the client's next message never came
@@ -475,10 +504,10 @@ class RelayTier:
             # same key until it is confirmed.
             if not self.design.resend_chip_operations or req.attempt >= self._max_resends:
                 return None
-            return Retry(now + self._think(), req.cs, req.attempt + 1, req.key, True, left)
+            return Retry(now + self._think.draw(), req.cs, req.attempt + 1, req.key, True, left)
         if not self._counters.retries(outcome.value, req.attempt):
             return None
-        return Retry(now + self._think(), req.cs, req.attempt + 1, messages=left)
+        return Retry(now + self._think.draw(), req.cs, req.attempt + 1, messages=left)
 
     # -- operators ----------------------------------------------------------------
 

@@ -2,9 +2,9 @@
 worker within 5 s, what was done is written with the runs cut short as errors, and
 the exit code is 128 + the signal's number.
 
-The subprocess tests wait on real processes (a pool of spawned workers), so they
-poll with a real-time bound; the in-process ones signal themselves at a chosen
-point, so they wait on nothing.
+The subprocess test signals on the line `check` prints once its workers are out
+and bounds the exit with `communicate`'s timeout; the in-process ones signal
+themselves at a chosen point. None sleeps or polls.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,31 +54,28 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie, ended but not reaped, is not)."""
+def ended_within(pid: int, seconds: float) -> bool:
+    """Whether process `pid` has ended, or ends within `seconds`: a blocking wait on
+    its pidfd (readable once it has exited), not a poll."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_for(what: str, done: Callable[[], bool], within: float) -> None:
-    """Poll `done` until it holds, failing after `within` real seconds."""
-    deadline = time.monotonic() + within
-    while not done():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {within} s")
-        time.sleep(0.05)
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], seconds)
+        return bool(readable)
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signalled_check_leaves_no_process_and_writes_partial_junit(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
-    """`check` of the regression suite, signalled while both workers run, is gone
-    with all its processes within 5 s, exits 128 + the signal, and leaves a JUnit
-    file that parses, with the runs cut short as errors saying "cancelled"."""
+    """`check` of the regression suite, signalled as soon as it says its runs are out
+    (its two workers running), exits 128 + the signal within 5 s with every worker
+    gone, and leaves a JUnit file that parses, the runs cut short as errors saying
+    "cancelled"."""
     junit, report = tmp_path / "check.xml", tmp_path / "check.json"
     suite = ROOT / "configs" / "suites" / "regression.yaml"
     command = [RELAYSIM, "check", str(suite), "--workers", "2", "--quiet"]
@@ -89,19 +86,21 @@ def test_a_signalled_check_leaves_no_process_and_writes_partial_junit(
         text=True,
     )
     try:
-        # Both workers started: the pool's two spawned processes (and its tracker).
-        wait_for("two workers", lambda: len(descendants(proc.pid)) >= 3, within=60)
-        below = descendants(proc.pid)
+        assert proc.stdout is not None
+        # A blocking read of its first line: said once the workers are started.
+        assert proc.stdout.readline().startswith("suite regression: 6 runs on 2 local workers")
+        workers = descendants(proc.pid)
+        assert len(workers) >= 2, workers  # the pool's two (and its resource tracker)
         proc.send_signal(signum)
-        signalled = time.monotonic()
-        _, err = proc.communicate(timeout=STOP_WITHIN_S * 4)
-        wait_for("every worker gone", lambda: not any(map(running, below)), STOP_WITHIN_S)
-        took = time.monotonic() - signalled
+        _, err = proc.communicate(timeout=STOP_WITHIN_S)  # TimeoutExpired past the bound
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     assert proc.returncode == 128 + signum, err
-    assert took < STOP_WITHIN_S
+    # The workers were joined before it exited; its resource tracker ends as its
+    # pipe closes. None is left running under PID 1.
+    assert [pid for pid in workers if not ended_within(pid, STOP_WITHIN_S)] == []
     assert f"cancelled by {signum.name}" in err
     [parsed] = list(JUnitXml.fromfile(str(junit)))
     cases = list(parsed)

@@ -42,7 +42,7 @@ from tests.test_load import SERVER, against, small
 from tests.test_load_trust import in_a_thread, reply
 from tests.test_serve import FAST
 from tests.test_serve_cli import FAST as SERVE_FAST
-from tests.test_serve_cli import scrape, serving
+from tests.test_serve_cli import serving
 
 SMOKE = str(CONFIGS / "smoke.yaml")
 
@@ -311,26 +311,40 @@ async def everything(stream: trio.abc.ReceiveStream) -> str:
     return data.decode()
 
 
+async def first_line(stream: trio.abc.ReceiveStream) -> str:
+    """A child process's first line on `stream` (one byte at a time: nothing after
+    it is taken from `everything`)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        byte = await stream.receive_some(1)
+        if not byte:
+            break
+        data += byte
+    return data.decode()
+
+
 async def test_ctrl_c_and_sigterm_print_and_write_the_partial_summary(tmp_path: Path) -> None:
     """A real `relaysim load` against a real `relaysim serve`, signalled while it
     sends: SIGINT exits 130 and SIGTERM 143, each after printing the table and the
     result line (marked cancelled) and writing --json with the partial summary."""
     got = []
-    async with serving(*SERVE_FAST) as (proc, port, metrics, _):
+    async with serving(*SERVE_FAST) as (proc, port, _, _):
         for signum in (signal.SIGINT, signal.SIGTERM):
             out = tmp_path / f"{signum.name}.json"
             cmd = [sys.executable, "-m", "relay", "load", SMOKE, "--target", f"127.0.0.1:{port}"]
             cmd += ["--rate", "100", "--duration", "60", "--json", str(out)]
+            cmd += ["--progress-interval", "1"]
             loading = await trio.lowlevel.open_process(cmd, stdout=PIPE, stderr=PIPE)
             assert loading.stdout is not None
             assert loading.stderr is not None
             with trio.fail_after(60):
-                before = (await scrape(metrics))["relaysim_requests_total"]
-                # Until the load is under way (each scrape is a real round trip).
-                while (await scrape(metrics))["relaysim_requests_total"] < before + 30:
-                    pass
+                # Its first progress line (off a terminal, after a second of real
+                # time): the load is under way. A blocking read, not a poll.
+                first = await first_line(loading.stderr)
+                assert first.startswith("relaysim: load ")
                 loading.send_signal(signum)
                 stdout, stderr = await everything(loading.stdout), await everything(loading.stderr)
+                stderr = first + stderr
                 await loading.wait()
             await loading.stdout.aclose()
             await loading.stderr.aclose()

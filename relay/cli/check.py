@@ -72,7 +72,6 @@ def check(
         if json_path is not None:
             write_json(json_path, doc)
         raise BadInput(str(exc)) from None
-    click.echo(f"suite {suite.name}: {len(suite.runs)} runs on {label}")
     bar_of = progress.runs(
         f"check {suite.name}",
         len(suite.runs),
@@ -88,6 +87,11 @@ def check(
                 running,
                 progress=bar,
                 on_row=lambda row: click.echo(checks.line(row)),
+                # Said once the runs are out: a job cancelled from then on has
+                # workers to stop (tests/test_cancel.py signals on this line).
+                on_start=lambda: click.echo(
+                    f"suite {suite.name}: {len(suite.runs)} runs on {label}"
+                ),
                 label=label,
             )
     except ConfigError as exc:

@@ -286,12 +286,17 @@ def run(
     *,
     progress: Progress | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[], None] | None = None,
     label: str = "",
 ) -> dict[str, Any]:
     """Run every case of `suite` on `executor`; the `relaysim.check/1` document,
-    rows in the suite's order. `on_row` sees each row as it comes."""
+    rows in the suite's order. `on_start` is told once every run is handed to the
+    executor (a local pool's workers are running then); `on_row` sees each row as
+    it comes."""
     t0 = time.perf_counter()
     futures = {executor.submit(run_one, r): i for i, r in enumerate(suite.runs)}
+    if on_start is not None:
+        on_start()
     rows: list[dict[str, Any] | None] = [None] * len(futures)
     failed = 0
 

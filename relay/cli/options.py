@@ -111,9 +111,9 @@ def scenario_expectations(scenario: Any, kind: str) -> list[Any]:
     """The thresholds of the scenario's own `expect:` that a run of `kind` measures
     (a scenario's list serves its replays and its loads: a load's client figures
     are not a replay's)."""
-    from relay.scenario.expect import parse
+    from relay.scenario.expect import measured_by
 
-    return [e for e in map(parse, scenario.expect) if e.applies(kind)]
+    return measured_by(scenario.expect, kind)
 
 
 def exit_if_cancelled(doc: dict[str, Any], unit: str) -> None:

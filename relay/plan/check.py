@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from relay.plan import pools
 from relay.plan.replay import command, set_text
-from relay.scenario.expect import ExpectError, check_all, judge
+from relay.scenario.expect import ExpectError, check_all, judge, measured_by
 from relay.scenario.expect import parse as parse_expectation
 from relay.scenario.schema import (
     ConfigError,
@@ -173,8 +173,8 @@ def load_suite(path: str | Path, extra: Sequence[str] = ()) -> Suite:
         if case.design is not None:
             overrides.append(("design", case.design))
         scenario = scenario_from_data(data, overrides, where, f"on {scenario_path}")
-        wide = [t for t in (*spec.expect, *extra) if parse_expectation(t).applies(case.kind)]
-        own = [t for t in scenario.expect if parse_expectation(t).applies(case.kind)]
+        wide = [e.text for e in measured_by([*spec.expect, *extra], case.kind)]
+        own = [e.text for e in measured_by(scenario.expect, case.kind)]
         if not (case.expect or wide or own or case.smoke):
             raise ConfigError(
                 f"{where}: no thresholds: give it expect: [...] (or smoke: true if it only "

@@ -37,8 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from relay.core.summary import SIZE_CLASSES
 from relay.plan import pools
 from relay.scenario.bounds import clamped
-from relay.scenario.expect import judge
-from relay.scenario.expect import parse as parse_expectation
+from relay.scenario.expect import judge, measured_by
 from relay.scenario.schema import (
     ConfigError,
     describe_error,
@@ -267,8 +266,7 @@ def run_point(
     except Exception as exc:  # a bug in one point must not stop the sweep
         return {"error": f"{type(exc).__name__}: {exc}"}
     doc = result.summary
-    given = [parse_expectation(t) for t in (*scenario.expect, *expect)]
-    held_to = [e for e in given if e.applies("replay")]  # a load's client figures: not here
+    held_to = measured_by([*scenario.expect, *expect], "replay")
     verdicts = judge(held_to, doc)
     figures: Mapping[str, Any] = doc  # read by name, as the row's columns are
     row: dict[str, Any] = {k: figures[k] for k in FIGURES if k in figures}

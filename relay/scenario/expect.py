@@ -148,6 +148,13 @@ def check_all(
             raise ValueError(f"{where}{i}: {exc}") from None
 
 
+def measured_by(texts: Sequence[str], kind: str) -> list[Expectation]:
+    """The expectations of `texts` (already checked) that a run of `kind` measures;
+    the others are another kind's (a scenario's list serves its replays and loads,
+    a suite's every case)."""
+    return [e for e in map(parse, texts) if e.applies(kind)]
+
+
 def for_kind(text: str, kinds: set[str] | frozenset[str]) -> Expectation:
     """The expectation of `text` if a run of one of `kinds` measures its figure;
     else ExpectError saying which kinds do."""

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from relay.core.tier import RelayTier
-from relay.scenario.expect import for_kind, judge, parse
+from relay.scenario.expect import for_kind, judge, measured_by
 from relay.scenario.schema import Scenario
 from relay.testing.verdicts import judge as judge_world
 from relay.testing.worlds import Case
@@ -60,7 +60,7 @@ def failure(result: Replayed, *thresholds: str) -> str | None:
     A threshold that does not parse, or names a figure a replay does not have (a
     hunt's), raises ValueError before anything is judged."""
     given = [for_kind(text, {"replay"}) for text in thresholds]  # ExpectError: a ValueError
-    own = [e for e in map(parse, result.scenario.expect) if e.applies("replay")]
+    own = measured_by(result.scenario.expect, "replay")
     verdicts = judge([*own, *given], result.summary)
     failed = [v for v in verdicts if not v.passed]
     seed = result.scenario.seed

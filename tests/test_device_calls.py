@@ -14,9 +14,10 @@ import trio.testing
 
 from hsm_adapter.errors import HsmError, HsmUnavailable
 from hsm_adapter.lane import Waiter
+from relay.core.agenda import Waiting
 from relay.core.events import FaultEvent
 from relay.core.request import Outcome
-from relay.engines.trio import DeviceServices, TrioDriver, Waiting
+from relay.engines.trio import DeviceServices, TrioDriver
 from tests.conftest import tier_for
 
 ONE_RELAY = {

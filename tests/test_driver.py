@@ -8,11 +8,12 @@ import trio
 import trio.testing
 
 from relay.core import checkers
+from relay.core.agenda import Waiting
 from relay.core.events import FaultEvent, OperatorEvent
 from relay.core.request import Outcome
 from relay.core.sketch import merged
 from relay.core.tier import RelayTier
-from relay.engines.trio import TrioDriver, Waiting
+from relay.engines.trio import TrioDriver
 from tests.conftest import Drive, tier_for
 
 

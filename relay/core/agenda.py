@@ -35,12 +35,12 @@ The rules above are otherwise the same, for the same code takes the steps.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Final
 
 from relay.core.events import Event, in_order
-from relay.core.tier import Effect, RelayTier, Result, Retry
+from relay.core.tier import Effect, Flow, RelayTier, Result, Retry
 
 if TYPE_CHECKING:
     # mypyc's native 64-bit integer, for the heap's indices (plain int when run
@@ -63,15 +63,91 @@ CHECK: Final = 5  # the distributor's health check
 def wake(finish: float, deadline: float) -> tuple[float, Result]:
     """When a flow waiting for a service that finishes at `finish`, until
     `deadline`, wakes, and with what: a reply exactly on its deadline is in time."""
-    if finish <= deadline:
+    if in_time(finish, deadline):
         return finish, _DONE
     return deadline, _UNANSWERED
+
+
+def in_time(finish: float, deadline: float) -> bool:
+    """Whether a service finishing at `finish` answers a wait until `deadline`."""
+    return finish <= deadline
 
 
 def due_now(finish: float, deadline: float, now: float, resolution: float) -> bool:
     """Whether an effect that ends at min(`finish`, `deadline`) is done at once: it
     ends within a real clock's `resolution` of `now` (0 under virtual time: never)."""
     return resolution > 0.0 and min(finish, deadline) <= now + resolution
+
+
+class Waiting:
+    """A flow stopped at an effect it must wait for; `finish` is what the services
+    said when the effect started (None: the effect is to be performed)."""
+
+    __slots__ = ("effect", "finish")
+
+    def __init__(self, effect: Effect, finish: float | None) -> None:
+        self.effect = effect
+        self.finish = finish
+
+
+class Ended:
+    """A flow that has ended, with the counter user's retry, if any."""
+
+    __slots__ = ("retry",)
+
+    def __init__(self, retry: Retry | None) -> None:
+        self.retry = retry
+
+
+class Carrier:
+    """A driver's `advance` (`relay.engines.trio.TrioDriver`), compiled: in serve
+    mode it runs for every request.
+
+    `advance(flow, step=None, now=None)` runs `flow` from its start (at `now`,
+    default `clock()`) or resumed with `step` until it must wait: effects that end
+    within `resolution` of that instant (`due_now`) are done at once, and the flow
+    goes on at the same instant. `finish_of` says when an effect's service
+    finishes (None: the core's simulated services, `RelayTier.submit`); `settle`
+    takes in a crash or an action the tier reported meanwhile, before the next
+    effect is looked at."""
+
+    __slots__ = ("clock", "finish_of", "resolution", "settle", "tier")
+
+    def __init__(
+        self,
+        tier: RelayTier,
+        resolution: float,
+        finish_of: Callable[[Effect, float], float | None] | None,
+        settle: Callable[[], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.tier = tier
+        self.resolution = resolution
+        self.finish_of = finish_of
+        self.settle = settle
+        self.clock = clock
+
+    def advance(
+        self, flow: Flow, step: tuple[Result, float] | None = None, now: float | None = None
+    ) -> Waiting | Ended:
+        """Run `flow` until it must wait (see the class doc); the effect to wait for
+        next, or how the flow ended."""
+        tier, resolution, finish_of = self.tier, self.resolution, self.finish_of
+        at = step[1] if step is not None else self.clock() if now is None else now
+        try:
+            effect = next(flow) if step is None else flow.send(step)
+            while True:
+                if tier.crashed or tier.agenda:
+                    self.settle()
+                finish = tier.submit(effect, at) if finish_of is None else finish_of(effect, at)
+                if finish is None or not due_now(finish, effect.deadline, at, resolution):
+                    return Waiting(effect, finish)
+                result = _DONE if in_time(finish, effect.deadline) else _UNANSWERED
+                effect = flow.send((result, at))
+        except StopIteration as stop:
+            if tier.crashed or tier.agenda:
+                self.settle()
+            return Ended(stop.value)
 
 
 class _Due:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import gc
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -40,7 +39,18 @@ import trio.testing
 from hsm_adapter import Hsm
 from hsm_adapter.errors import HsmError
 from hsm_adapter.lane import Pkcs11Hsm
-from relay.core.agenda import ACTION, ARRIVAL, CHECK, END, RETRY, WAKE, Agenda, due_now, wake
+from relay.core.agenda import (
+    ACTION,
+    ARRIVAL,
+    CHECK,
+    END,
+    RETRY,
+    WAKE,
+    Agenda,
+    Carrier,
+    Ended,
+    Waiting,
+)
 from relay.core.events import Event, FaultEvent, OperatorEvent
 from relay.core.tier import Effect, Flow, RelayTier, Result, Retry
 from relay.engines.common import PROGRESS_EVERY, Progress, RunEnd
@@ -54,22 +64,6 @@ REAL_CLOCK_RESOLUTION = 0.001  # trio waits in epoll, whose timeout is whole mil
 # Fourteen times fewer young collections, the older ones as often relative to them.
 SERVE_GC_THRESHOLDS = (10_000, 10, 10)
 YIELD_EVERY = 64  # serve mode: steps the conductor takes before letting sockets in
-
-
-@dataclass(slots=True)  # not frozen: one per wait, and a frozen __init__ costs 3x
-class Waiting:
-    """A flow stopped at an effect it must wait for; `finish` is what the services
-    said when the effect started (None: the effect is to be performed)."""
-
-    effect: Effect
-    finish: float | None
-
-
-@dataclass(slots=True)
-class Ended:
-    """A flow that has ended, with the counter user's retry, if any."""
-
-    retry: Retry | None
 
 
 class Services(Protocol):
@@ -259,6 +253,20 @@ class TrioDriver:
         # The run's clock, read directly once `run` or `serve` has begun: a request
         # reads it a few times, and trio.current_time goes through three calls.
         self.now: Callable[[], float] = trio.current_time
+        # The core's own services are asked directly (compiled), any other's `finish`.
+        simulated = type(self.services) is SimulatedServices
+        self._carrier = Carrier(
+            tier, resolution, None if simulated else self.services.finish, self._settle, self.now
+        )
+        #: `advance(flow, step=None, now=None)`: run `flow` from its start (at `now`,
+        #: default the clock's) or resumed with `step` until it must wait; the
+        #: effect to wait for next (`Waiting`), or how the flow ended (`Ended`). On
+        #: the real clock, effects that end (reply or deadline) within the clock's
+        #: resolution are done at once, without a wait (in serve mode, with service
+        #: times below a millisecond, a whole request), at the instant it began;
+        #: under virtual time every effect is waited for. The core's `Carrier`: one
+        #: compiled call, where a method here would add a Python frame per request.
+        self.advance = self._carrier.advance
         self.agenda: Agenda | None = None  # the run's, while `run` or `serve` goes on
         self._nursery: trio.Nursery | None = None  # awaited devices' tasks
         self._sleep: trio.CancelScope | None = None  # the conductor's, between steps
@@ -272,7 +280,7 @@ class TrioDriver:
         """Replay `arrivals` (time, CS) and `events`; return when the run is over
         (every flow ended, or the liveness bound cut it short)."""
         clock = trio.lowlevel.current_clock()
-        self.now = clock.current_time
+        self.now = self._carrier.clock = clock.current_time
         # A virtual clock nothing else moves, and services whose every finishing
         # time is known: the conductor moves the clock to each step itself.
         jump = (
@@ -298,7 +306,7 @@ class TrioDriver:
         `SERVE_GC_THRESHOLDS` meanwhile."""
         thresholds = gc.get_threshold()
         gc.set_threshold(*SERVE_GC_THRESHOLDS)
-        self.now = trio.lowlevel.current_clock().current_time
+        self.now = self._carrier.clock = trio.lowlevel.current_clock().current_time
         try:
             agenda = Agenda(self.tier, (), (), start=trio.current_time(), open=True)
             async with trio.open_nursery() as self._nursery:
@@ -313,12 +321,12 @@ class TrioDriver:
         """Take `agenda`'s steps in its order until it ends: at each step's instant,
         by moving the replay's clock there (`_jump`) or by sleeping until it."""
         self.agenda = agenda
-        tier, jump, progress = self.tier, self._jump, self._progress
+        tier, jump, progress, clock = self.tier, self._jump, self._progress, self.now
         taken = 0
         while True:
             if jump is None:
                 at = agenda.peek()
-                if at > trio.current_time():
+                if at > clock():
                     # Nothing due yet: sleep until it, unless something earlier is
                     # added meanwhile (`_poke`).
                     with trio.CancelScope(deadline=at) as self._sleep:
@@ -335,7 +343,7 @@ class TrioDriver:
                 if now > jump.current_time():
                     jump.jump(now - jump.current_time())
             elif kind != END:
-                now = max(now, trio.current_time())  # a late wake-up is charged
+                now = max(now, clock())  # a late wake-up is charged
             if kind == END:
                 break
             if kind == WAKE:
@@ -367,31 +375,6 @@ class TrioDriver:
         agenda.ended(state.retry)
 
     # -- carrying flows on ------------------------------------------------------------
-
-    def advance(self, flow: Flow, step: tuple[Result, float] | None = None) -> Waiting | Ended:
-        """Run `flow` from its start (or resumed with `step`) until it must wait.
-
-        On the real clock, effects that end (reply or deadline) within the clock's
-        resolution are done at once, without a wait (in serve mode, with service
-        times below a millisecond, a whole request); under virtual time every effect
-        is waited for. Returns the effect to wait for next, or how the flow ended.
-        """
-        tier, now_, resolution = self.tier, self.now, self.resolution
-        finish_of = self.services.finish
-        try:
-            effect = next(flow) if step is None else flow.send(step)
-            while True:
-                if tier.crashed or tier.agenda:
-                    self._settle()
-                now = now_()
-                finish = finish_of(effect, now)
-                if finish is None or not due_now(finish, effect.deadline, now, resolution):
-                    return Waiting(effect, finish)
-                effect = flow.send((wake(finish, effect.deadline)[1], now))
-        except StopIteration as stop:
-            if tier.crashed or tier.agenda:
-                self._settle()
-            return Ended(stop.value)
 
     def follow(self, flow: Flow, waiting: Waiting, done: Done) -> None:
         """Carry `flow` on from `waiting` (where `advance` left it) until it ends, or
@@ -453,7 +436,7 @@ class TrioDriver:
             device.start(effect, call)
             if call.done:  # refused at once: no wait at all
                 follow.call = None
-                self._carry(follow, (device.ended(effect, call), trio.current_time()))
+                self._carry(follow, (device.ended(effect, call), self.now()))
                 return
             call.seq = agenda.expect(follow, effect, math.inf)
             self._poke(effect.deadline)
@@ -475,8 +458,9 @@ class TrioDriver:
         agenda, effect = self.agenda, follow.effect
         if agenda is None or effect is None:
             return  # the run is over
-        agenda.answer(seq, follow, effect.node.number, trio.current_time(), result)
-        self._poke(trio.current_time())
+        now = self.now()
+        agenda.answer(seq, follow, effect.node.number, now, result)
+        self._poke(now)
 
     def _woken(self, follow: object, result: Result, now: float) -> None:
         """The agenda woke `follow` at `now` with `result`: carry its flow on."""
@@ -511,7 +495,7 @@ class TrioDriver:
         if agenda is None:
             return
         if self._jump is None:
-            agenda.now = max(agenda.now, trio.current_time())
+            agenda.now = max(agenda.now, self.now())
         agenda.settle()
         self._poke(agenda.now)
 

@@ -91,16 +91,16 @@ def test_the_judge_catches_a_server_that_drops_a_reply(monkeypatch: pytest.Monke
     """A server whose outbox drops one reply fails the world ("lost": the client
     never heard of a request it sent), where the same world passes untouched."""
     assert judge_server(run_server_world(QUIET, "fixed"), QUIET) is None
-    put = Outbox.put
+    queue = Outbox.queue
     dropped: list[int] = []
 
-    def lossy(self: Outbox, frame: object, *, reply: bool = True) -> None:
+    def lossy(self: Outbox, data: bytes, *, reply: bool = True) -> None:
         if reply and not dropped:
             dropped.append(1)
             return
-        put(self, frame, reply=reply)  # type: ignore[arg-type]
+        queue(self, data, reply=reply)
 
-    monkeypatch.setattr(Outbox, "put", lossy)
+    monkeypatch.setattr(Outbox, "queue", lossy)
     verdict = judge_server(run_server_world(QUIET, "fixed"), QUIET)
     assert verdict is not None
     assert (verdict.kind, verdict.mechanism) == ("invariant", "lost")

@@ -14,6 +14,7 @@ from a stream.
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import trio
@@ -59,6 +60,46 @@ class TrioNetwork:
 REAL: Network = TrioNetwork()
 
 LINGER_BYTES = 4 * 1024 * 1024
+
+
+def received(stream: trio.abc.Stream, max_bytes: int = 65536) -> bytes | None:
+    """What a TCP `stream` has received already, read without a pass through trio's
+    scheduler: its bytes (up to `max_bytes`; b"" once the peer has closed), or None
+    when nothing is there yet, when reading fails, and for any other stream: then
+    `await stream.receive_some(...)` waits for it and raises trio's errors.
+
+    `receive_some` yields to the scheduler even when its bytes are there (trio's
+    rule: every await is a checkpoint); a server that reads this way first goes
+    through the scheduler once a request (its reply's write) instead of twice, and
+    must checkpoint itself in a round that writes nothing."""
+    if type(stream) is not trio.SocketStream:
+        return None
+    fd = stream.socket.fileno()  # -1 once closed: never a descriptor reused since
+    if fd < 0:
+        return None
+    try:
+        return os.read(fd, max_bytes)
+    except OSError:  # BlockingIOError: nothing yet; a reset: receive_some says so
+        return None
+
+
+def sent(stream: trio.abc.Stream, data: bytes) -> int | None:
+    """How much of `data` a TCP `stream` took at once, written without a pass
+    through trio's scheduler and without waiting (0: its send buffer is full); None
+    when writing fails, and for any other stream: then `await stream.send_all(...)`
+    sends the rest and raises trio's errors. The caller must be the stream's only
+    writer at the time (no `send_all` under way)."""
+    if type(stream) is not trio.SocketStream:
+        return None
+    fd = stream.socket.fileno()  # -1 once closed
+    if fd < 0:
+        return None
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError:  # the peer has gone (EPIPE, a reset): send_all says so
+        return None
 
 
 async def linger(stream: trio.abc.Stream, seconds: float, most: int = LINGER_BYTES) -> None:

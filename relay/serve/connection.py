@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import trio
 
 from relay.core.tier import Effect, Flow
+from relay.net import sent
 from relay.serve.protocol import ErrorCode, Frame
 
 #: Bytes of replies a connection may leave unread behind the write under way before
@@ -57,18 +58,16 @@ class Outbox:
         stream: trio.abc.Stream,
         stats: ServerStats,
         grace: float = 1.0,
-        writing: Callable[[float], None] = lambda since: None,
         now: Callable[[], float] = trio.current_time,
     ) -> None:
         self._stream = stream
         self._stats = stats
         self._grace = grace  # trio seconds a final frame may take to go out
-        self._writing = writing  # told when a write begins (the watcher times it)
         self._now = now  # the run's clock (`TrioDriver.now`)
         self._queue: list[bytes] = []  # encoded frames
         self._replies = 0  # how many of them are replies (the rest: errors, INFO)
         self._queued = 0  # bytes in the queue
-        self._sending = False
+        self.sending = False  # a sender is at work
         self._kicked = False  # a task is on its way to send (`kick`)
         self._quiet: trio.Event | None = None  # set when a sender is done
         self._room: trio.Event | None = None  # set when the queue empties into a write
@@ -90,44 +89,66 @@ class Outbox:
             self._settled = trio.Event()
             await self._settled.wait()
         await self.flush()  # what nobody is sending yet
-        while self._sending:  # a sender at work: until it is done
+        while self.sending:  # a sender at work: until it is done
             self._quiet = trio.Event()
             await self._quiet.wait()
 
     def put(self, frame: Frame, *, reply: bool = True) -> None:
         """Queue `frame` for the next `flush`."""
-        data = frame.encode()
+        self.queue(frame.encode(), reply=reply)
+
+    def queue(self, data: bytes, *, reply: bool = True) -> None:
+        """Queue an encoded frame for the next `flush`."""
         self._queue.append(data)
         self._queued += len(data)
         self._replies += reply
 
     async def room(self) -> None:
         """Return once the replies waiting behind the write under way are below
-        OUTBOX_HIGH_WATER bytes: the reader admits no more until then."""
-        while self._sending and self._queued > OUTBOX_HIGH_WATER:
+        OUTBOX_HIGH_WATER bytes: the reader admits no more until then (only while
+        a sender is at work can there be any)."""
+        while self.sending and self._queued > OUTBOX_HIGH_WATER:
             self._room = trio.Event()
             await self._room.wait()
 
     def kick(self, nursery: trio.Nursery) -> None:
-        """Have what is queued sent, by a task in `nursery` unless a sender is at
-        work or one is on its way already (it takes this along)."""
-        if not self._sending and not self._kicked:
-            self._kicked = True
-            nursery.start_soon(self.flush)
+        """Have what is queued sent: unless a sender is at work or one is on its way
+        already (it takes this along), written at once if the socket takes it all
+        (`relay.net.sent`), else by a task in `nursery`. Replies a request's wait
+        ended (a device's answer) go out this way, and a task each would cost more
+        than its write."""
+        if self.sending or self._kicked or not self._queue:
+            return
+        queue = self._queue
+        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        n = sent(self._stream, data)
+        if n == len(data):
+            self._queue, self._queued = [], 0
+            self._stats.replies += self._replies
+            self._replies = 0
+            self.sent_at = self._now()
+            return
+        if n:  # the rest waits for room, the replies among it still counted as queued
+            self._queue, self._queued = [data[n:]], len(data) - n
+            self.sent_at = self._now()
+        self._kicked = True
+        nursery.start_soon(self.flush)
 
     async def send(self, frame: Frame, *, reply: bool = True) -> None:
         """Queue `frame` and flush."""
         self.put(frame, reply=reply)
         await self.flush()
 
-    async def flush(self) -> None:
+    async def flush(self, since: float | None = None) -> bool:
         """Unless a sender is at work, send what is queued and whatever queues
-        meanwhile. Replies are counted delivered once written, undelivered if the
-        client has gone (or the send was cancelled) before."""
+        meanwhile; whether it wrote (a write is a checkpoint). `since`: the clock
+        now, if the caller has just read it. Replies are counted delivered once
+        written, undelivered if the client has gone (or the send was cancelled)
+        before."""
         self._kicked = False
-        if self._sending or not self._queue:
-            return  # the sender takes it along
-        self._sending = True
+        if self.sending or not self._queue:
+            return False  # the sender takes it along
+        self.sending = True
         replies, now, stats = 0, self._now, self._stats
         try:
             while self._queue:
@@ -136,8 +157,9 @@ class Outbox:
                 if self._room is not None:
                     self._room.set()
                 data = batch[0] if len(batch) == 1 else b"".join(batch)
-                self.writing_since = since = now()
-                self._writing(since)
+                # The watcher sees a write that takes too long (`RelayServer._limit`).
+                self.writing_since = now() if since is None else since
+                since = None
                 await self._stream.send_all(data)
                 self.sent_at = now()
                 stats.replies += replies
@@ -145,7 +167,7 @@ class Outbox:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            self._sending = False
+            self.sending = False
             self.writing_since = None
             stats.undelivered += replies + self._replies
             self._queue, self._queued, self._replies = [], 0, 0
@@ -153,6 +175,7 @@ class Outbox:
                 self._room.set()
             if self._quiet is not None:
                 self._quiet.set()
+        return True
 
     async def last(self, frame: Frame) -> None:
         """Send a final error frame within a second of real time (a client that does

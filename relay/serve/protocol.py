@@ -126,21 +126,25 @@ class Frame(NamedTuple):
 
     def encode(self) -> bytes:
         """The frame's bytes on the wire."""
-        if len(self.key) != 16:
-            raise ValueError("idempotency key must be 16 bytes")
-        body = self.body
-        head = _WIRE.pack(
-            HEADER_SIZE + len(body),
-            VERSION,
-            self.type,
-            self.status,
-            self.left,
-            self.id,
-            self.key,
-            self.muni,
-            0,
-        )
-        return head + body if body else head
+        return encode_frame(*self)
+
+
+def encode_frame(
+    type: int,
+    id: int,
+    key: bytes = b"\x00" * 16,
+    muni: int = 0,
+    status: int = 0,
+    body: bytes = b"",
+    left: int = 0,
+) -> bytes:
+    """The bytes on the wire of the frame with these fields (`Frame`'s, in its
+    order): what `Frame.encode` does, without making the frame first (serve's
+    replies)."""
+    if len(key) != 16:
+        raise ValueError("idempotency key must be 16 bytes")
+    head = _WIRE.pack(HEADER_SIZE + len(body), VERSION, type, status, left, id, key, muni, 0)
+    return head + body if body else head
 
 
 def error_frame(code: ErrorCode, message: str, id: int = 0) -> Frame:

@@ -65,16 +65,13 @@ from typing import Any
 import trio
 
 from relay.core import summary
+from relay.core.agenda import Ended, Waiting
 from relay.core.ledger import OUTCOMES
 from relay.core.node import Node
 from relay.core.request import Outcome, Request
 from relay.core.tier import Flow, RelayTier, Result
-from relay.engines.trio import (
-    Ended,
-    TrioDriver,
-    Waiting,
-)
-from relay.net import REAL, Network, linger
+from relay.engines.trio import TrioDriver
+from relay.net import REAL, Network, linger, received
 from relay.scenario.schema import Scenario
 from relay.serve.clock import ScenarioClock
 from relay.serve.connection import Connection, Operation, Outbox, ServerStats
@@ -89,10 +86,17 @@ from relay.serve.protocol import (
     Frame,
     ProtocolError,
     Type,
+    encode_frame,
     error_frame,
 )
 
-REFUSAL_LINGER_S = 0.25  # real seconds a refused connection lingers (`linger`)
+REFUSAL_LINGER_S = 0.25
+
+# Read on every request: module constants, not lookups on enum classes.
+_REQUEST = Type.REQUEST
+_REPLY = Type.REPLY
+_COMPLETED = Outcome.COMPLETED
+_COMPLETED_STATUS = STATUS_OF[_COMPLETED]  # real seconds a refused connection lingers (`linger`)
 
 _SHUTTING_DOWN = ErrorCode.SHUTTING_DOWN
 _IDLE = ErrorCode.IDLE
@@ -162,6 +166,7 @@ class RelayServer:
         self._stop = trio.Event()
         self._top: trio.CancelScope | None = None
         self._watching: trio.CancelScope | None = None  # the watcher's sleep
+        self._wake = -math.inf  # its deadline while it sleeps
         # Open connections, in the order they opened (a dict: a set of objects
         # iterates in memory order, and a run must repeat from its seed).
         self._conns: dict[Connection, None] = {}
@@ -304,9 +309,36 @@ class RelayServer:
 
     def attach(self, stream: trio.abc.Stream, peer: str, at: Node | None = None) -> None:
         """Serve a client connection from address `peer` (at node `at`'s port, or the
-        dispatcher's); only while `serve` runs."""
-        assert self._nursery is not None, "attach() needs serve() running"
-        self._nursery.start_soon(self._connection, stream, peer, at)
+        dispatcher's), or refuse it, saying why, at a limit no idle connection gives
+        way at (`_make_room`) or once stopping; only while `serve` runs."""
+        nursery = self._nursery
+        assert nursery is not None, "attach() needs serve() running"
+        stats = self.stats
+        stats.connections += 1
+        outbox = Outbox(stream, stats, self.limits.scale, self.driver.now)
+        refusal = self._refusal(peer)
+        if refusal is not None and not self.stopping and self._make_room(peer, refusal[0]):
+            refusal = None  # an idle connection gives way to the new one
+        if refusal is not None or self.stopping:
+            limit, message = refusal or ("stopping", "server stopping")
+            stats.refused_connections[limit] += 1
+            code = ErrorCode.BUSY if refusal else _SHUTTING_DOWN
+            stats.rejected[code.name] += 1
+            nursery.start_soon(self._refuse, stream, outbox, error_frame(code, message))
+            return
+        conn = Connection(stream, outbox, peer, trio.current_time())
+        stats.open += 1
+        self._peers[peer] += 1
+        self._conns[conn] = None
+        nursery.start_soon(self._connection, conn, at)
+
+    async def _refuse(self, stream: trio.abc.Stream, outbox: Outbox, frame: Frame) -> None:
+        await outbox.last(frame)
+        # A moment for the client to read why, not a reset (bounded: a flood of
+        # refused connections costs a quarter of a second each at most).
+        await linger(stream, REFUSAL_LINGER_S * self.limits.scale)
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
 
     def _refusal(self, peer: str) -> tuple[str, str] | None:
         """Why a new connection from `peer` is refused, if it is: (limit, message)."""
@@ -350,34 +382,47 @@ class RelayServer:
         self._close(victim, _IDLE, message, count=False)
         return True
 
-    async def _connection(self, stream: trio.abc.Stream, peer: str, at: Node | None) -> None:
-        stats = self.stats
-        stats.connections += 1
-        outbox = Outbox(stream, stats, self.limits.scale, self._writing, self.driver.now)
-        refusal = self._refusal(peer)
-        if refusal is not None and not self.stopping and self._make_room(peer, refusal[0]):
-            refusal = None  # an idle connection gives way to the new one
-        if refusal is not None or self.stopping:
-            limit, message = refusal or ("stopping", "server stopping")
-            stats.refused_connections[limit] += 1
-            code = ErrorCode.BUSY if refusal else _SHUTTING_DOWN
-            stats.rejected[code.name] += 1
-            await outbox.last(error_frame(code, message))
-            # A moment for the client to read why, not a reset (bounded: a flood of
-            # refused connections costs a quarter of a second each at most).
-            await linger(stream, REFUSAL_LINGER_S * self.limits.scale)
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
-            return
-        conn = Connection(stream, outbox, peer, trio.current_time())
-        stats.open += 1
-        self._peers[peer] += 1
-        self._conns[conn] = None
+    async def _connection(self, conn: Connection, at: Node | None) -> None:
+        """Serve `conn` until its client closes it (or the server does): read its
+        frames and answer them, then let its replies go out, then forget it."""
+        stream, outbox = conn.stream, conn.outbox
+        decoder = Decoder(self.limits.max_frame)
+        clock = self.driver.now
         try:
-            await self._read(conn, at)
+            while True:
+                # What is there already is read without a pass through the
+                # scheduler (the reply's write is one); else trio waits for it.
+                data: bytes | bytearray | None = received(stream)
+                waited = data is None
+                if data is None:
+                    try:
+                        data = await stream.receive_some(65536)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        break
+                if not data:
+                    break  # the client closed; its requests still end in the ledger
+                now = conn.active_at = clock()
+                refused = self._take(conn, decoder, data, at, now)
+                # The replies of requests that needed no wait; then, while the client
+                # leaves too much unread, no more reading (the frame's clock stops;
+                # the clock is read again only for it).
+                paused = conn.paused_at = now if conn.frame_started is None else clock()
+                wrote = await outbox.flush(now)
+                if outbox.sending:
+                    await outbox.room()
+                elif not (wrote or waited):
+                    await trio.lowlevel.checkpoint()  # a round must let the others in
+                conn.paused_at = None
+                if conn.frame_started is not None:
+                    conn.frame_started += clock() - paused
+                    self._due(conn.frame_started + self._frame_timeout)
+                if refused is not None:
+                    await self._reject(outbox, *refused)
+                    break
             conn.frame_started = None  # no longer read: what is left of a frame is moot
             await outbox.settled()  # a client may half-close and still read replies
         finally:
+            stats, peer = self.stats, conn.peer
             stats.open -= 1
             self._peers[peer] -= 1
             if not self._peers[peer]:
@@ -390,98 +435,92 @@ class RelayServer:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _read(self, conn: Connection, at: Node | None) -> None:
-        stream, outbox = conn.stream, conn.outbox
-        decoder = Decoder(self.limits.max_frame)
+    def _take(
+        self,
+        conn: Connection,
+        decoder: Decoder,
+        data: bytes | bytearray,
+        at: Node | None,
+        now: float,
+    ) -> tuple[ErrorCode, str] | None:
+        """Take in `data`, read from `conn` at `now`: admit the requests it completes
+        (their replies queue, `_admit`) and answer the INFO frames; what to close
+        the connection with after their replies, if anything in it was bad (not a
+        frame, or not a frame a client sends)."""
+        outbox, stats = conn.outbox, self.stats
+        conn.spoke = True
+        bad: tuple[ErrorCode, str] | None = None
+        try:
+            frames = decoder.feed(data)
+        except ProtocolError as exc:
+            # The frames read whole before it are served and answered first.
+            frames, bad = exc.frames, (exc.code, str(exc))
+        if decoder.pending:  # a frame has begun: the whole of it is timed
+            if frames or conn.frame_started is None:
+                conn.frame_started = now
+                self._due(now + self._frame_timeout)
+        else:
+            conn.frame_started = None
         served = self.tier.dispatcher.cs_count
-        stats, clock = self.stats, self.driver.now
-        while True:
-            try:
-                data = await stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            if not data:
-                return  # the client closed; its requests still end in the ledger
-            now = conn.active_at = clock()
-            conn.spoke = True
-            bad: ProtocolError | None = None
-            try:
-                frames = decoder.feed(data)
-            except ProtocolError as exc:
-                # The frames read whole before it are served and answered first.
-                frames, bad = exc.frames, exc
-            if decoder.pending:  # a frame has begun: the whole of it is timed
-                if frames or conn.frame_started is None:
-                    conn.frame_started = now
-                    self._due(now + self._frame_timeout)
-            else:
-                conn.frame_started = None
-            for frame in frames:
-                if frame.type is not Type.REQUEST:
-                    if frame.type is Type.INFO:
-                        body = json.dumps(self.info(), allow_nan=False).encode()
-                        outbox.put(Frame(Type.INFO, frame.id, body=body), reply=False)
-                        continue
-                    await self._reject(outbox, ErrorCode.UNKNOWN_TYPE, "clients send requests")
-                    return
-                closing = conn.closing
-                if closing is not None:
-                    # Refused unread: the client books this request's error and may
-                    # re-send it elsewhere; it never reached the model.
-                    stats.rejected[closing.name] += 1
-                    refused = _REFUSED.get(closing, "connection closing: request not admitted")
-                    outbox.put(error_frame(closing, refused, frame.id), reply=False)
+        for frame in frames:
+            if frame.type is not _REQUEST:
+                if frame.type is Type.INFO:
+                    body = json.dumps(self.info(), allow_nan=False).encode()
+                    outbox.put(Frame(Type.INFO, frame.id, body=body), reply=False)
                     continue
-                if frame.muni >= served:
-                    # A well-formed frame for a CS this tier does not serve: refuse
-                    # that request only; the connection stays.
-                    code = ErrorCode.UNKNOWN_MUNICIPALITY
-                    stats.rejected[code.name] += 1
-                    message = f"municipality {frame.muni} is not served here"
-                    outbox.put(error_frame(code, message, frame.id), reply=False)
-                    continue
-                stats.requests += 1
-                self._admit(conn, frame, at)
-            # The replies of requests that needed no wait; then, while the client
-            # leaves too much unread, no more reading (the frame's clock stops).
-            paused = conn.paused_at = clock()
-            await outbox.flush()
-            await outbox.room()
-            conn.paused_at = None
-            if conn.frame_started is not None:
-                conn.frame_started += clock() - paused
-                self._due(conn.frame_started + self._frame_timeout)
-            if bad is not None:
-                await self._reject(outbox, bad.code, str(bad))
-                return
+                return ErrorCode.UNKNOWN_TYPE, "clients send requests"
+            closing = conn.closing
+            if closing is not None:
+                # Refused unread: the client books this request's error and may
+                # re-send it elsewhere; it never reached the model.
+                stats.rejected[closing.name] += 1
+                refused = _REFUSED.get(closing, "connection closing: request not admitted")
+                outbox.put(error_frame(closing, refused, frame.id), reply=False)
+                continue
+            if frame.muni >= served:
+                # A well-formed frame for a CS this tier does not serve: refuse
+                # that request only; the connection stays.
+                code = ErrorCode.UNKNOWN_MUNICIPALITY
+                stats.rejected[code.name] += 1
+                message = f"municipality {frame.muni} is not served here"
+                outbox.put(error_frame(code, message, frame.id), reply=False)
+                continue
+            stats.requests += 1
+            self._admit(conn, frame, at, now)
+        return bad
 
     async def _watch(self) -> None:
         """Enforce the time limits, each at the instant it passes: a frame that has
         taken too long, a client reading none of its replies, a connection idle too
         long, a closing one whose client did not hang up, an operation whose next
         message did not come. It sleeps until the earliest of those instants; what
-        sets an earlier one (a frame begun, a write, a notice) brings its wake-up
-        forward (`_due`), and nothing idles sooner than the idle timeout from now."""
+        sets an earlier one (a frame begun, a notice) brings its wake-up forward
+        (`_due`); while connections are open it wakes at least every write timeout
+        (a write begun since is timed from then on), else every idle timeout."""
         while True:
             now = trio.current_time()
             wake = now + self._idle_timeout
+            if self._conns:
+                # A write under way is seen within the write timeout of its start
+                # (`_limit` then wakes at its end): writes need not say they began.
+                wake = now + min(self._idle_timeout, self._write_timeout)
             if self._ops:
                 wake = min(wake, self._abandon_expired(now))
             for conn in list(self._conns):
                 wake = min(wake, self._limit(conn, now))
+            self._wake = wake
             with trio.CancelScope(deadline=wake) as self._watching:
                 await trio.sleep_forever()
             self._watching = None
+            self._wake = -math.inf
 
     def _due(self, at: float) -> None:
         """A limit passes at `at`: wake the watcher then, if it would sleep past it."""
-        watching = self._watching
-        if watching is not None and at < watching.deadline:
-            watching.deadline = at
-
-    def _writing(self, since: float) -> None:
-        """A write began at `since`: it must end within the write timeout."""
-        self._due(since + self._write_timeout)
+        # Against a copy of the deadline: a cancel scope's is a property, and every
+        # write asks (`_writing`).
+        if at < self._wake:
+            assert self._watching is not None
+            self._watching.deadline = self._wake = at
 
     def _limit(self, conn: Connection, now: float) -> float:
         """Act on `conn`'s time limits that have passed by `now`; the instant its next
@@ -552,12 +591,13 @@ class RelayServer:
         assert self._nursery is not None
         self._nursery.start_soon(close)
 
-    def _admit(self, conn: Connection, frame: Frame, at: Node | None) -> None:
-        """Start `frame`'s request: a new operation's first message, or the next
-        message of an operation waiting for it (same key, same client: else an error
-        frame for it, and the operation is untouched). Answer it at once if it ends
-        without waiting (the reader flushes), else hand it to a task."""
-        outbox, now, key = conn.outbox, self.driver.now(), frame.key
+    def _admit(self, conn: Connection, frame: Frame, at: Node | None, now: float) -> None:
+        """Start `frame`'s request, which arrived at `now`: a new operation's first
+        message, or the next message of an operation waiting for it (same key, same
+        client: else an error frame for it, and the operation is untouched). Answer
+        it at once if it ends without waiting (the reader flushes), else hand it to
+        the driver's conductor."""
+        outbox, key = conn.outbox, frame.key
         op = self._ops.get(key)
         if op is not None:
             refused = op.contradiction(conn, frame)
@@ -577,16 +617,21 @@ class RelayServer:
                 req = op.think.request  # the think's end opened the next message
                 assert req is not None
             else:
-                messages = max(frame.left, 1)
+                messages = frame.left if frame.left > 1 else 1
                 req, flow = self.tier.admit(frame.muni, 0, now, at, messages)
                 if messages > 1:  # the key is the operation's until it ends
                     op = self._ops[key] = Operation(key, conn, frame.muni, messages)
                     conn.ops.add(key)
-                state = self.driver.advance(flow)
+                state = self.driver.advance(flow, None, now)
         except Exception as exc:
-            outbox.put(self._failed(frame, exc))
+            outbox.queue(self._failed(frame, exc))
             return
-        if type(state) is Waiting and not state.effect.client():
+        if isinstance(state, Ended):  # the commonest: it ended without a wait
+            outbox.queue(self._reply(frame, req))
+            if op is not None:
+                self._end(op)
+            return
+        if not state.effect.client():
             # It must wait (a device, a queue): the driver's conductor carries it on
             # and says when its message ends (`_ended`).
             assert self._work is not None
@@ -597,8 +642,8 @@ class RelayServer:
             ended = functools.partial(self._ended, outbox, frame, req, flow, op)
             self.driver.follow(flow, state, ended)
             return
-        # Its message ended at once: the operation's end, or its client's turn.
-        outbox.put(self._reply(frame, req))
+        # Its message ended at once: its client's turn.
+        outbox.queue(self._reply(frame, req))
         self._between(op, flow, state)
 
     def _ended(
@@ -621,7 +666,7 @@ class RelayServer:
                 self._between(op, flow, state)
             except Exception as exc:
                 reply = self._failed(frame, exc)
-        outbox.put(reply)
+        outbox.queue(reply)
         assert self._work is not None
         outbox.kick(self._work)
         outbox.answered()
@@ -678,17 +723,18 @@ class RelayServer:
                 soonest = min(soonest, op.expires)
         return soonest
 
-    def _reply(self, frame: Frame, req: Request) -> Frame:
+    def _reply(self, frame: Frame, req: Request) -> bytes:
         """The reply to `frame` carrying its request's outcome (an overflow's body:
-        why it was refused)."""
+        why it was refused), encoded."""
         outcome = req.outcome
+        if outcome is _COMPLETED:  # the commonest, without a lookup
+            return encode_frame(_REPLY, frame.id, frame.key, frame.muni, _COMPLETED_STATUS)
         if outcome is None:
             return self._failed(frame, RuntimeError(f"request {req.id} ended without an outcome"))
-        if outcome is not Outcome.COMPLETED:
-            self.failures.failed(req, frame.id, self.driver.now())
+        self.failures.failed(req, frame.id, self.driver.now())
         why = req.refusal
         body = b"" if why is None else why.encode()
-        return Frame(Type.REPLY, frame.id, frame.key, frame.muni, STATUS_OF[outcome], body)
+        return encode_frame(_REPLY, frame.id, frame.key, frame.muni, STATUS_OF[outcome], body)
 
     def info(self) -> dict[str, Any]:
         """What the server says of itself to an INFO frame (`relaysim load` asks at
@@ -741,13 +787,13 @@ class RelayServer:
             "nodes": [summary.node_row(n, ledger, now) for n in tier.nodes],
         }
 
-    def _failed(self, frame: Frame, exc: Exception) -> Frame:
+    def _failed(self, frame: Frame, exc: Exception) -> bytes:
         """An INTERNAL error for `frame`, whose request hit a bug: the request stays
         open in the ledger (the accounting checker and relaysim_in_flight show it);
         this client gets an error, the others go on being served."""
         self.stats.rejected[ErrorCode.INTERNAL.name] += 1
         self.tier.log.info("serve.request_failed", id=frame.id, error=repr(exc))
-        return error_frame(ErrorCode.INTERNAL, "internal error", frame.id)
+        return error_frame(ErrorCode.INTERNAL, "internal error", frame.id).encode()
 
     async def _reject(self, outbox: Outbox, code: ErrorCode, message: str) -> None:
         """Count `code` and send it as the connection's last frame."""

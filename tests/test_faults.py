@@ -12,7 +12,7 @@ import pytest
 
 from relay.core.events import FaultEvent, OperatorEvent
 from relay.core.faults import ACTIONS, FAULTS, KINDS, LIVE
-from relay.core.tier import Result
+from relay.core.tier import Result, Wait
 from relay.scenario import schema
 from relay.serve import admin
 from tests.conftest import tier_for
@@ -67,13 +67,15 @@ def test_each_effect_names_its_message_and_a_clients_think_the_next() -> None:
     first, flow = tier.admit(0, 0, 1.0, messages=2)
     effect = next(flow)
     seen = []
-    while not effect.client():
+    while isinstance(effect, Wait) and not effect.client():
         seen.append((type(effect).__name__, effect.request))
         effect = flow.send((Result.DONE, 1.5))
     think = effect
+    assert isinstance(think, Wait)
     assert seen == [("CallHsm", first), ("CallBackend", first)]
     assert think.request is first
     effect = flow.send((Result.DONE, 60.0))  # the client's next message came
+    assert isinstance(effect, Wait)
     second = think.request
     assert second is not None
     assert second is not first

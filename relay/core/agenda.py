@@ -40,7 +40,7 @@ from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Final
 
 from relay.core.events import Event, in_order
-from relay.core.tier import Effect, Flow, RelayTier, Result, Retry
+from relay.core.tier import Effect, Flow, RelayTier, Result, Retry, Wait
 
 if TYPE_CHECKING:
     # mypyc's native 64-bit integer, for the heap's indices (plain int when run
@@ -134,20 +134,17 @@ class Carrier:
         next, or how the flow ended."""
         tier, resolution, finish_of = self.tier, self.resolution, self.finish_of
         at = step[1] if step is not None else self.clock() if now is None else now
-        try:
-            effect = next(flow) if step is None else flow.send(step)
-            while True:
-                if tier.crashed or tier.agenda:
-                    self.settle()
-                finish = tier.submit(effect, at) if finish_of is None else finish_of(effect, at)
-                if finish is None or not due_now(finish, effect.deadline, at, resolution):
-                    return Waiting(effect, finish)
-                result = _DONE if in_time(finish, effect.deadline) else _UNANSWERED
-                effect = flow.send((result, at))
-        except StopIteration as stop:
+        effect = next(flow) if step is None else flow.send(step)
+        while True:
             if tier.crashed or tier.agenda:
                 self.settle()
-            return Ended(stop.value)
+            if not isinstance(effect, Wait):
+                return Ended(effect)  # the flow's end
+            finish = tier.submit(effect, at) if finish_of is None else finish_of(effect, at)
+            if finish is None or not due_now(finish, effect.deadline, at, resolution):
+                return Waiting(effect, finish)
+            result = _DONE if in_time(finish, effect.deadline) else _UNANSWERED
+            effect = flow.send((result, at))
 
 
 class _Due:

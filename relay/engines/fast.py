@@ -9,29 +9,14 @@ for, so a whole day runs in seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 from relay.core.agenda import ACTION, ARRIVAL, END, RETRY, WAKE, Agenda
 from relay.core.events import Event
 from relay.core.request import Request
-from relay.core.tier import Effect, Flow, RelayTier, Result, Retry, Wait
+from relay.core.tier import Flow, RelayTier, Retry, Wait
 from relay.engines.common import PROGRESS_EVERY, Progress, RunEnd
-
-#: A flow as this engine resumes it (`_driven`): its effects, then its end; started
-#: by sending it None.
-Driven = Generator[Effect | Retry | None, tuple[Result, float] | None, None]
-
-
-def _driven(flow: Flow) -> Driven:
-    """`flow`'s effects, then what it returned (a `Retry` or None), yielded like
-    them: the engine tells an effect from an end by its type and never resumes it
-    after its end. Compiled, `yield from` takes the flow's end through its
-    `am_send` slot, a return value; resuming the flow itself, its end raises
-    StopIteration, which compiled code catches by way of a traceback entry (4% of a
-    day's instructions for one per operation)."""
-    retry = yield from flow
-    yield retry
 
 
 def run(
@@ -53,20 +38,18 @@ def run(
     # the agenda empties, so these names stay valid; a step checks them directly.
     crashed, todo = tier.crashed, tier.agenda
     flow: Flow
-    driven: Driven
     while True:
         kind = agenda.next()
         if kind == END:
             break
         now = agenda.now
         if kind == WAKE:  # the commonest step first
-            driven = cast(Driven, agenda.waiter)
+            flow = cast(Flow, agenda.waiter)
             sent = True
         elif kind == ARRIVAL:
             req, flow = tier.arrive(agenda.cs, 0, now)
             if observe is not None:
                 flow = observe(req, flow)
-            driven = _driven(flow)
             sent = False
             if progress is not None and agenda.arrivals % PROGRESS_EVERY == 0:
                 progress(now, tier)
@@ -74,7 +57,6 @@ def run(
             req, flow = tier.again(cast(Retry, agenda.retry))
             if observe is not None:
                 flow = observe(req, flow)
-            driven = _driven(flow)
             sent = False
         elif kind == ACTION:
             event = agenda.event
@@ -90,9 +72,9 @@ def run(
             continue
         # Resume the flow (start it, for a new request) until its next effect or
         # its end.
-        step = driven.send((agenda.result, now) if sent else None)
+        step = flow.send((agenda.result, now)) if sent else next(flow)
         if isinstance(step, Wait):
-            agenda.wait(driven, step, now)
+            agenda.wait(flow, step, now)
         else:
             agenda.ended(step)
         if crashed or todo:

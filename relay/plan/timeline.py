@@ -26,12 +26,12 @@ import html as htmlib
 import io
 import json
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from relay.core.request import Request
-from relay.core.tier import Effect, Flow, RelayTier, Result
+from relay.core.tier import Flow, RelayTier, Wait
 from relay.scenario.schema import Scenario
 from relay.testing.worlds import Case, run_case
 
@@ -126,22 +126,20 @@ class Recorder:
         """`flow`, whose first message is `req`, seen."""
         return self._traced(flow, req)
 
-    def _traced(self, flow: Flow, req: Request) -> Generator[Effect, tuple[Result, float], Any]:
+    def _traced(self, flow: Flow, req: Request) -> Flow:
         step = Step(req.id, req.cs, req.attempt, req.arrived)
         self.steps.append(step)
         t = req.arrived
-        try:
-            effect = next(flow)
-            while True:
-                step.node = req.node
-                start = t
-                result, t = yield effect
-                step.waits.append((type(effect).__name__, start, t, result.value))
-                effect = flow.send((result, t))
-        except StopIteration as stop:
-            step.node, step.ended = req.node, t
-            step.outcome = None if req.outcome is None else req.outcome.value
-            return stop.value
+        effect = next(flow)
+        while isinstance(effect, Wait):
+            step.node = req.node
+            start = t
+            result, t = yield effect
+            step.waits.append((type(effect).__name__, start, t, result.value))
+            effect = flow.send((result, t))
+        step.node, step.ended = req.node, t
+        step.outcome = None if req.outcome is None else req.outcome.value
+        yield effect  # the flow's end
 
 
 def record(

@@ -239,7 +239,7 @@ async def test_a_failing_request_does_not_take_the_server_down(
                     raise ZeroDivisionError("a bug in the model")
                 return self._tier.admit(cs, attempt, now, *args)
 
-        monkeypatch.setattr(server, "tier", FlakyTier(server.tier))
+        monkeypatch.setattr(server.operations, "tier", FlakyTier(server.tier))
         with trio.fail_after(10):
             stream = await dial(server, port)
             await stream.send_all(request(1, muni=3).encode() + request(2, muni=1).encode())

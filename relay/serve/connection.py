@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import trio
 
-from relay.core.tier import Effect, Flow
 from relay.net import sent
 from relay.serve.protocol import ErrorCode, Frame
 
@@ -182,46 +181,6 @@ class Outbox:
         not read cannot hold us); the caller closes the connection."""
         with trio.move_on_after(self._grace):
             await self.send(frame, reply=False)
-
-
-class Operation:
-    """A counter operation of several messages, from its first message to its end,
-    under its key: whose it is (the connection, so the port, and the municipality),
-    how many messages it has left (the next one included), and, between two of
-    them, its flow parked for the client's next message until `expires`."""
-
-    __slots__ = ("conn", "expires", "flow", "key", "left", "muni", "think")
-
-    def __init__(self, key: bytes, conn: Connection, muni: int, left: int) -> None:
-        self.key = key
-        self.conn = conn
-        self.muni = muni
-        self.left = left
-        self.flow: Flow | None = None  # None while one of its messages runs
-        self.think: Effect | None = None  # what its flow waits on between messages
-        self.expires = math.inf
-
-    def contradiction(self, conn: Connection, frame: Frame) -> tuple[ErrorCode, str] | None:
-        """Why `frame`, with this operation's key, cannot be its next message, if so."""
-        if self.flow is None:
-            return ErrorCode.KEY_IN_USE, (
-                "key in use: its operation's message is still running; "
-                "send the next message after its reply"
-            )
-        if conn is not self.conn:
-            return ErrorCode.WRONG_CONTINUATION, (
-                "the operation continues on the connection it began on"
-            )
-        if frame.muni != self.muni:
-            return ErrorCode.WRONG_CONTINUATION, (
-                f"the operation is municipality {self.muni}'s, not {frame.muni}'s"
-            )
-        if max(frame.left, 1) != self.left:
-            return ErrorCode.WRONG_CONTINUATION, (
-                f"the operation has {self.left} messages left, this one included; "
-                f"flags says {frame.left}"
-            )
-        return None
 
 
 class Connection:

@@ -228,7 +228,7 @@ class TierCollector(Collector):
             "Operations between messages, by municipality (those with any)",
             labels=["municipality"],
         )
-        for muni, held in server.between_by_municipality().items():
+        for muni, held in server.operations.between_by_municipality().items():
             by_muni.add_metric([str(muni)], held)
         yield by_muni
         yield GaugeMetricFamily(

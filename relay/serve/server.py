@@ -55,7 +55,6 @@ counted (`cut`): those requests still end and record their outcome, undelivered.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections import Counter
@@ -65,17 +64,17 @@ from typing import Any
 import trio
 
 from relay.core import summary
-from relay.core.agenda import Ended, Waiting
 from relay.core.ledger import OUTCOMES
 from relay.core.node import Node
-from relay.core.request import Outcome, Request
-from relay.core.tier import Flow, RelayTier, Result
+from relay.core.request import Outcome
+from relay.core.tier import RelayTier
 from relay.engines.trio import TrioDriver
 from relay.net import REAL, Network, linger, received
 from relay.scenario.schema import Scenario
 from relay.serve.clock import ScenarioClock
-from relay.serve.connection import Connection, Operation, Outbox, ServerStats
+from relay.serve.connection import Connection, Outbox, ServerStats
 from relay.serve.failures import FailureLog
+from relay.serve.operations import Operations
 from relay.serve.ports import PortError, check_range, listen
 from relay.serve.protocol import (
     MAX_FRAME,
@@ -86,7 +85,6 @@ from relay.serve.protocol import (
     Frame,
     ProtocolError,
     Type,
-    encode_frame,
     error_frame,
 )
 
@@ -158,11 +156,11 @@ class RelayServer:
         # of the tier's log (a server given no clock counts the default scenario's day).
         self.clock = clock or ScenarioClock.of(Scenario(), scale)
         tier.log = self.clock.named(tier.log)
-        self.failures = FailureLog(tier.log, scale)  # failed requests logged, rate-limited
+        # The requests admitted and the operations they make up (`relay.serve.operations`).
+        self.operations = Operations(
+            tier, driver, self.stats, FailureLog(tier.log, scale), self._idle_timeout
+        )
         self.stopping = False
-        self._in_flight = 0
-        self._idle = trio.Event()
-        self._idle.set()
         self._stop = trio.Event()
         self._top: trio.CancelScope | None = None
         self._watching: trio.CancelScope | None = None  # the watcher's sleep
@@ -171,26 +169,17 @@ class RelayServer:
         # iterates in memory order, and a run must repeat from its seed).
         self._conns: dict[Connection, None] = {}
         self._peers: Counter[str] = Counter()
-        self._ops: dict[bytes, Operation] = {}  # operations of several messages, by key
         self._no_conns = trio.Event()
         self._nursery: trio.Nursery | None = None  # connections' and the watcher's
-        self._work: trio.Nursery | None = None  # requests'
         self.stopped = trio.Event()  # set once stopped and drained
         self.stopped_at: float | None = None  # when
         self.port = 0  # the dispatcher's, once listening
-        # (instant, CS) of each request admitted, when someone keeps them (a hunt)
-        self.admitted: list[tuple[float, int]] | None = None
         self.node_ports: dict[str, int] = {}  # each relay node's own port, by name
 
     @property
     def between_messages(self) -> int:
         """Operations waiting for their client's next message."""
-        return sum(op.flow is not None for op in self._ops.values())
-
-    def between_by_municipality(self) -> dict[int, int]:
-        """Operations waiting for their client's next message, by municipality."""
-        held = Counter(op.muni for op in self._ops.values() if op.flow is not None)
-        return dict(sorted(held.items()))
+        return self.operations.between_messages
 
     @property
     def connections_held(self) -> int:
@@ -206,7 +195,7 @@ class RelayServer:
     @property
     def in_flight(self) -> int:
         """Requests admitted and not yet ended."""
-        return self._in_flight
+        return self.operations.in_flight
 
     async def serve(
         self,
@@ -224,13 +213,13 @@ class RelayServer:
         async with trio.open_nursery() as top:
             self._top = top.cancel_scope
             await top.start(self.driver.serve)
-            top.start_soon(self.failures.run)
+            top.start_soon(self.operations.failures.run)
             # Requests are carried on by the driver's conductor, which a stop never
             # cancels: each ends by its own deadlines and records its outcome, even
             # once its connection is gone (nothing accepted is lost); their replies
             # go out from tasks in `work`.
             async with trio.open_nursery() as work:
-                self._work = work
+                self.operations.work = work
                 async with trio.open_nursery() as conns:
                     self._nursery = conns
                     for listener, at in listeners:
@@ -241,14 +230,14 @@ class RelayServer:
                     for listener, _ in listeners:
                         await listener.aclose()
                     with trio.move_on_after(self.drain):
-                        await self._idle.wait()
-                    self.stats.cut = self._in_flight
+                        await self.operations.idle.wait()
+                    self.stats.cut = self.operations.in_flight
                     # Answered clients hang up; the others get a frame timeout to.
                     if self._conns:
                         with trio.move_on_after(self._frame_timeout):
                             await self._no_conns.wait()
                     conns.cancel_scope.cancel()
-                await self._idle.wait()  # what the drain cut short runs on to its end
+                await self.operations.idle.wait()  # what the drain cut short runs to its end
             top.cancel_scope.cancel()
         self.stopped_at = trio.current_time()
         self.stopped.set()
@@ -260,14 +249,13 @@ class RelayServer:
         self.stopping = True
         for conn in list(self._conns):
             self._notify(conn, _SHUTTING_DOWN, "server stopping: send no more requests")
-        # No next message will be admitted: operations between messages end now.
-        self._abandon_expired(trio.current_time(), everything=True)
+        self.operations.close(trio.current_time())
         self._stop.set()
 
     def abort(self) -> None:
         """Stop at once: requests still running are cancelled (counted in `aborted`)."""
         self.stopping = True
-        self.stats.aborted = self._in_flight
+        self.stats.aborted = self.operations.in_flight
         self._stop.set()
         if self._top is not None:
             self._top.cancel()
@@ -429,7 +417,7 @@ class RelayServer:
                 del self._peers[peer]
             self._conns.pop(conn, None)
             conn.gone = True
-            self._orphan(conn)
+            self.operations.orphan(conn)
             if self.stopping and not self._conns:
                 self._no_conns.set()
             with trio.CancelScope(shield=True):
@@ -447,7 +435,7 @@ class RelayServer:
         (their replies queue, `_admit`) and answer the INFO frames; what to close
         the connection with after their replies, if anything in it was bad (not a
         frame, or not a frame a client sends)."""
-        outbox, stats = conn.outbox, self.stats
+        outbox, stats, operations = conn.outbox, self.stats, self.operations
         conn.spoke = True
         bad: tuple[ErrorCode, str] | None = None
         try:
@@ -486,7 +474,7 @@ class RelayServer:
                 outbox.put(error_frame(code, message, frame.id), reply=False)
                 continue
             stats.requests += 1
-            self._admit(conn, frame, at, now)
+            operations.admit(conn, frame, at, now)
         return bad
 
     async def _watch(self) -> None:
@@ -504,8 +492,8 @@ class RelayServer:
                 # A write under way is seen within the write timeout of its start
                 # (`_limit` then wakes at its end): writes need not say they began.
                 wake = now + min(self._idle_timeout, self._write_timeout)
-            if self._ops:
-                wake = min(wake, self._abandon_expired(now))
+            if self.operations.ops:
+                wake = min(wake, self.operations.expire(now))
             for conn in list(self._conns):
                 wake = min(wake, self._limit(conn, now))
             self._wake = wake
@@ -566,7 +554,7 @@ class RelayServer:
         if code is _IDLE:
             self._due(conn.closing_at + self._frame_timeout)
         self.stats.closed[code.name] += 1
-        self._orphan(conn)
+        self.operations.orphan(conn)
         conn.outbox.put(error_frame(code, message), reply=False)
         assert self._nursery is not None
         self._nursery.start_soon(conn.outbox.flush)
@@ -580,7 +568,7 @@ class RelayServer:
             self.stats.closed[code.name] += 1
             self.stats.rejected[code.name] += 1
         conn.closing, conn.closing_at = code or conn.closing, trio.current_time()
-        self._orphan(conn)
+        self.operations.orphan(conn)
 
         async def close() -> None:
             if code is not None:
@@ -590,151 +578,6 @@ class RelayServer:
 
         assert self._nursery is not None
         self._nursery.start_soon(close)
-
-    def _admit(self, conn: Connection, frame: Frame, at: Node | None, now: float) -> None:
-        """Start `frame`'s request, which arrived at `now`: a new operation's first
-        message, or the next message of an operation waiting for it (same key, same
-        client: else an error frame for it, and the operation is untouched). Answer
-        it at once if it ends without waiting (the reader flushes), else hand it to
-        the driver's conductor."""
-        outbox, key = conn.outbox, frame.key
-        op = self._ops.get(key)
-        if op is not None:
-            refused = op.contradiction(conn, frame)
-            if refused is not None:
-                code, message = refused
-                self.stats.rejected[code.name] += 1
-                outbox.put(error_frame(code, message, frame.id), reply=False)
-                return
-        if self.admitted is not None:
-            self.admitted.append((now, frame.muni))
-        try:
-            if op is not None:  # the client's next message: the operation goes on
-                assert op.flow is not None
-                assert op.think is not None
-                flow, op.flow, op.expires = op.flow, None, math.inf
-                state = self.driver.advance(flow, (Result.DONE, now))
-                req = op.think.request  # the think's end opened the next message
-                assert req is not None
-            else:
-                messages = frame.left if frame.left > 1 else 1
-                req, flow = self.tier.admit(frame.muni, 0, now, at, messages)
-                if messages > 1:  # the key is the operation's until it ends
-                    op = self._ops[key] = Operation(key, conn, frame.muni, messages)
-                    conn.ops.add(key)
-                state = self.driver.advance(flow, None, now)
-        except Exception as exc:
-            outbox.queue(self._failed(frame, exc))
-            return
-        if isinstance(state, Ended):  # the commonest: it ended without a wait
-            outbox.queue(self._reply(frame, req))
-            if op is not None:
-                self._end(op)
-            return
-        if not state.effect.client():
-            # It must wait (a device, a queue): the driver's conductor carries it on
-            # and says when its message ends (`_ended`).
-            assert self._work is not None
-            outbox.owed += 1
-            self._in_flight += 1
-            if self._in_flight == 1:
-                self._idle = trio.Event()
-            ended = functools.partial(self._ended, outbox, frame, req, flow, op)
-            self.driver.follow(flow, state, ended)
-            return
-        # Its message ended at once: its client's turn.
-        outbox.queue(self._reply(frame, req))
-        self._between(op, flow, state)
-
-    def _ended(
-        self,
-        outbox: Outbox,
-        frame: Frame,
-        req: Request,
-        flow: Flow,
-        op: Operation | None,
-        state: Waiting | Ended | Exception,
-    ) -> None:
-        """A message the conductor carried on has ended (the operation's end, or a
-        think before its next message, which is the client's to send; or a bug in
-        it): its reply goes out."""
-        if isinstance(state, Exception):
-            reply = self._failed(frame, state)
-        else:
-            try:
-                reply = self._reply(frame, req)
-                self._between(op, flow, state)
-            except Exception as exc:
-                reply = self._failed(frame, exc)
-        outbox.queue(reply)
-        assert self._work is not None
-        outbox.kick(self._work)
-        outbox.answered()
-        self._in_flight -= 1
-        if self._in_flight == 0:
-            self._idle.set()
-
-    def _between(self, op: Operation | None, flow: Flow, state: Waiting | Ended) -> None:
-        """After a message of operation `op` (None: an operation of one message):
-        one with messages to come waits for the client's next (same key, same
-        client), holding its CS connection, for at most the idle timeout; a stopping
-        server admits no more, and a closed connection brings none, so either ends
-        it at once."""
-        if op is None:
-            return
-        if type(state) is not Waiting:
-            self._end(op)
-            return
-        op.flow, op.left = flow, op.left - 1
-        op.think = state.effect
-        if self.stopping or op.conn.gone or op.conn.closing is not None:
-            self._end(op, abandoned=True)
-            return
-        op.expires = trio.current_time() + self._idle_timeout
-
-    def _orphan(self, conn: Connection) -> None:
-        """`conn` admits no more (closing or closed): none of the operations begun on
-        it gets a next message. Those between messages end now (their CS connections
-        close), those on a message when it ends (`_between`)."""
-        parked = [self._ops[k] for k in conn.ops if self._ops[k].flow is not None]
-        for op in parked:
-            self._end(op, abandoned=True)
-
-    def _end(self, op: Operation, abandoned: bool = False) -> None:
-        """Forget operation `op` (its key is free again); `abandoned`: end its flow,
-        parked for a next message that will not come (its CS connection closes)."""
-        del self._ops[op.key]
-        op.conn.ops.discard(op.key)
-        if abandoned:
-            assert op.flow is not None
-            self.stats.abandoned += 1
-            self.driver.advance(op.flow, (Result.ABANDONED, trio.current_time()))
-
-    def _abandon_expired(self, now: float, everything: bool = False) -> float:
-        """Abandon the operations whose client has not sent the next message within
-        the idle timeout (or all those between messages); when the next of the
-        others expires."""
-        parked = [op for op in self._ops.values() if op.flow is not None]
-        soonest = math.inf
-        for op in parked:
-            if everything or now >= op.expires:
-                self._end(op, abandoned=True)
-            else:
-                soonest = min(soonest, op.expires)
-        return soonest
-
-    def _reply(self, frame: Frame, req: Request) -> bytes:
-        """The reply to `frame` carrying its request's outcome (an overflow's body:
-        why it was refused), encoded."""
-        outcome = req.outcome
-        if outcome is _COMPLETED:  # the commonest, without a lookup
-            return encode_frame(_REPLY, frame.id, frame.key, frame.muni, _COMPLETED_STATUS)
-        if outcome is None:
-            return self._failed(frame, RuntimeError(f"request {req.id} ended without an outcome"))
-        self.failures.failed(req, frame.id, self.driver.now())
-        why = req.refusal
-        body = b"" if why is None else why.encode()
-        return encode_frame(_REPLY, frame.id, frame.key, frame.muni, STATUS_OF[outcome], body)
 
     def info(self) -> dict[str, Any]:
         """What the server says of itself to an INFO frame (`relaysim load` asks at
@@ -776,7 +619,7 @@ class RelayServer:
             "in_flight": len(ledger.still_open),
             "between_messages": self.between_messages,
             "between_by_municipality": {
-                str(muni): n for muni, n in self.between_by_municipality().items()
+                str(muni): n for muni, n in self.operations.between_by_municipality().items()
             },
             "cs_connections_held": self.connections_held,
             "rejected": dict(sorted(self.stats.rejected.items())),
@@ -786,14 +629,6 @@ class RelayServer:
             "events": rows,
             "nodes": [summary.node_row(n, ledger, now) for n in tier.nodes],
         }
-
-    def _failed(self, frame: Frame, exc: Exception) -> bytes:
-        """An INTERNAL error for `frame`, whose request hit a bug: the request stays
-        open in the ledger (the accounting checker and relaysim_in_flight show it);
-        this client gets an error, the others go on being served."""
-        self.stats.rejected[ErrorCode.INTERNAL.name] += 1
-        self.tier.log.info("serve.request_failed", id=frame.id, error=repr(exc))
-        return error_frame(ErrorCode.INTERNAL, "internal error", frame.id).encode()
 
     async def _reject(self, outbox: Outbox, code: ErrorCode, message: str) -> None:
         """Count `code` and send it as the connection's last frame."""

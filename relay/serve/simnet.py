@@ -170,7 +170,7 @@ async def _run(
     async with serving(scenario, net, log, tier) as (server, ports):
         here = Situation(net, ports, server)
         admitted: list[tuple[float, int]] = []
-        server.admitted = admitted
+        server.operations.admitted = admitted
         for name, toxic in toxics:
             net.add_toxic(here.address(name), toxic)
         stop: list[float] = []

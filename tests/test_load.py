@@ -23,7 +23,7 @@ from relay.net.sim import SimNetwork
 from relay.net.toxics import toxic_from
 from relay.scenario.build import new_tier
 from relay.scenario.schema import Scenario
-from relay.serve import load
+from relay.serve import load, load_summary
 from relay.serve.protocol import Decoder, ErrorCode, Frame, Status, Type, error_frame
 from relay.serve.server import Limits, RelayServer
 from relay.testing import scenario
@@ -220,10 +220,10 @@ async def test_a_load_that_falls_behind_says_so(autojump_clock: trio.testing.Moc
     assert client is not None
     assert client["late_sends"] >= 5
     assert client["latest_send_ms"] >= 10
-    warning = load.behind(doc)
+    warning = load_summary.behind(doc)
     assert warning is not None
     assert warning.startswith(f"the load fell behind its schedule: {client['late_sends']:,} of")
-    assert load.behind({**doc, "client": {**client, "late_sends": 0}}) is None
+    assert load_summary.behind({**doc, "client": {**client, "late_sends": 0}}) is None
 
 
 async def test_a_load_summary_reads_as_a_load_in_the_report(
@@ -311,7 +311,7 @@ async def test_the_transports_round_trip_is_measured_and_said_when_it_distorts(
     assert client is not None
     assert (client["round_trip_ms"], client["round_trip_scenario_ms"]) == (10.0, 10.0)
     assert client["clock_resolution_ms"] == 0.0  # a virtual clock: no tick
-    warning = load.unfaithful(doc)
+    warning = load_summary.unfaithful(doc)
     assert warning is not None
     assert warning.startswith("real time adds 10.000 ms to each latency (round trip 10.000 ms,")
     assert "at 0.015x or slower it would be under 5%" in warning
@@ -321,11 +321,11 @@ async def test_the_transports_round_trip_is_measured_and_said_when_it_distorts(
     real_clock["speed"] = 200.0
     lat = doc["latency_ms"].copy()
     lat["p50"] = 1415.0
-    said = load.unfaithful({**doc, "client": real_clock, "latency_ms": lat})
+    said = load_summary.unfaithful({**doc, "client": real_clock, "latency_ms": lat})
     assert said is not None
     assert "260.0 ms of the scenario at 200x: 18% of the p50" in said
     assert "at 44.4x or slower" in said
     quiet, _ = await against_server(small(), duration=1.0, rate=50.0)
     assert quiet["client"] is not None
     assert quiet["client"]["round_trip_ms"] == 0.0
-    assert load.unfaithful(quiet) is None
+    assert load_summary.unfaithful(quiet) is None

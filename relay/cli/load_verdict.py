@@ -90,9 +90,9 @@ def finish(
 def _warn(doc: Summary, record: LoadRun, duration: float) -> None:
     """What the summary alone does not say: the load fell behind, real time distorts
     the latencies, the server refused requests or stopped, nothing was due."""
-    from relay.serve import load as loading
+    from relay.serve.load_summary import behind, unfaithful
 
-    for warning in (loading.behind(doc), loading.unfaithful(doc)):
+    for warning in (behind(doc), unfaithful(doc)):
         if warning is not None:
             click.echo(f"relaysim: warning: {warning}", err=True)
     if record.error_codes:

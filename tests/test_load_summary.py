@@ -34,12 +34,12 @@ from relay.engines.trio import TrioDriver
 from relay.net.sim import SimNetwork
 from relay.scenario.build import new_tier
 from relay.serve import load
-from relay.serve.protocol import Decoder, ErrorCode, Frame, Type, error_frame
+from relay.serve.protocol import ErrorCode, Frame, error_frame
 from relay.serve.server import RelayServer
 from relay.testing import scenario
 from tests.conftest import CONFIGS
 from tests.test_load import SERVER, against, small
-from tests.test_load_trust import in_a_thread, reply
+from tests.test_load_trust import hostile, in_a_thread, reply
 from tests.test_serve import FAST
 from tests.test_serve_cli import FAST as SERVE_FAST
 from tests.test_serve_cli import serving
@@ -173,30 +173,21 @@ INFO = json.dumps(
 ).encode()
 
 
-def stopping_after(n: int) -> Callable[[trio.SocketStream], Awaitable[None]]:
+def stopping_after(n: int) -> Callable[[trio.SocketStream], object]:
     """A dispatcher that answers `n` requests and then stops as serve does: a
     SHUTTING_DOWN notice, and any request that crossed it refused unread."""
     answered = 0
 
-    async def handle(stream: trio.SocketStream) -> None:
+    def answer(frame: Frame) -> bytes:
         nonlocal answered
-        decoder = Decoder()
-        with trio.move_on_after(30):  # bounded, whatever the client does
-            while data := await stream.receive_some(65536):
-                for frame in decoder.feed(data):
-                    if frame.type is Type.INFO:
-                        await stream.send_all(Frame(Type.INFO, frame.id, body=INFO).encode())
-                    elif answered >= n:
-                        refused = error_frame(ErrorCode.SHUTTING_DOWN, "stopping", frame.id)
-                        await stream.send_all(refused.encode())
-                    else:
-                        answered += 1
-                        await stream.send_all(reply(frame))
-                        if answered == n:
-                            notice = error_frame(ErrorCode.SHUTTING_DOWN, "server stopping")
-                            await stream.send_all(notice.encode())
+        if answered >= n:
+            return error_frame(ErrorCode.SHUTTING_DOWN, "stopping", frame.id).encode()
+        answered += 1
+        if answered < n:
+            return reply(frame)
+        return reply(frame) + error_frame(ErrorCode.SHUTTING_DOWN, "server stopping").encode()
 
-    return handle
+    return hostile(answer, INFO)
 
 
 def cli(*args: str) -> int:

@@ -250,13 +250,14 @@ class TrioDriver:
         )
         self._progress = progress
         self.resolution = resolution
-        # The run's clock, read directly once `run` or `serve` has begun: a request
-        # reads it a few times, and trio.current_time goes through three calls.
-        self.now: Callable[[], float] = trio.current_time
         # The core's own services are asked directly (compiled), any other's `finish`.
         simulated = type(self.services) is SimulatedServices
         self._carrier = Carrier(
-            tier, resolution, None if simulated else self.services.finish, self._settle, self.now
+            tier,
+            resolution,
+            None if simulated else self.services.finish,
+            self._settle,
+            trio.current_time,
         )
         #: `advance(flow, step=None, now=None)`: run `flow` from its start (at `now`,
         #: default the clock's) or resumed with `step` until it must wait; the
@@ -272,6 +273,13 @@ class TrioDriver:
         self._sleep: trio.CancelScope | None = None  # the conductor's, between steps
         self._jump: trio.testing.MockClock | None = None  # a replay's clock, moved by hand
 
+    @property
+    def now(self) -> Callable[[], float]:
+        """The run's clock, read directly once `run` or `serve` has begun (a request
+        reads it a few times, and trio.current_time goes through three calls); the
+        one `advance` reads."""
+        return self._carrier.clock
+
     # -- the runs ---------------------------------------------------------------------
 
     async def run(
@@ -280,7 +288,7 @@ class TrioDriver:
         """Replay `arrivals` (time, CS) and `events`; return when the run is over
         (every flow ended, or the liveness bound cut it short)."""
         clock = trio.lowlevel.current_clock()
-        self.now = self._carrier.clock = clock.current_time
+        self._carrier.clock = clock.current_time
         # A virtual clock nothing else moves, and services whose every finishing
         # time is known: the conductor moves the clock to each step itself.
         jump = (
@@ -306,7 +314,7 @@ class TrioDriver:
         `SERVE_GC_THRESHOLDS` meanwhile."""
         thresholds = gc.get_threshold()
         gc.set_threshold(*SERVE_GC_THRESHOLDS)
-        self.now = self._carrier.clock = trio.lowlevel.current_clock().current_time
+        self._carrier.clock = trio.lowlevel.current_clock().current_time
         try:
             agenda = Agenda(self.tier, (), (), start=trio.current_time(), open=True)
             async with trio.open_nursery() as self._nursery:

@@ -62,6 +62,15 @@ REAL: Network = TrioNetwork()
 LINGER_BYTES = 4 * 1024 * 1024
 
 
+def _descriptor(stream: trio.abc.Stream) -> int | None:
+    """The descriptor of a TCP `stream` still open; None for a closed one (its
+    socket says -1, never a descriptor reused since) and for any other stream."""
+    if type(stream) is not trio.SocketStream:
+        return None
+    fd = stream.socket.fileno()
+    return fd if fd >= 0 else None
+
+
 def received(stream: trio.abc.Stream, max_bytes: int = 65536) -> bytes | None:
     """What a TCP `stream` has received already, read without a pass through trio's
     scheduler: its bytes (up to `max_bytes`; b"" once the peer has closed), or None
@@ -72,10 +81,8 @@ def received(stream: trio.abc.Stream, max_bytes: int = 65536) -> bytes | None:
     rule: every await is a checkpoint); a server that reads this way first goes
     through the scheduler once a request (its reply's write) instead of twice, and
     must checkpoint itself in a round that writes nothing."""
-    if type(stream) is not trio.SocketStream:
-        return None
-    fd = stream.socket.fileno()  # -1 once closed: never a descriptor reused since
-    if fd < 0:
+    fd = _descriptor(stream)
+    if fd is None:
         return None
     try:
         return os.read(fd, max_bytes)
@@ -89,10 +96,8 @@ def sent(stream: trio.abc.Stream, data: bytes) -> int | None:
     when writing fails, and for any other stream: then `await stream.send_all(...)`
     sends the rest and raises trio's errors. The caller must be the stream's only
     writer at the time (no `send_all` under way)."""
-    if type(stream) is not trio.SocketStream:
-        return None
-    fd = stream.socket.fileno()  # -1 once closed
-    if fd < 0:
+    fd = _descriptor(stream)
+    if fd is None:
         return None
     try:
         return os.write(fd, data)

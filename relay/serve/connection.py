@@ -118,8 +118,7 @@ class Outbox:
         than its write."""
         if self.sending or self._kicked or not self._queue:
             return
-        queue = self._queue
-        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        data = _joined(self._queue)
         n = sent(self._stream, data)
         if n == len(data):
             self._queue, self._queued = [], 0
@@ -155,7 +154,7 @@ class Outbox:
                 replies, self._replies = self._replies, 0
                 if self._room is not None:
                     self._room.set()
-                data = batch[0] if len(batch) == 1 else b"".join(batch)
+                data = _joined(batch)
                 # The watcher sees a write that takes too long (`RelayServer._limit`).
                 self.writing_since = now() if since is None else since
                 since = None
@@ -181,6 +180,11 @@ class Outbox:
         not read cannot hold us); the caller closes the connection."""
         with trio.move_on_after(self._grace):
             await self.send(frame, reply=False)
+
+
+def _joined(frames: list[bytes]) -> bytes:
+    """Encoded frames as one write (the commonest, one frame, without a copy)."""
+    return frames[0] if len(frames) == 1 else b"".join(frames)
 
 
 class Connection:

@@ -487,11 +487,13 @@ class RelayServer:
         (a write begun since is timed from then on), else every idle timeout."""
         while True:
             now = trio.current_time()
-            wake = now + self._idle_timeout
+            # While connections are open, a write under way is seen within the write
+            # timeout of its start (`_limit` then wakes at its end): writes need not
+            # say they began.
+            longest = self._idle_timeout
             if self._conns:
-                # A write under way is seen within the write timeout of its start
-                # (`_limit` then wakes at its end): writes need not say they began.
-                wake = now + min(self._idle_timeout, self._write_timeout)
+                longest = min(longest, self._write_timeout)
+            wake = now + longest
             if self.operations.ops:
                 wake = min(wake, self.operations.expire(now))
             for conn in list(self._conns):

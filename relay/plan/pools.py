@@ -19,6 +19,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from multiprocessing.connection import wait
 from types import FrameType
 from typing import TypeVar
 
@@ -146,14 +147,23 @@ def halt(executor: cf.Executor, pending: set[cf.Future[R]]) -> None:
         future.cancel()  # a Dask future cancels its task on the cluster too
     if isinstance(executor, cf.ProcessPoolExecutor):
         workers = multiprocessing.active_children()
+        # The executor's thread reaps its workers: a shutdown without waiting drops
+        # the executor's hold on it (no later shutdown waits for it), so it is held
+        # here and waited for once the workers have gone. (cpython has no public
+        # handle; without one, the workers still read as alive, unreaped, after halt
+        # returns.)
+        manager: threading.Thread | None = getattr(executor, "_executor_manager_thread", None)
         executor.shutdown(wait=False, cancel_futures=True)
         for process in workers:
             process.terminate()
+        # Each worker's end awaited on its sentinel, not joined: two threads waiting
+        # for one child, the loser records no exit code.
         for process in workers:
-            process.join(GRACE_S)
-            if process.is_alive():
+            if not wait([process.sentinel], GRACE_S):
                 process.kill()
-                process.join(GRACE_S)
+                wait([process.sentinel], GRACE_S)
+        if manager is not None:
+            manager.join(GRACE_S)
     else:
         executor.shutdown(wait=False)
 
